@@ -1,0 +1,118 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+// One set of settings for every target: Swift 6 mode, and imports that never leak a
+// dependency into a module's API by accident.
+let swiftSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let grpcCore = Target.Dependency.product(name: "GRPCCore", package: "grpc-swift-2")
+let grpcTransport = Target.Dependency.product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport")
+let grpcProtobuf = Target.Dependency.product(name: "GRPCProtobuf", package: "grpc-swift-protobuf")
+let protobuf = Target.Dependency.product(name: "SwiftProtobuf", package: "swift-protobuf")
+let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
+let grdb = Target.Dependency.product(name: "GRDB", package: "GRDB.swift")
+let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
+let nioCore = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
+let lifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
+let unixSignals = Target.Dependency.product(name: "UnixSignals", package: "swift-service-lifecycle")
+let nioPosix = Target.Dependency.product(name: "NIOPosix", package: "swift-nio")
+
+let package = Package(
+    name: "vps-gateway",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "vps-gateway", targets: ["vps-gateway"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/grpc/grpc-swift-2.git", exact: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", exact: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", exact: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", exact: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", exact: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", exact: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio.git", exact: "2.101.3"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", exact: "7.10.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", exact: "2.13.0"),
+    ],
+    targets: [
+        // The wire contracts: generated protobuf/gRPC code plus the vocabulary around it.
+        .target(
+            name: "GatewayProtocol",
+            dependencies: [grpcCore, grpcProtobuf, protobuf],
+            exclude: ["Generated/README.md"],
+            swiftSettings: swiftSettings
+        ),
+        // The gateway: stream registry, fan-out and the admin API.
+        .target(
+            name: "GatewayServer",
+            dependencies: ["GatewayProtocol", grpcCore, grpcTransport, protobuf, logging, lifecycle],
+            swiftSettings: swiftSettings
+        ),
+        // The VPS-service side: dials gateways, registers, dispatches requests to handlers.
+        .target(
+            name: "GatewayWorker",
+            dependencies: ["GatewayProtocol", grpcCore, grpcTransport, protobuf, logging, lifecycle],
+            swiftSettings: swiftSettings
+        ),
+        // The environment's inventory database and the FindVPSByLease handler on it.
+        .target(
+            name: "LeaseInventory",
+            dependencies: ["GatewayProtocol", "GatewayWorker", grdb, protobuf],
+            swiftSettings: swiftSettings
+        ),
+        // A client of the admin socket, for the CLI and the benchmark.
+        .target(
+            name: "GatewayAdminClient",
+            dependencies: ["GatewayProtocol", grpcCore, grpcTransport, protobuf],
+            swiftSettings: swiftSettings
+        ),
+        // Where logs go: standard error as text or JSON lines.
+        .target(
+            name: "LogOutput",
+            dependencies: [logging],
+            swiftSettings: swiftSettings
+        ),
+        // The load generator behind `vps-gateway bench`.
+        .target(
+            name: "GatewayBench",
+            dependencies: ["GatewayProtocol", "GatewayAdminClient"],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "vps-gateway",
+            dependencies: [
+                "GatewayProtocol", "GatewayServer", "GatewayWorker", "LeaseInventory",
+                "GatewayAdminClient", "GatewayBench", "LogOutput", argumentParser, logging, lifecycle, unixSignals, protobuf, nioPosix, nioCore,
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "GatewayServerTests",
+            dependencies: ["GatewayServer", "GatewayProtocol", grpcCore, logging],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "GatewayWorkerTests",
+            dependencies: ["GatewayWorker", "GatewayProtocol", grpcCore, logging],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "LeaseInventoryTests",
+            dependencies: ["LeaseInventory", "GatewayWorker", "GatewayProtocol", grdb, protobuf],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: [
+                "vps-gateway", "GatewayProtocol", "GatewayAdminClient", "LeaseInventory",
+                grpcCore, grpcTransport, protobuf, grdb,
+            ],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

@@ -1,0 +1,101 @@
+import Foundation
+// Public: requests and responses are the admin API's generated messages.
+public import GatewayProtocol
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import SwiftProtobuf
+
+/// A client of the gateway's admin API on its Unix socket.
+///
+/// ```swift
+/// try await AdminClient.connect(socketPath: "/run/vps-gateway/admin.sock") { admin in
+///     let response = try await admin.call(.with { $0.method = "FindVPSByLease"; $0.payload = payload })
+/// }
+/// ```
+public struct AdminClient: Sendable {
+    private let admin: GatewayAdminService.Client<HTTP2ClientTransport.Posix>
+    public let socketPath: String
+
+    /// Connects to the socket, runs `body`, and closes the connection.
+    public static func connect<Result: Sendable>(
+        socketPath: String,
+        _ body: @Sendable (AdminClient) async throws -> Result
+    ) async throws -> Result {
+        var info = stat()
+        guard stat(socketPath, &info) == 0 else {
+            throw AdminClientError(
+                code: .unreachable,
+                message: "no admin socket at '\(socketPath)' (\(String(cString: strerror(errno)))); is the gateway running? Give its socket with --admin-socket"
+            )
+        }
+        let transport = try HTTP2ClientTransport.Posix(
+            target: .unixDomainSocket(path: socketPath),
+            transportSecurity: .plaintext,
+            config: .defaults { $0.backoff = .init(initial: .milliseconds(50), max: .milliseconds(500), multiplier: 2, jitter: 0.1) }
+        )
+        return try await withGRPCClient(transport: transport) { client in
+            try await body(AdminClient(admin: GatewayAdminService.Client(wrapping: client), socketPath: socketPath))
+        }
+    }
+
+    /// Sends one request through the gateway and waits for its outcome.
+    public func call(_ request: AdminCallRequest) async throws -> AdminCallResponse {
+        let timeoutMs = request.timeoutMs == 0 ? 10_000 : Int64(request.timeoutMs)
+        var options = CallOptions.defaults
+        // The gateway answers at its own deadline; allow for the trip over the socket.
+        options.timeout = .milliseconds(timeoutMs + 5_000)
+        do {
+            return try await admin.call(request, options: options)
+        } catch let error as RPCError {
+            throw AdminClientError(rpc: error, socketPath: socketPath)
+        }
+    }
+
+    /// The connected instances, optionally of one environment.
+    public func listClients(environment: String = "") async throws -> [AdminClientInfo] {
+        do {
+            return try await admin.listClients(.with { $0.environment = environment }).clients
+        } catch let error as RPCError {
+            throw AdminClientError(rpc: error, socketPath: socketPath)
+        }
+    }
+}
+
+/// The one error type of the admin client.
+public struct AdminClientError: Error, CustomStringConvertible, Sendable {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Value: String { case unreachable, rejected, failed }
+        private let value: Value
+        private init(_ value: Value) { self.value = value }
+
+        /// The socket is missing or nobody answers on it.
+        public static let unreachable = Code(.unreachable)
+        /// The gateway refused the request as invalid.
+        public static let rejected = Code(.rejected)
+        /// Anything else the RPC reported.
+        public static let failed = Code(.failed)
+
+        public var description: String { value.rawValue }
+    }
+
+    public var code: Code
+    public var message: String
+
+    public init(code: Code, message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    init(rpc error: RPCError, socketPath: String) {
+        switch error.code {
+        case .unavailable:
+            self.init(code: .unreachable, message: "the gateway's admin socket '\(socketPath)' does not answer (\(error.message)); is the gateway running?")
+        case .invalidArgument, .failedPrecondition, .outOfRange:
+            self.init(code: .rejected, message: "the gateway refused the request: \(error.message)")
+        default:
+            self.init(code: .failed, message: "admin RPC failed with \(error.code): \(error.message)")
+        }
+    }
+
+    public var description: String { "\(code): \"\(message)\"" }
+}

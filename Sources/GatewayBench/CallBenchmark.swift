@@ -1,0 +1,109 @@
+import Foundation
+// Public: the benchmark drives an `AdminClient` with an admin `CallRequest`.
+public import GatewayAdminClient
+public import GatewayProtocol
+import Synchronization
+
+/// Drives the admin `Call` with a fixed number of callers for a fixed time and measures each
+/// call from the caller's side. A measuring tool, not a test: every loop ends at the deadline.
+public struct CallBenchmark: Sendable {
+    public struct Configuration: Sendable {
+        /// Calls in flight at once.
+        public var concurrency: Int
+        /// How long to drive load (after the warm-up).
+        public var duration: Duration
+        /// Load driven first and not measured, so connections and caches are warm.
+        public var warmup: Duration
+        /// The call every caller repeats (a fresh request id each time).
+        public var request: AdminCallRequest
+
+        public init(concurrency: Int, duration: Duration, warmup: Duration = .seconds(1), request: AdminCallRequest) {
+            self.concurrency = concurrency
+            self.duration = duration
+            self.warmup = warmup
+            self.request = request
+        }
+    }
+
+    /// Counts so far, for a progress line.
+    public struct Progress: Sendable {
+        public var requests: Int
+        public var elapsed: Duration
+    }
+
+    public let configuration: Configuration
+
+    public init(configuration: Configuration) {
+        self.configuration = configuration
+    }
+
+    /// Runs the benchmark; `progress` is called about once a second while it measures.
+    public func run(
+        client: AdminClient,
+        progress: @Sendable @escaping (Progress) -> Void = { _ in }
+    ) async throws -> BenchmarkReport {
+        if configuration.warmup > .zero {
+            _ = try await drive(client: client, for: configuration.warmup, counter: SharedCounter())
+        }
+        let counter = SharedCounter()
+        let started = ContinuousClock.now
+        let samples = try await withThrowingTaskGroup(of: [Sample]?.self) { group in
+            group.addTask { try await self.drive(client: client, for: self.configuration.duration, counter: counter) }
+            group.addTask {
+                while ContinuousClock.now - started < self.configuration.duration {
+                    try? await Task.sleep(for: .seconds(1))
+                    progress(Progress(requests: counter.value, elapsed: ContinuousClock.now - started))
+                }
+                return nil
+            }
+            var samples: [Sample] = []
+            for try await result in group { if let result { samples = result } }
+            return samples
+        }
+        return BenchmarkReport(samples: samples, elapsed: ContinuousClock.now - started, concurrency: configuration.concurrency)
+    }
+
+    struct Sample: Sendable {
+        var micros: UInt64
+        var outcome: String
+    }
+
+    /// `concurrency` callers, each calling in a loop until `duration` has passed.
+    private func drive(client: AdminClient, for duration: Duration, counter: SharedCounter) async throws -> [Sample] {
+        let deadline = ContinuousClock.now + duration
+        let samples = try await withThrowingTaskGroup(of: [Sample].self) { group in
+            for _ in 0..<configuration.concurrency {
+                group.addTask {
+                    var samples: [Sample] = []
+                    var request = self.configuration.request
+                    while ContinuousClock.now < deadline {
+                        request.requestID = ""
+                        let start = ContinuousClock.now
+                        let outcome: String
+                        do {
+                            outcome = BenchmarkReport.name(of: try await client.call(request).outcome)
+                        } catch {
+                            outcome = "rpc_error"
+                        }
+                        let elapsed = ContinuousClock.now - start
+                        let (seconds, attoseconds) = elapsed.components
+                        samples.append(Sample(micros: UInt64(seconds) * 1_000_000 + UInt64(attoseconds / 1_000_000_000_000), outcome: outcome))
+                        counter.increment()
+                    }
+                    return samples
+                }
+            }
+            var all: [Sample] = []
+            for try await part in group { all += part }
+            return all
+        }
+        return samples
+    }
+}
+
+/// A counter the callers share with the progress reporter.
+private final class SharedCounter: Sendable {
+    private let count = Atomic<Int>(0)
+    func increment() { count.add(1, ordering: .relaxed) }
+    var value: Int { count.load(ordering: .relaxed) }
+}

@@ -1,0 +1,64 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Checks around the admin socket's path that the gRPC transport does not do: it would
+/// silently delete a live socket of another gateway, and it leaves the mode to the umask.
+enum AdminSocket {
+    /// Creates the parent directory and refuses a path that is in use or not a socket.
+    static func prepare(path: String) throws {
+        let directory = (path as NSString).deletingLastPathComponent
+        do {
+            try FileManager.default.createDirectory(atPath: directory.isEmpty ? "." : directory, withIntermediateDirectories: true)
+        } catch {
+            throw GatewayError(
+                code: .adminSocketFailed,
+                message: "cannot create the admin socket's directory '\(directory)'; create it or choose another --admin-socket",
+                cause: error
+            )
+        }
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return }
+        guard info.st_mode & S_IFMT == S_IFSOCK else {
+            throw GatewayError(
+                code: .adminSocketFailed,
+                message: "'\(path)' exists and is not a socket; remove it or choose another --admin-socket"
+            )
+        }
+        if isAcceptingConnections(path) {
+            throw GatewayError(
+                code: .adminSocketFailed,
+                message: "'\(path)' is in use: another gateway is serving its admin API there; stop it or choose another --admin-socket"
+            )
+        }
+        unlink(path)  // a stale socket of a gateway that died
+    }
+
+    /// Owner and group only: the admin API can send any request through the gateway.
+    static func restrictPermissions(path: String) throws {
+        guard chmod(path, 0o660) == 0 else {
+            throw GatewayError(
+                code: .adminSocketFailed,
+                message: "chmod(\(path), 0660) failed: \(String(cString: strerror(errno))) (errno \(errno))"
+            )
+        }
+    }
+
+    private static func isAcceptingConnections(_ path: String) -> Bool {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            for (index, byte) in path.utf8.prefix(buffer.count - 1).enumerated() { buffer[index] = byte }
+        }
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        return result == 0
+    }
+}

@@ -1,0 +1,35 @@
+public import Foundation
+
+/// How a call through the gateway ended.
+public struct CallResult: Sendable {
+    public enum Outcome: String, Sendable, CaseIterable {
+        /// A receiver had the answer.
+        case ok
+        /// Every receiver answered and none had it.
+        case notFound = "not_found"
+        /// No receiver was connected before the deadline.
+        case noReceivers = "no_receivers"
+        /// Receivers were asked but none gave a final answer in time.
+        case deadlineExceeded = "deadline_exceeded"
+        /// Receivers failed (errors, dropped streams, unimplemented method, bad payload).
+        case failed
+    }
+
+    public var outcome: Outcome
+    /// The winning response's payload (only for `ok`).
+    public var payload: Data
+    /// The instance that answered (`ok`), if any.
+    public var responder: ClientIdentity?
+    /// What went wrong, naming each receiver that failed; empty for `ok`.
+    public var error: String
+    /// How many receivers the request was sent to.
+    public var receivers: Int
+
+    package init(outcome: Outcome, payload: Data = Data(), responder: ClientIdentity? = nil, error: String = "", receivers: Int = 0) {
+        self.outcome = outcome
+        self.payload = payload
+        self.responder = responder
+        self.error = error
+        self.receivers = receivers
+    }
+}

@@ -1,0 +1,181 @@
+public import Foundation
+package import GatewayProtocol
+package import Logging
+import SwiftProtobuf
+import Synchronization
+
+/// One request to send through the gateway.
+public struct OutgoingCall: Sendable {
+    public var requestID: String
+    public var method: String
+    public var payload: Data
+    public var target: CallTarget
+    /// When the caller stops waiting.
+    public var deadline: ContinuousClock.Instant
+    /// 1 for the first send of this request id.
+    public var attempt: UInt32
+
+    public init(requestID: String, method: String, payload: Data, target: CallTarget, deadline: ContinuousClock.Instant, attempt: UInt32 = 1) {
+        self.requestID = requestID
+        self.method = method
+        self.payload = payload
+        self.target = target
+        self.deadline = deadline
+        self.attempt = attempt
+    }
+}
+
+/// The fan-out: sends a call to every eligible stream, takes the first valid answer, cancels
+/// the rest, and fails a receiver at once when its stream ends.
+package final class CallRouter: Sendable {
+    private let clients: ConnectedClients
+    private let classifiers: AnswerClassifiers
+    private let table = Mutex(CallTable())
+    private let idleWaiters = Mutex<[CheckedContinuation<Void, Never>]>([])
+    private let logger: Logger
+
+    package init(clients: ConnectedClients, classifiers: AnswerClassifiers = AnswerClassifiers(), logger: Logger) {
+        self.clients = clients
+        self.classifiers = classifiers
+        self.logger = logger
+    }
+
+    /// Calls in flight right now.
+    package var pendingCount: Int { table.withLock { $0.count } }
+
+    /// Sends `call` and waits for its outcome, at most until its deadline. Waits for a
+    /// receiver to connect when none is eligible yet.
+    package func call(_ call: OutgoingCall) async -> CallResult {
+        await withTaskGroup(of: CallResult?.self) { group in
+            group.addTask { await self.execute(call) }
+            group.addTask {
+                try? await Task.sleep(until: call.deadline, clock: .continuous)
+                return nil
+            }
+            var result: CallResult?
+            for await finished in group {
+                if let finished { result = finished }
+                group.cancelAll()
+            }
+            // `execute` always returns a result, also when cancelled.
+            return result!
+        }
+    }
+
+    private func execute(_ call: OutgoingCall) async -> CallResult {
+        var (receivers, generation) = clients.eligible(for: call.target, method: call.method)
+        while receivers.isEmpty {
+            await clients.waitForRegistration(after: generation)
+            if Task.isCancelled {
+                return stoppedWaiting(call) == .deadlineExceeded
+                    ? CallResult(outcome: .noReceivers, error: "no receiver for '\(call.method)' in \(call.target) connected before the deadline")
+                    : CallResult(outcome: .failed, error: "cancelled by the caller while waiting for a receiver")
+            }
+            (receivers, generation) = clients.eligible(for: call.target, method: call.method)
+        }
+        let message = GatewayMessage.request(.with {
+            $0.requestID = call.requestID
+            $0.method = call.method
+            $0.payload = call.payload
+            $0.attempt = call.attempt
+            $0.deadline = .init(date: Date() + (call.deadline - ContinuousClock.now).secondsValue)
+        })
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let pending = CallTable.Pending(method: call.method, receivers: receivers, continuation: continuation)
+                guard table.withLock({ $0.start(call.requestID, pending) }) else {
+                    continuation.resume(returning: CallResult(
+                        outcome: .failed,
+                        error: "request id '\(call.requestID)' is already in flight; use a new id or wait for it to finish"
+                    ))
+                    return
+                }
+                for receiver in receivers { receiver.requestStarted() }
+                for receiver in receivers where !receiver.send(message) {
+                    perform(table.withLock {
+                        $0.receiverFailed(call.requestID, receiver, reason: "unavailable: its send queue is full or its stream ended")
+                    })
+                }
+                // Cancelled before the call was in the table: the handler found nothing to abandon.
+                if Task.isCancelled { abandon(call) }
+            }
+        } onCancel: {
+            abandon(call)
+        }
+    }
+
+    private func stoppedWaiting(_ call: OutgoingCall) -> CallResult.Outcome {
+        ContinuousClock.now >= call.deadline ? .deadlineExceeded : .failed
+    }
+
+    private func abandon(_ call: OutgoingCall) {
+        let outcome = stoppedWaiting(call)
+        let reason = outcome == .deadlineExceeded
+            ? "deadline exceeded" : "cancelled by the caller"
+        perform(table.withLock { $0.abandon(call.requestID, outcome: outcome, reason: reason) })
+    }
+
+    /// Routes a receiver's response to its call.
+    package func deliver(_ response: GatewayResponse, from connection: ClientConnection) {
+        let answer = classify(response)
+        let (effects, accepted) = table.withLock {
+            $0.answer(response.requestID, from: connection, answer, payload: response.payload)
+        }
+        if !accepted {
+            logger.debug(
+                "ignored a response for a request id that is not in flight on this stream",
+                metadata: ["request_id": "\(response.requestID)", "instance": "\(connection.identity.instanceID)"]
+            )
+        }
+        perform(effects)
+    }
+
+    private func classify(_ response: GatewayResponse) -> Answer {
+        let method = table.withLock { $0.method(of: response.requestID) }
+        guard let method else { return .notFound }
+        return classifiers.classifier(for: method).classify(response)
+    }
+
+    /// A stream ended: its outstanding requests fail for it now, not at their deadline.
+    package func connectionClosed(_ connection: ClientConnection, reason: String) {
+        perform(table.withLock { $0.connectionClosed(connection, reason: reason) })
+    }
+
+    private func perform(_ effects: CallTable.Effects) {
+        for connection in effects.released { connection.requestEnded() }
+        for (requestID, connection) in effects.cancel { _ = connection.send(.cancel(requestID: requestID)) }
+        for (continuation, result) in effects.completions { continuation.resume(returning: result) }
+        if !effects.completions.isEmpty, pendingCount == 0 {
+            for waiter in idleWaiters.withLock({ waiters in defer { waiters = [] }; return waiters }) { waiter.resume() }
+        }
+    }
+
+    /// Returns when no call is in flight, or after `timeout`.
+    package func waitUntilIdle(timeout: Duration) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await withCheckedContinuation { continuation in
+                    let idle = self.table.withLock { table in
+                        // Checked and queued under the table's lock, so a completion in between cannot be missed.
+                        if table.count == 0 { return true }
+                        self.idleWaiters.withLock { $0.append(continuation) }
+                        return false
+                    }
+                    if idle { continuation.resume() }
+                }
+            }
+            group.addTask { try? await Task.sleep(for: timeout) }
+            await group.next()
+            group.cancelAll()
+            // The idle waiter is not cancellable; release it so the group can finish.
+            for waiter in self.idleWaiters.withLock({ waiters in defer { waiters = [] }; return waiters }) { waiter.resume() }
+        }
+    }
+}
+
+extension Duration {
+    package var secondsValue: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) + Double(attoseconds) / 1e18
+    }
+}

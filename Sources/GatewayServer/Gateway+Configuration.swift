@@ -1,0 +1,63 @@
+extension Gateway {
+    /// Everything the gateway needs to know to run. The CLI maps flags and environment
+    /// variables onto it; tests set fields directly.
+    public struct Configuration: Sendable {
+        /// Where VPS-service instances dial in. Default `0.0.0.0:1537`.
+        public var listenHost: String
+        public var listenPort: Int
+        /// The shared secret every stream must present in `x-api-secret`. Required.
+        public var apiSecret: String
+        /// The Unix socket of the admin API. Default `/run/vps-gateway/admin.sock`.
+        public var adminSocketPath: String
+        /// How long a new stream has to send `register`. Default 10 s.
+        public var registrationTimeout: Duration
+        /// How often the gateway sends `heartbeat` on each stream. Default 30 s.
+        public var heartbeatInterval: Duration
+        /// A stream silent for this many heartbeat intervals is evicted. Default 3.
+        public var missedHeartbeatsBeforeEviction: Int
+        /// Messages that may wait to be written to one stream before sends to it fail at
+        /// once (so a client that does not read cannot stall anyone). Default 1024.
+        public var sendQueueCapacity: Int
+        /// The timeout of a call whose caller gave none. Default 10 s.
+        public var defaultCallTimeout: Duration
+        /// The longest timeout a caller may ask for. Default 5 min.
+        public var maxCallTimeout: Duration
+        /// The largest message accepted on a stream or the admin socket. Default 4 MiB.
+        public var maxMessageBytes: Int
+        /// HTTP/2 keepalive pings the gateway sends on idle connections. Default every 60 s.
+        public var keepaliveInterval: Duration
+        /// How long a keepalive ping may stay unanswered before the connection is closed.
+        /// Default 20 s.
+        public var keepaliveTimeout: Duration
+        /// The shortest client ping interval the gateway tolerates (clients ping every 30 s
+        /// by default; grpc's own default of 5 min would GOAWAY them). Default 10 s.
+        public var minClientPingInterval: Duration
+        /// On shutdown, how long in-flight calls get to finish after `drain` is sent.
+        /// Default 5 s.
+        public var shutdownGracePeriod: Duration
+        /// The version reported in `registered` and logs.
+        public var version: String
+
+        public init(apiSecret: String) {
+            self.listenHost = "0.0.0.0"
+            self.listenPort = 1537
+            self.apiSecret = apiSecret
+            self.adminSocketPath = "/run/vps-gateway/admin.sock"
+            self.registrationTimeout = .seconds(10)
+            self.heartbeatInterval = .seconds(30)
+            self.missedHeartbeatsBeforeEviction = 3
+            self.sendQueueCapacity = 1024
+            self.defaultCallTimeout = .seconds(10)
+            self.maxCallTimeout = .seconds(300)
+            self.maxMessageBytes = 4 * 1024 * 1024
+            self.keepaliveInterval = .seconds(60)
+            self.keepaliveTimeout = .seconds(20)
+            self.minClientPingInterval = .seconds(10)
+            self.shutdownGracePeriod = .seconds(5)
+            self.version = "dev"
+        }
+
+        /// A stream silent for longer than this is evicted.
+        var evictionSilence: Duration { heartbeatInterval * missedHeartbeatsBeforeEviction }
+    }
+}

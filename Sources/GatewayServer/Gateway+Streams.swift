@@ -1,0 +1,181 @@
+import Foundation
+import GatewayProtocol
+import GRPCCore
+import Logging
+import Synchronization
+import SwiftProtobuf
+
+extension Gateway {
+    /// Runs one client stream from `register` to its end: reads messages, writes the
+    /// stream's send queue, sends heartbeats and evicts the stream when it goes silent.
+    func serveStream(
+        inbound: RPCAsyncSequence<GatewayMessage, any Error>,
+        writer: RPCWriter<GatewayMessage>,
+        remoteAddress: String
+    ) async throws {
+        let (outbound, continuation) = AsyncStream.makeStream(
+            of: GatewayMessage.self,
+            bufferingPolicy: .bufferingOldest(configuration.sendQueueCapacity)
+        )
+        let registered = RegisteredConnection()
+        defer {
+            continuation.finish()
+            if let connection = registered.connection { streamEnded(connection) }
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await message in outbound { try await writer.write(message) }
+            }
+            group.addTask {
+                var messages = inbound.makeAsyncIterator()
+                guard let first = try await messages.next() else { return }
+                let connection = try self.accept(first, remoteAddress: remoteAddress, outbound: continuation)
+                registered.set(connection)
+                while let message = try await messages.next() {
+                    self.handle(message, from: connection)
+                }
+            }
+            group.addTask {
+                try await Task.sleep(for: self.configuration.registrationTimeout)
+                guard let connection = registered.connection else {
+                    throw RPCError(
+                        code: .deadlineExceeded,
+                        message: "no 'register' message within \(self.configuration.registrationTimeout); send it first"
+                    )
+                }
+                try await self.keepAlive(connection)
+            }
+            // The first part to finish ends the stream: the client closed it, the gateway
+            // closed it (send queue finished), or the timer evicted it.
+            try await group.next()
+            group.cancelAll()
+        }
+        if let reason = registered.connection?.closeReason {
+            switch reason {
+            case .replaced:
+                throw RPCError(code: .aborted, message: "replaced by a newer stream with the same instance id")
+            case .evicted:
+                throw RPCError(code: .unavailable, message: "evicted: no message for \(configuration.evictionSilence)")
+            case .shuttingDown:
+                throw RPCError(code: .unavailable, message: "the gateway is shutting down; reconnect later")
+            }
+        }
+    }
+
+    /// Validates the first message and registers the stream.
+    private func accept(
+        _ first: GatewayMessage,
+        remoteAddress: String,
+        outbound: AsyncStream<GatewayMessage>.Continuation
+    ) throws -> ClientConnection {
+        guard first.messageType == .register else {
+            throw RPCError(code: .failedPrecondition, message: "the first message must be 'register', got '\(first.type.prefix(64))'")
+        }
+        let identity = try ClientIdentity(registration: first.registration, remoteAddress: remoteAddress)
+        let connection = ClientConnection(identity: identity, outbound: outbound)
+        guard connection.send(.registered) else {
+            throw RPCError(code: .internalError, message: "could not queue 'registered'")
+        }
+        if let replaced = clients.register(connection) {
+            logger.info("stream replaced by a newer one with the same instance id", metadata: [
+                "instance": "\(identity.instanceID)", "environment": "\(identity.environment)",
+                "old_remote_address": "\(replaced.identity.remoteAddress)",
+            ])
+            replaced.close(.replaced)
+        }
+        logger.info("client registered", metadata: [
+            "instance": "\(identity.instanceID)", "environment": "\(identity.environment)",
+            "node": "\(identity.node)", "version": "\(identity.version)",
+            "methods": "\(identity.methods.joined(separator: ","))", "remote_address": "\(remoteAddress)",
+        ])
+        return connection
+    }
+
+    private func handle(_ message: GatewayMessage, from connection: ClientConnection) {
+        connection.touch()
+        switch message.messageType {
+        case .heartbeat:
+            connection.recordHeartbeat(at: message.hasHeartbeat ? message.heartbeat.date : Date())
+        case .response:
+            router.deliver(message.response, from: connection)
+        case .drain:
+            connection.setDraining()
+            logger.info("client is draining: no new requests go to it", metadata: ["instance": "\(connection.identity.instanceID)"])
+        case .register:
+            logger.warning("ignored a second 'register' on a registered stream", metadata: ["instance": "\(connection.identity.instanceID)"])
+        case .registered, .request, .cancel, nil:
+            logger.debug("ignored a message of a type the gateway does not take from clients", metadata: [
+                "instance": "\(connection.identity.instanceID)", "type": "\(message.type.prefix(64))",
+            ])
+        }
+    }
+
+    /// Sends a heartbeat every interval and evicts the stream once it has been silent for
+    /// the configured number of intervals.
+    private func keepAlive(_ connection: ClientConnection) async throws {
+        while true {
+            let silence = ContinuousClock.now - connection.lastSeen
+            if silence > configuration.evictionSilence {
+                logger.warning("evicting a silent stream", metadata: [
+                    "instance": "\(connection.identity.instanceID)", "silent_for": "\(silence)",
+                ])
+                connection.close(.evicted)
+                return
+            }
+            _ = connection.send(.heartbeat())
+            try await Task.sleep(for: configuration.heartbeatInterval)
+        }
+    }
+
+    private func streamEnded(_ connection: ClientConnection) {
+        let removed = clients.remove(connection)
+        let reason = connection.closeReason.map { "stream closed (\($0))" } ?? "stream closed"
+        router.connectionClosed(connection, reason: "unavailable: \(reason) before it answered")
+        logger.info("client disconnected", metadata: [
+            "instance": "\(connection.identity.instanceID)", "environment": "\(connection.identity.environment)",
+            "reason": "\(connection.closeReason.map { "\($0)" } ?? "client closed or connection lost")",
+            "was_current": "\(removed)",
+        ])
+    }
+}
+
+/// The connection a stream registered, shared by the stream's reader, timer and cleanup.
+private final class RegisteredConnection: Sendable {
+    private let value = Mutex<ClientConnection?>(nil)
+    var connection: ClientConnection? { value.withLock { $0 } }
+    func set(_ connection: ClientConnection) { value.withLock { $0 = connection } }
+}
+
+extension ClientIdentity {
+    /// Reads a `register` message. The instance id travels in `gateway_ip_dhcp` (field 7);
+    /// an old peer that leaves it empty is known by its node name instead.
+    init(registration: GatewayRegistration, remoteAddress: String) throws {
+        let instance = registration.gatewayIpDhcp.isEmpty ? registration.gatewayID : registration.gatewayIpDhcp
+        try Self.check(instance, field: "gateway_ip_dhcp (the instance id)", allowEmpty: false)
+        try Self.check(registration.environment, field: "environment", allowEmpty: true)
+        try Self.check(registration.gatewayID, field: "gateway_id (the node name)", allowEmpty: true)
+        try Self.check(registration.version, field: "version", allowEmpty: true)
+        guard registration.methods.count <= 256 else {
+            throw RPCError(code: .invalidArgument, message: "registration lists \(registration.methods.count) methods; at most 256 are accepted")
+        }
+        for method in registration.methods { try Self.check(method, field: "methods", allowEmpty: false) }
+        self.init(
+            instanceID: instance,
+            environment: registration.environment.isEmpty ? "default" : registration.environment,
+            node: registration.gatewayID,
+            version: registration.version,
+            methods: registration.methods,
+            remoteAddress: remoteAddress,
+            connectedAt: Date()
+        )
+    }
+
+    private static func check(_ value: String, field: String, allowEmpty: Bool) throws {
+        if value.isEmpty && !allowEmpty {
+            throw RPCError(code: .invalidArgument, message: "registration field \(field) is empty; expected a non-empty name")
+        }
+        if value.utf8.count > 256 || value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+            throw RPCError(code: .invalidArgument, message: "registration field \(field) must be at most 256 bytes of printable text")
+        }
+    }
+}

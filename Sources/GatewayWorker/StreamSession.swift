@@ -1,0 +1,267 @@
+import Foundation
+import GatewayProtocol
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import Logging
+import ServiceLifecycle
+import SwiftProtobuf
+import Synchronization
+
+/// One stream to one gateway, from dial to its end.
+final class StreamSession: Sendable {
+    private let worker: Worker
+    private let endpoint: GatewayEndpoint
+    private let logger: Logger
+    private let inFlight = InFlightRequests()
+    private let state = Mutex(State())
+
+    private struct State {
+        var registeredAt: ContinuousClock.Instant?
+        var draining = false
+    }
+
+    init(worker: Worker, endpoint: GatewayEndpoint, logger: Logger) {
+        self.worker = worker
+        self.endpoint = endpoint
+        self.logger = logger
+    }
+
+    private var configuration: Worker.Configuration { worker.configuration }
+
+    /// How long the stream has been registered, or nil if it never was.
+    var registeredDuration: Duration? {
+        state.withLock { $0.registeredAt.map { ContinuousClock.now - $0 } }
+    }
+
+    /// Dials, registers and serves until the gateway ends the stream (returns how long it was
+    /// registered) or something fails (throws).
+    func run() async throws -> Duration? {
+        let (outbound, continuation) = AsyncStream.makeStream(of: GatewayMessage.self)
+        let registration = GatewayRegistration.with {
+            $0.gatewayID = endpoint.node ?? configuration.node
+            $0.gatewayIpDhcp = configuration.instanceID
+            $0.version = configuration.version
+            $0.environment = configuration.environment
+            $0.methods = worker.handlers.methods
+        }
+        try await withGRPCClient(transport: try transport()) { client in
+            let service = VPSGatewayService.Client(wrapping: client)
+            try await service.registerGateway(
+                metadata: [GatewayMetadataKey.apiSecret: .string(configuration.apiSecret)],
+                requestProducer: { writer in
+                    try await writer.write(.register(registration))
+                    for await message in outbound { try await writer.write(message) }
+                },
+                onResponse: { response in
+                    defer { continuation.finish() }
+                    try await self.serve(response.messages, outbound: continuation)
+                }
+            )
+        }
+        return registeredDuration
+    }
+
+    private func transport() throws -> HTTP2ClientTransport.Posix {
+        let target: any ResolvableTarget
+        if endpoint.host.contains(":") {
+            target = .ipv6(address: endpoint.host, port: endpoint.port)
+        } else if endpoint.host.split(separator: ".").count == 4, endpoint.host.allSatisfy({ $0.isNumber || $0 == "." }) {
+            target = .ipv4(address: endpoint.host, port: endpoint.port)
+        } else {
+            target = .dns(host: endpoint.host, port: endpoint.port)
+        }
+        return try HTTP2ClientTransport.Posix(
+            target: target,
+            transportSecurity: .plaintext,
+            config: .defaults {
+                $0.connection.keepalive = .init(
+                    time: configuration.keepaliveInterval,
+                    timeout: configuration.keepaliveTimeout,
+                    allowWithoutCalls: true
+                )
+                // The worker does its own reconnecting, with its own backoff and logs.
+                $0.backoff = .init(initial: .milliseconds(100), max: .seconds(1), multiplier: 2, jitter: 0.2)
+            }
+        )
+    }
+
+    /// Reads the gateway's messages; handles requests concurrently; sends heartbeats; and on
+    /// graceful shutdown drains. The first of these to end ends the stream.
+    private func serve(
+        _ messages: RPCAsyncSequence<GatewayMessage, any Error>,
+        outbound: AsyncStream<GatewayMessage>.Continuation
+    ) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                try await withThrowingDiscardingTaskGroup { handlers in
+                    for try await message in messages {
+                        self.receive(message, outbound: outbound, handlers: &handlers)
+                    }
+                    // The gateway ended the stream: nobody is left to read an answer.
+                    handlers.cancelAll()
+                }
+            }
+            group.addTask {
+                try await Task.sleep(for: self.configuration.registrationTimeout)
+                guard self.registeredDuration != nil else {
+                    throw RPCError(code: .deadlineExceeded, message: "the gateway did not answer 'register' within \(self.configuration.registrationTimeout)")
+                }
+                while true {
+                    try await Task.sleep(for: self.configuration.heartbeatInterval)
+                    outbound.yield(.heartbeat())
+                }
+            }
+            group.addTask {
+                try await gracefulShutdown()
+                try await self.drain(outbound)
+            }
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func receive(
+        _ message: GatewayMessage,
+        outbound: AsyncStream<GatewayMessage>.Continuation,
+        handlers: inout ThrowingDiscardingTaskGroup<any Error>
+    ) {
+        switch message.messageType {
+        case .registered:
+            state.withLock { $0.registeredAt = .now }
+            outbound.yield(.heartbeat())
+            logger.info("registered with the gateway", metadata: [
+                "instance": "\(configuration.instanceID)", "environment": "\(configuration.environment)",
+                "methods": "\(worker.handlers.methods.joined(separator: ","))",
+            ])
+        case .request:
+            let request = message.request
+            if let refusal = refusal(for: request) {
+                outbound.yield(.response(refusal))
+                return
+            }
+            guard let signal = inFlight.begin(request.requestID) else {
+                logger.debug("ignored a repeat of a request still in flight", metadata: ["request_id": "\(request.requestID)"])
+                return
+            }
+            handlers.addTask {
+                defer { self.inFlight.end(request.requestID) }
+                await self.handle(request, cancel: signal, outbound: outbound)
+            }
+        case .cancel:
+            inFlight.cancel(message.request.requestID)
+        case .drain:
+            logger.info("the gateway is draining; it will close the stream")
+        case .heartbeat:
+            break
+        case .register, .response, nil:
+            logger.debug("ignored a message of a type the worker does not take", metadata: ["type": "\(message.type.prefix(64))"])
+        }
+    }
+
+    /// An immediate answer for a request the worker will not run, or nil.
+    private func refusal(for request: GatewayRequest) -> GatewayResponse? {
+        if request.requestID.isEmpty {
+            logger.warning("ignored a request without a request id")
+            return nil
+        }
+        if state.withLock({ $0.draining }) {
+            return .failure(requestID: request.requestID, code: .unavailable, error: "worker \(configuration.instanceID) is draining")
+        }
+        if inFlight.count >= configuration.maxConcurrentRequests {
+            return .failure(
+                requestID: request.requestID, code: .unavailable,
+                error: "worker \(configuration.instanceID) is busy (\(configuration.maxConcurrentRequests) requests in flight)"
+            )
+        }
+        if worker.handlers.handler(for: request.method) == nil {
+            return .failure(
+                requestID: request.requestID, code: .unimplemented,
+                error: "method '\(request.method.prefix(128))' is not implemented by this worker; it answers \(worker.handlers.methods.joined(separator: ", "))"
+            )
+        }
+        return nil
+    }
+
+    /// Runs the handler under the request's deadline; answers as soon as the handler, the
+    /// deadline or a `cancel` decides (a cancelled request gets no answer).
+    private func handle(_ request: GatewayRequest, cancel: CancelSignal, outbound: AsyncStream<GatewayMessage>.Continuation) async {
+        enum Ending: Sendable { case answered(GatewayResponse), deadline, cancelled }
+        let handler = worker.handlers.handler(for: request.method)!
+        let deadline = self.deadline(of: request)
+        let handlerRequest = HandlerRequest(
+            requestID: request.requestID, method: request.method, payload: request.payload,
+            attempt: max(request.attempt, 1), environment: configuration.environment
+        )
+        let started = ContinuousClock.now
+        await withTaskGroup(of: Ending.self) { group in
+            group.addTask {
+                do {
+                    let payload = try await handler.handle(handlerRequest)
+                    return .answered(.success(requestID: request.requestID, payload: payload))
+                } catch let error as HandlerError {
+                    return .answered(.failure(requestID: request.requestID, code: error.code, error: error.message))
+                } catch is CancellationError {
+                    return .cancelled
+                } catch {
+                    return .answered(.failure(requestID: request.requestID, code: .internal, error: "\(error)"))
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(until: deadline, clock: .continuous)
+                return .deadline
+            }
+            group.addTask {
+                await cancel.wait()
+                return .cancelled
+            }
+            let ending = await group.next()!
+            group.cancelAll()
+            let response: GatewayResponse?
+            switch ending {
+            case .answered(let answer): response = answer
+            case .deadline:
+                response = .failure(requestID: request.requestID, code: .deadlineExceeded, error: "the handler did not finish before the request's deadline")
+            case .cancelled: response = nil
+            }
+            if let response { outbound.yield(.response(response)) }
+            self.logger.debug("request handled", metadata: [
+                "request_id": "\(request.requestID)", "method": "\(request.method)",
+                "code": "\(response.map { $0.code } ?? "cancelled")",
+                "duration_us": "\(Int((ContinuousClock.now - started).milliseconds * 1000))",
+            ])
+        }
+    }
+
+    private func deadline(of request: GatewayRequest) -> ContinuousClock.Instant {
+        guard request.hasDeadline else { return .now + configuration.defaultRequestTimeout }
+        let remaining = request.deadline.date.timeIntervalSinceNow
+        // A deadline far in the future (or a skewed clock) is capped at the default.
+        let seconds = min(max(remaining, 0), configuration.defaultRequestTimeout.seconds)
+        return .now + .milliseconds(Int64(seconds * 1000))
+    }
+
+    /// Tells the gateway to send nothing new, lets the requests in flight finish within the
+    /// grace period, then closes this side of the stream.
+    private func drain(_ outbound: AsyncStream<GatewayMessage>.Continuation) async throws {
+        state.withLock { $0.draining = true }
+        outbound.yield(.drain)
+        logger.info("draining", metadata: ["in_flight": "\(inFlight.count)"])
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.inFlight.waitUntilEmpty() }
+            group.addTask { try? await Task.sleep(for: self.configuration.shutdownGracePeriod) }
+            await group.next()
+            group.cancelAll()
+            self.inFlight.releaseWaiters()
+        }
+        outbound.finish()
+        // The gateway ends the stream once it sees our side closed; do not wait forever.
+        try await Task.sleep(for: configuration.shutdownGracePeriod)
+    }
+}
+
+extension Duration {
+    var seconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) + Double(attoseconds) / 1e18
+    }
+}

@@ -1,0 +1,74 @@
+import Foundation
+import GatewayProtocol
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+// Public: the worker is a `Service` that a `ServiceGroup` runs and shuts down.
+public import Logging
+public import ServiceLifecycle
+
+/// The VPS-service side: dials every configured gateway, registers, answers requests with
+/// its handlers, and reconnects with backoff after any loss.
+///
+/// ```swift
+/// var handlers = HandlerRegistry()
+/// handlers.register(GatewayMethod.findVPSByLease, FindVPSByLeaseHandler(inventory: inventory))
+/// let worker = Worker(configuration: configuration, handlers: handlers, logger: logger)
+/// try await ServiceGroup(services: [worker], gracefulShutdownSignals: [.sigterm], logger: logger).run()
+/// ```
+public final class Worker: Service, Sendable {
+    public let configuration: Configuration
+    let handlers: HandlerRegistry
+    let logger: Logger
+
+    public init(configuration: Configuration, handlers: HandlerRegistry, logger: Logger) {
+        self.configuration = configuration
+        self.handlers = handlers
+        self.logger = logger
+    }
+
+    /// Keeps one stream per endpoint until graceful shutdown or cancellation.
+    public func run() async throws {
+        try configuration.validate()
+        await withDiscardingTaskGroup { group in
+            for endpoint in configuration.endpoints {
+                group.addTask { await self.maintainStream(to: endpoint) }
+            }
+        }
+        logger.info("worker stopped")
+    }
+
+    /// Connects, serves, and reconnects after the configured backoff, forever.
+    private func maintainStream(to endpoint: GatewayEndpoint) async {
+        var backoff = Backoff(configuration.backoff)
+        var logger = self.logger
+        logger[metadataKey: "gateway"] = "\(endpoint)"
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            let session = StreamSession(worker: self, endpoint: endpoint, logger: logger)
+            let registeredFor: Duration?
+            do {
+                registeredFor = try await session.run()
+                logger.info("gateway closed the stream")
+            } catch {
+                registeredFor = session.registeredDuration
+                logger.warning("stream to the gateway failed", metadata: ["error": "\(Self.describe(error))"])
+            }
+            if Task.isCancelled || Task.isShuttingDownGracefully { break }
+            if let registeredFor, registeredFor >= configuration.healthyConnectionDuration { backoff.reset() }
+            let delay = backoff.next()
+            logger.info("reconnecting", metadata: ["delay_ms": "\(Int(delay.milliseconds))"])
+            do { try await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) } } catch { break }
+        }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? RPCError { return "\(error.code): \(error.message)" }
+        return "\(error)"
+    }
+}
+
+extension Duration {
+    var milliseconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) * 1000 + Double(attoseconds) / 1e15
+    }
+}

@@ -1,0 +1,43 @@
+public import Foundation
+import GatewayProtocol
+public import GatewayWorker
+import SwiftProtobuf
+
+/// Answers `FindVPSByLease` from the environment's inventory.
+public struct FindVPSByLeaseHandler: RequestHandler {
+    private let inventory: SQLiteInventory
+
+    public init(inventory: SQLiteInventory) {
+        self.inventory = inventory
+    }
+
+    public func handle(_ request: HandlerRequest) async throws -> Data {
+        let query: FindVPSByLeaseRequest
+        do {
+            query = try FindVPSByLeaseRequest(serializedBytes: request.payload)
+        } catch {
+            throw HandlerError.invalidArgument("payload (\(request.payload.count) bytes) is not a FindVPSByLeaseRequest: \(error)")
+        }
+        var mac: MACAddress?
+        if !query.mac.isEmpty {
+            guard let parsed = MACAddress(query.mac) else {
+                throw HandlerError.invalidArgument("mac '\(query.mac.prefix(64))' is not a MAC address; expected \(MACAddress.expectedFormat)")
+            }
+            mac = parsed
+        }
+        let ip = query.ip.trimmingCharacters(in: .whitespaces)
+        if !ip.isEmpty && !IPAddressText.isValid(ip) {
+            throw HandlerError.invalidArgument("ip '\(ip.prefix(64))' is not an IP address; expected \(IPAddressText.expectedFormat)")
+        }
+        guard mac != nil || !ip.isEmpty else {
+            throw HandlerError.invalidArgument("neither mac nor ip is set; expected at least one")
+        }
+        guard let owner = try await inventory.owner(mac: mac, ip: ip.isEmpty ? nil : ip) else {
+            throw HandlerError.notFound("no VPS in environment '\(request.environment)' owns mac '\(mac?.canonical ?? "")' ip '\(ip)'")
+        }
+        return try FindVPSByLeaseResponse.with {
+            $0.vpsID = owner.vpsID
+            $0.organizationID = owner.organizationID
+        }.serializedBytes()
+    }
+}

@@ -1,0 +1,116 @@
+import Foundation
+// Public: lookups take a parsed `MACAddress`.
+public import GatewayProtocol
+import GRDB
+
+/// Who owns a lease, and how the inventory found out.
+public struct LeaseOwner: Sendable, Hashable {
+    public enum Match: String, Sendable {
+        case leaseByMAC = "dhcp_leases.mac_address"
+        case instanceByMAC = "vps_instances.mac_address"
+        case leaseByIP = "dhcp_leases.ip_address"
+    }
+
+    public var vpsID: String
+    public var organizationID: String
+    public var matchedBy: Match
+}
+
+/// An environment's inventory in a SQLite file, opened read-only.
+///
+/// The lookup order is the platform's: `dhcp_leases` by MAC (leases of deleted VPSs do not
+/// count), then `vps_instances` by MAC where not deleted, then `dhcp_leases` by IP. MACs are
+/// compared case-insensitively after trimming.
+public struct SQLiteInventory: Sendable {
+    public let path: String
+    private let database: DatabaseQueue
+
+    /// Opens and checks the file: it must exist, be a SQLite database and have the tables
+    /// and columns the lookup reads.
+    public init(path: String) throws {
+        self.path = path
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw InventoryError(code: .unreadable, message: "inventory '\(path)' does not exist; create it with `vps-gateway inventory create \(path) --environment NAME` or point --inventory at a copy of the platform database")
+        }
+        var configuration = Configuration()
+        configuration.readonly = true
+        configuration.label = "inventory"
+        configuration.busyMode = .timeout(2)
+        do {
+            database = try DatabaseQueue(path: path, configuration: configuration)
+            try database.read { db in try Self.checkSchema(db, path: path) }
+        } catch let error as InventoryError {
+            throw error
+        } catch {
+            throw InventoryError(code: .unreadable, message: "inventory '\(path)' cannot be read as a SQLite database", cause: error)
+        }
+    }
+
+    /// Parses `sqlite:PATH` (also `sqlite://PATH`) and opens it.
+    public init(url: String) throws {
+        let prefixes = ["sqlite://", "sqlite:"]
+        guard let prefix = prefixes.first(where: { url.hasPrefix($0) }), url.count > prefix.count else {
+            let scheme = url.split(separator: ":").first.map(String.init) ?? ""
+            let hint = scheme.hasPrefix("postgres") ? " (PostgreSQL inventories are not supported by this build yet)" : ""
+            throw InventoryError(code: .invalidURL, message: "inventory URL '\(url)' is not sqlite:PATH\(hint); expected e.g. sqlite:/var/lib/vps-gateway/production.sqlite3")
+        }
+        try self.init(path: String(url.dropFirst(prefix.count)))
+    }
+
+    private static func checkSchema(_ db: Database, path: String) throws {
+        for (table, columns) in InventorySchema.required {
+            let present = Set(try db.columns(in: table).map { $0.name.lowercased() })
+            if present.isEmpty {
+                throw InventoryError(code: .wrongSchema, message: "inventory '\(path)' has no table '\(table)'; expected the platform's tables vps_instances and dhcp_leases")
+            }
+            let missing = columns.filter { !present.contains($0) }
+            if !missing.isEmpty {
+                throw InventoryError(code: .wrongSchema, message: "inventory '\(path)': table '\(table)' lacks column(s) \(missing.joined(separator: ", "))")
+            }
+        }
+    }
+
+    /// The owner of the lease with this MAC or IP, or nil when the inventory has none.
+    public func owner(mac: MACAddress?, ip: String?) async throws -> LeaseOwner? {
+        do {
+            return try await database.read { db in try Self.lookup(db, mac: mac, ip: ip) }
+        } catch {
+            throw InventoryError(code: .queryFailed, message: "inventory '\(path)' lookup failed", cause: error)
+        }
+    }
+
+    private static func lookup(_ db: Database, mac: MACAddress?, ip: String?) throws -> LeaseOwner? {
+        if let mac {
+            // Exact forms first, which use the indexes; a scan catches stored values with
+            // other case or surrounding spaces.
+            let forms = [mac.canonical, mac.canonical.uppercased()]
+            if let row = try Row.fetchOne(db, sql: leaseQuery + " AND l.mac_address IN (?, ?) LIMIT 1", arguments: StatementArguments(forms))
+                ?? Row.fetchOne(db, sql: leaseQuery + " AND lower(trim(l.mac_address)) = ? LIMIT 1", arguments: [mac.canonical]) {
+                return owner(row, .leaseByMAC)
+            }
+            if let row = try Row.fetchOne(db, sql: instanceQuery + " AND mac_address IN (?, ?) LIMIT 1", arguments: StatementArguments(forms))
+                ?? Row.fetchOne(db, sql: instanceQuery + " AND lower(trim(mac_address)) = ? LIMIT 1", arguments: [mac.canonical]) {
+                return owner(row, .instanceByMAC)
+            }
+        }
+        if let ip, !ip.isEmpty,
+           let row = try Row.fetchOne(db, sql: leaseQuery + " AND l.ip_address = ? LIMIT 1", arguments: [ip]) {
+            return owner(row, .leaseByIP)
+        }
+        return nil
+    }
+
+    private static let leaseQuery = """
+        SELECT l.vps_id AS vps_id, l.organization_id AS organization_id
+        FROM dhcp_leases l LEFT JOIN vps_instances v ON v.id = l.vps_id
+        WHERE l.vps_id IS NOT NULL AND l.vps_id != '' AND v.deleted_at IS NULL
+        """
+
+    private static let instanceQuery = """
+        SELECT id AS vps_id, organization_id FROM vps_instances WHERE deleted_at IS NULL
+        """
+
+    private static func owner(_ row: Row, _ match: LeaseOwner.Match) -> LeaseOwner {
+        LeaseOwner(vpsID: row["vps_id"] ?? "", organizationID: row["organization_id"] ?? "", matchedBy: match)
+    }
+}

@@ -1,0 +1,133 @@
+import ArgumentParser
+import GatewayServer
+import Logging
+import ServiceLifecycle
+import UnixSignals
+
+struct GatewayCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gateway",
+        abstract: "Run the gateway: accept VPS-service streams and route requests to them.",
+        discussion: """
+            VPS-service instances dial the gateway, authenticate with the shared secret in the \
+            x-api-secret header, send `register`, and keep the stream open; the gateway sends \
+            requests down every eligible stream and takes the first valid answer. Operators and \
+            scripts use the admin API on a Unix socket (`vps-gateway lookup`, `call`, `clients`).
+
+            Environment:
+              GATEWAY_API_SECRET        the shared secret (or --api-secret-file)
+              GATEWAY_API_SECRET_FILE   a file holding the secret
+              GATEWAY_GRPC_PORT         the port when --listen is not given (default 1537)
+              GATEWAY_ADMIN_SOCKET      the admin socket when --admin-socket is not given
+              VPS_GATEWAY_LOG_LEVEL, VPS_GATEWAY_LOG_FORMAT
+
+            Examples:
+              GATEWAY_API_SECRET=s3cret vps-gateway gateway
+              vps-gateway gateway --listen 127.0.0.1:1537 --api-secret-file /etc/vps-gateway/secret \\
+                  --admin-socket /tmp/gw.sock
+
+            Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT); 78 when the configuration is \
+            unusable (no secret, bad address, socket in use); 70 on an internal failure.
+            """
+    )
+
+    @Option(help: ArgumentHelp("Address to accept streams on, HOST:PORT. Default 0.0.0.0:$GATEWAY_GRPC_PORT (1537).", valueName: "host:port"))
+    var listen: String?
+
+    @Option(help: ArgumentHelp("File holding the shared secret (wins over GATEWAY_API_SECRET).", valueName: "path"))
+    var apiSecretFile: String?
+
+    @OptionGroup var admin: AdminSocketOption
+
+    @Option(help: ArgumentHelp("How often the gateway sends a heartbeat on each stream; a stream silent for 3 intervals is evicted.", valueName: "duration"))
+    var heartbeatInterval = DurationArgument(.seconds(30), text: "30s")
+
+    @Option(help: ArgumentHelp("How long a new stream has to send `register`.", valueName: "duration"))
+    var registrationTimeout = DurationArgument(.seconds(10), text: "10s")
+
+    @Option(help: ArgumentHelp("Messages that may wait for one slow stream before sends to it fail.", valueName: "count"))
+    var sendQueue = 1024
+
+    @Option(help: ArgumentHelp("Timeout of a call that gives none (timeout_ms 0).", valueName: "duration"))
+    var defaultTimeout = DurationArgument(.seconds(10), text: "10s")
+
+    @Option(help: ArgumentHelp("On shutdown, how long in-flight calls get to finish.", valueName: "duration"))
+    var shutdownGrace = DurationArgument(.seconds(5), text: "5s")
+
+    @OptionGroup var logging: LogOptions
+
+    func validate() throws {
+        _ = try heartbeatInterval.requirePositive("--heartbeat-interval")
+        _ = try registrationTimeout.requirePositive("--registration-timeout")
+        _ = try defaultTimeout.requirePositive("--default-timeout")
+        guard sendQueue >= 1 else { throw ValidationError("--send-queue must be at least 1, got \(sendQueue)") }
+        if let listen { _ = try ListenAddress(listen) }
+    }
+
+    func run() async throws {
+        let logger = try logging.makeLogger(label: "gateway")
+        let gateway: Gateway
+        do {
+            gateway = Gateway(configuration: try makeConfiguration(), logger: logger)
+        } catch {
+            throw fail("\(error)", Exit.config)
+        }
+        let group = ServiceGroup(configuration: .init(
+            services: [gateway], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger
+        ))
+        do {
+            try await group.run()
+        } catch let error as GatewayError {
+            throw fail("gateway stopped: \(error)", error.code == .invalidConfiguration || error.code == .listenFailed || error.code == .adminSocketFailed ? Exit.config : Exit.software)
+        } catch {
+            throw fail("gateway stopped: \(error)", Exit.software)
+        }
+    }
+
+    func makeConfiguration() throws -> Gateway.Configuration {
+        let secret = try SecretSource.load(file: apiSecretFile, fileVariable: "GATEWAY_API_SECRET_FILE", variable: "GATEWAY_API_SECRET")
+        var configuration = Gateway.Configuration(apiSecret: secret)
+        let address = try listen.map(ListenAddress.init) ?? ListenAddress(host: "0.0.0.0", port: try Self.portFromEnvironment())
+        configuration.listenHost = address.host
+        configuration.listenPort = address.port
+        configuration.adminSocketPath = admin.path
+        configuration.heartbeatInterval = heartbeatInterval.duration
+        configuration.registrationTimeout = registrationTimeout.duration
+        configuration.sendQueueCapacity = sendQueue
+        configuration.defaultCallTimeout = defaultTimeout.duration
+        configuration.shutdownGracePeriod = shutdownGrace.duration
+        configuration.version = BuildInfo.version
+        return configuration
+    }
+
+    static func portFromEnvironment() throws -> Int {
+        guard let text = Environment.value("GATEWAY_GRPC_PORT") else { return 1537 }
+        guard let port = Int(text), (1...65535).contains(port) else {
+            throw ConfigurationProblem("GATEWAY_GRPC_PORT '\(text)' is not a port number 1-65535")
+        }
+        return port
+    }
+}
+
+/// `HOST:PORT`, `[V6]:PORT` or `:PORT`.
+struct ListenAddress {
+    var host: String
+    var port: Int
+
+    init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    init(_ text: String) throws {
+        let problem = ValidationError("--listen '\(text)' is not HOST:PORT; expected e.g. 0.0.0.0:1537, [::]:1537 or 127.0.0.1:0")
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
+            throw problem
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        if host.isEmpty { host = "0.0.0.0" }
+        guard !host.contains(" ") else { throw problem }
+        self.init(host: host, port: port)
+    }
+}

@@ -1,0 +1,143 @@
+import ArgumentParser
+import GatewayProtocol
+import GatewayWorker
+import LeaseInventory
+import Logging
+import ServiceLifecycle
+import UnixSignals
+
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Run the VPS-service side for one environment: dial the gateway(s) and answer requests.",
+        discussion: """
+            The worker dials every configured gateway, authenticates, registers with its \
+            instance id, node, environment and methods, and answers requests from its \
+            environment's inventory. It reconnects after any loss with exponential backoff and \
+            jitter (1 s doubling to 60 s), reset after a stream stayed up 10 s.
+
+            Methods answered: FindVPSByLease (from the inventory) and Ping (echoes its payload; \
+            for health checks and transport benchmarks).
+
+            Environment:
+              VPS_GATEWAY_URL              the gateway to dial, http://HOST:PORT (default http://127.0.0.1:1537)
+              VPS_NODE_GATEWAY_ENDPOINTS   several gateways: node1:http://h1:1537,node2:http://h2:1537 (wins over VPS_GATEWAY_URL)
+              VPS_GATEWAY_API_SECRET       the shared secret (or --api-secret-file)
+              VPS_GATEWAY_API_SECRET_FILE  a file holding the secret
+              VPS_INVENTORY_URL            the inventory when --inventory is not given
+              VPS_ENVIRONMENT              the environment when --env is not given
+              VPS_GATEWAY_LOG_LEVEL, VPS_GATEWAY_LOG_FORMAT
+
+            Examples:
+              VPS_GATEWAY_API_SECRET=s3cret vps-gateway worker --env production \\
+                  --inventory sqlite:/var/lib/vps-service/production.sqlite3
+              VPS_NODE_GATEWAY_ENDPOINTS=node1:http://10.0.0.1:1537,node2:http://10.0.0.2:1537 \\
+                  vps-gateway worker --env beta --instance-id beta-1 --inventory sqlite:beta.sqlite3
+
+            Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT); 78 when the configuration or \
+            the inventory is unusable; 70 on an internal failure.
+            """
+    )
+
+    @Option(name: [.customLong("env"), .customLong("environment")], help: ArgumentHelp("The environment this worker answers for (production, beta, dev, ...).", valueName: "name"))
+    var environment: String?
+
+    @Option(help: ArgumentHelp("The environment's inventory: sqlite:PATH.", valueName: "url"))
+    var inventory: String?
+
+    @Option(help: ArgumentHelp("This instance's id, unique among the gateway's clients. Default: the host name.", valueName: "id"))
+    var instanceID: String?
+
+    @Option(help: ArgumentHelp("This worker's node name, sent when an endpoint has none. Default: the host name.", valueName: "name"))
+    var node: String?
+
+    @Option(help: ArgumentHelp("The gateway to dial (wins over VPS_GATEWAY_URL).", valueName: "url"))
+    var gatewayURL: String?
+
+    @Option(help: ArgumentHelp("File holding the shared secret (wins over VPS_GATEWAY_API_SECRET).", valueName: "path"))
+    var apiSecretFile: String?
+
+    @Option(help: ArgumentHelp("Requests handled at once per stream; more are answered `unavailable`.", valueName: "count"))
+    var maxConcurrent = 256
+
+    @Option(help: ArgumentHelp("How often the worker sends a heartbeat.", valueName: "duration"))
+    var heartbeatInterval = DurationArgument(.seconds(30), text: "30s")
+
+    @Option(help: ArgumentHelp("First reconnect delay.", valueName: "duration"))
+    var backoffInitial = DurationArgument(.seconds(1), text: "1s")
+
+    @Option(help: ArgumentHelp("Largest reconnect delay.", valueName: "duration"))
+    var backoffMax = DurationArgument(.seconds(60), text: "60s")
+
+    @Option(help: ArgumentHelp("For tests and benchmarks: delay every answer by this long, as a slow database would.", valueName: "duration"))
+    var simulateLatency: DurationArgument?
+
+    @OptionGroup var logging: LogOptions
+
+    func validate() throws {
+        _ = try heartbeatInterval.requirePositive("--heartbeat-interval")
+        _ = try backoffInitial.requirePositive("--backoff-initial")
+        _ = try backoffMax.requirePositive("--backoff-max")
+        guard backoffMax.duration >= backoffInitial.duration else {
+            throw ValidationError("--backoff-max (\(backoffMax)) must not be below --backoff-initial (\(backoffInitial))")
+        }
+        guard maxConcurrent >= 1 else { throw ValidationError("--max-concurrent must be at least 1, got \(maxConcurrent)") }
+    }
+
+    func run() async throws {
+        let logger = try logging.makeLogger(label: "worker")
+        let worker: Worker
+        do {
+            let configuration = try makeConfiguration()
+            let inventoryURL = try inventory ?? Environment.value("VPS_INVENTORY_URL")
+                ?? { throw ConfigurationProblem("no inventory: give --inventory sqlite:PATH or set VPS_INVENTORY_URL") }()
+            let inventory = try SQLiteInventory(url: inventoryURL)
+            var handlers = HandlerRegistry()
+            let lookup: any RequestHandler = FindVPSByLeaseHandler(inventory: inventory)
+            handlers.register(GatewayMethod.findVPSByLease, simulateLatency.map { DelayedHandler(lookup, delay: $0.duration) } ?? lookup)
+            handlers.register(PingHandler.method, PingHandler())
+            worker = Worker(configuration: configuration, handlers: handlers, logger: logger)
+            logger.info("worker starting", metadata: [
+                "environment": "\(configuration.environment)", "instance": "\(configuration.instanceID)",
+                "inventory": "\(inventory.path)", "gateways": "\(configuration.endpoints.map(\.description).joined(separator: ","))",
+            ])
+        } catch {
+            throw fail("\(error)", Exit.config)
+        }
+        let group = ServiceGroup(configuration: .init(
+            services: [worker], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger
+        ))
+        do {
+            try await group.run()
+        } catch let error as WorkerError {
+            throw fail("worker stopped: \(error)", Exit.config)
+        } catch {
+            throw fail("worker stopped: \(error)", Exit.software)
+        }
+    }
+
+    func makeConfiguration() throws -> Worker.Configuration {
+        guard let environment = environment ?? Environment.value("VPS_ENVIRONMENT") else {
+            throw ConfigurationProblem("no environment: give --env NAME (production, beta, dev, ...) or set VPS_ENVIRONMENT")
+        }
+        let endpoints: [GatewayEndpoint]
+        if let url = gatewayURL {
+            endpoints = [try GatewayEndpoint(url: url, source: "--gateway-url")]
+        } else if let list = Environment.value("VPS_NODE_GATEWAY_ENDPOINTS") {
+            endpoints = try GatewayEndpoint.parseList(list)
+        } else {
+            endpoints = [try GatewayEndpoint(url: Environment.value("VPS_GATEWAY_URL") ?? "http://127.0.0.1:1537", source: "VPS_GATEWAY_URL")]
+        }
+        let secret = try SecretSource.load(file: apiSecretFile, fileVariable: "VPS_GATEWAY_API_SECRET_FILE", variable: "VPS_GATEWAY_API_SECRET")
+        let host = Environment.hostName
+        var configuration = Worker.Configuration(
+            endpoints: endpoints, apiSecret: secret, instanceID: instanceID ?? host, environment: environment
+        )
+        configuration.node = node ?? host
+        configuration.version = BuildInfo.version
+        configuration.maxConcurrentRequests = maxConcurrent
+        configuration.heartbeatInterval = heartbeatInterval.duration
+        configuration.backoff = Backoff.Configuration(initial: backoffInitial.duration, maximum: backoffMax.duration)
+        return configuration
+    }
+}

@@ -1,0 +1,92 @@
+import ArgumentParser
+import Foundation
+import Logging
+import LogOutput
+
+/// Logging flags of the long-running roles.
+struct LogOptions: ParsableArguments {
+    @Option(help: ArgumentHelp(
+        "Lowest level logged: trace, debug, info, notice, warning, error, critical. Env: VPS_GATEWAY_LOG_LEVEL.",
+        valueName: "level"
+    ))
+    var logLevel: String?
+
+    @Option(help: ArgumentHelp("Log line format on stderr: text or json. Env: VPS_GATEWAY_LOG_FORMAT.", valueName: "format"))
+    var logFormat: String?
+
+    func validate() throws {
+        _ = try level()
+        _ = try format()
+    }
+
+    func level() throws -> Logger.Level {
+        let text = logLevel ?? Environment.value("VPS_GATEWAY_LOG_LEVEL") ?? "info"
+        guard let level = Logger.Level(rawValue: text.lowercased()) else {
+            throw ValidationError("log level '\(text)' is not one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        return level
+    }
+
+    func format() throws -> StderrLogHandler.Format {
+        let text = logFormat ?? Environment.value("VPS_GATEWAY_LOG_FORMAT") ?? "text"
+        guard let format = StderrLogHandler.Format(rawValue: text.lowercased()) else {
+            throw ValidationError("log format '\(text)' is not one of text, json")
+        }
+        return format
+    }
+
+    /// Installs the stderr backend and returns the role's logger.
+    func makeLogger(label: String) throws -> Logger {
+        let level = try level(), format = try format()
+        LoggingSystem.bootstrap { label in StderrLogHandler(label: label, format: format, level: level) }
+        return Logger(label: label)
+    }
+}
+
+/// The admin socket of the client commands.
+struct AdminSocketOption: ParsableArguments {
+    static let defaultPath = "/run/vps-gateway/admin.sock"
+
+    @Option(help: ArgumentHelp(
+        "The gateway's admin socket. Env: GATEWAY_ADMIN_SOCKET. Default: \(defaultPath).",
+        valueName: "path"
+    ))
+    var adminSocket: String?
+
+    var path: String { adminSocket ?? Environment.value("GATEWAY_ADMIN_SOCKET") ?? Self.defaultPath }
+}
+
+/// Where a call goes and how long it may take; shared by `call`, `lookup` and `bench`.
+struct CallTargetOptions: ParsableArguments {
+    @Option(name: [.customLong("env"), .customLong("environment")], help: ArgumentHelp("Ask only this environment (default: all).", valueName: "name"))
+    var environment: String = ""
+
+    @Option(name: .customLong("instance"), help: ArgumentHelp("Ask only this instance id (default: any).", valueName: "id"))
+    var instanceID: String = ""
+}
+
+extension Data {
+    init?(hex: String) {
+        let digits = hex.filter { !$0.isWhitespace }
+        guard digits.count % 2 == 0 else { return nil }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(digits.count / 2)
+        var index = digits.startIndex
+        while index < digits.endIndex {
+            let next = digits.index(index, offsetBy: 2)
+            guard let byte = UInt8(digits[index..<next], radix: 16) else { return nil }
+            bytes.append(byte)
+            index = next
+        }
+        self.init(bytes)
+    }
+
+    var hex: String { map { String(format: "%02x", $0) }.joined() }
+}
+
+/// Prints an `Encodable` value as one line of JSON on standard output.
+func printJSON(_ value: some Encodable) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+}

@@ -1,0 +1,49 @@
+import ArgumentParser
+import Foundation
+
+/// A duration on the command line: `500ms`, `2s`, `1.5s`, `5m`, `1h`, `7d`; a bare number is
+/// seconds.
+struct DurationArgument: ExpressibleByArgument, Sendable, CustomStringConvertible {
+    let duration: Duration
+    let text: String
+
+    init(_ duration: Duration, text: String) {
+        self.duration = duration
+        self.text = text
+    }
+
+    init?(argument: String) {
+        let units: [(suffix: String, seconds: Double)] = [
+            ("ms", 0.001), ("us", 0.000_001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400),
+        ]
+        let trimmed = argument.trimmingCharacters(in: .whitespaces)
+        var number = trimmed
+        var scale = 1.0
+        if let unit = units.first(where: { trimmed.hasSuffix($0.suffix) }) {
+            number = String(trimmed.dropLast(unit.suffix.count))
+            scale = unit.seconds
+        }
+        guard let value = Double(number), value >= 0, value.isFinite, value * scale < 1e9 else { return nil }
+        self.init(.nanoseconds(Int64(value * scale * 1e9)), text: trimmed)
+    }
+
+    var description: String { text }
+
+    /// Whole milliseconds, as the admin API's `timeout_ms` takes them.
+    var milliseconds: UInt32 {
+        let (seconds, attoseconds) = duration.components
+        return UInt32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000)
+    }
+
+    static var defaultCompletionKind: CompletionKind { .default }
+}
+
+extension DurationArgument {
+    /// For flags that must be positive.
+    func requirePositive(_ flag: String) throws -> Duration {
+        guard duration > .zero else {
+            throw ValidationError("\(flag) must be positive, got '\(text)'")
+        }
+        return duration
+    }
+}

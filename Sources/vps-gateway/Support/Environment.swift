@@ -1,0 +1,46 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reads the environment variables the roles document.
+enum Environment {
+    static func value(_ name: String) -> String? {
+        guard let value = ProcessInfo.processInfo.environment[name], !value.isEmpty else { return nil }
+        return value
+    }
+
+    static var hostName: String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count) == 0 else { return "localhost" }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
+
+/// Loads a shared secret from a file (flag) or a variable. A file wins; its trailing newline
+/// is dropped. The secret itself never appears in a message.
+enum SecretSource {
+    static func load(file: String?, fileVariable: String, variable: String) throws -> String {
+        if let path = file ?? Environment.value(fileVariable) {
+            let text: String
+            do {
+                text = try String(contentsOfFile: path, encoding: .utf8)
+            } catch {
+                throw ConfigurationProblem("cannot read the API secret file '\(path)': \(error.localizedDescription)")
+            }
+            let secret = text.trimmingCharacters(in: .newlines)
+            guard !secret.isEmpty else { throw ConfigurationProblem("the API secret file '\(path)' is empty") }
+            return secret
+        }
+        guard let secret = Environment.value(variable) else {
+            throw ConfigurationProblem("no API secret: set \(variable) or give --api-secret-file PATH (or \(fileVariable))")
+        }
+        return secret
+    }
+}
+
+/// A configuration value a role cannot start with; reported with exit code 78.
+struct ConfigurationProblem: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

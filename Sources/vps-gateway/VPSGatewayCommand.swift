@@ -1,0 +1,23 @@
+import ArgumentParser
+
+@main
+struct VPSGatewayCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vps-gateway",
+        abstract: "The node gateway between dnsmasq and the platform's VPS-service instances.",
+        discussion: """
+            One binary, several roles: `gateway` accepts the VPS-service streams, `worker` is the \
+            VPS-service side that answers from an inventory, and `call`, `lookup`, `clients` and \
+            `bench` talk to a running gateway over its admin socket.
+
+            Exit codes: 0 success; 1 not found (lookup, call); 2 no receivers, deadline exceeded \
+            or failed; 64 usage error; 65 bad input data; 69 the gateway's admin socket is \
+            unreachable; 70 internal error; 78 configuration error (a role refused to start).
+            """,
+        version: BuildInfo.version,
+        subcommands: [
+            GatewayCommand.self, WorkerCommand.self, LookupCommand.self, CallCommand.self,
+            ClientsCommand.self, BenchCommand.self, InventoryCommand.self,
+        ]
+    )
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Runs vps-gateway locally on embedded defaults: a gateway on 127.0.0.1:1537 and three
+# environment workers (production, beta, dev) with sample inventories, then looks up a VPS
+# that only production knows. Keeps running until Ctrl-C; `--once` stops after the lookup.
+# Everything lives in a temp directory that is removed on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+once=false
+[ "${1:-}" = "--once" ] && once=true
+
+swift build --product vps-gateway 2>&1 | tail -n 1
+bin="$(swift build --show-bin-path)/vps-gateway"
+work="$(mktemp -d /tmp/vps-gateway-local.XXXXXX)"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+export GATEWAY_API_SECRET="local-dev-secret" VPS_GATEWAY_API_SECRET="local-dev-secret"
+export GATEWAY_ADMIN_SOCKET="$work/admin.sock"
+port="${GATEWAY_GRPC_PORT:-1537}"
+
+"$bin" gateway --listen "127.0.0.1:$port" 2> >(sed 's/^/[gateway] /' >&2) &
+pids+=($!)
+for env in production beta dev; do
+    "$bin" inventory create "$work/$env.sqlite3" --environment "$env" --sample-rows 100 >/dev/null
+    "$bin" worker --env "$env" --instance-id "$env-local" --gateway-url "http://127.0.0.1:$port" \
+        --inventory "sqlite:$work/$env.sqlite3" 2> >(sed "s/^/[$env] /" >&2) &
+    pids+=($!)
+done
+
+# Wait (at most 30 s) until all three environments are registered.
+for _ in $(seq 1 300); do
+    count=$("$bin" clients --json 2>/dev/null | grep -o '"instance_id"' | wc -l || true)
+    [ "$count" -ge 3 ] && break
+    sleep 0.1
+done
+
+echo
+"$bin" clients
+echo
+echo "\$ vps-gateway lookup --mac 52:54:00:01:00:2a"
+"$bin" lookup --mac 52:54:00:01:00:2a
+echo
+if $once; then exit 0; fi
+cat <<MSG
+Running. Try, in another terminal:
+  GATEWAY_ADMIN_SOCKET=$work/admin.sock $bin lookup --mac 52:54:00:02:00:07 --json
+  GATEWAY_ADMIN_SOCKET=$work/admin.sock $bin bench --concurrency 64 --duration 5s --mac 52:54:00:03:00:01
+Ctrl-C stops everything and removes $work.
+MSG
+wait

@@ -3,7 +3,7 @@
 # apt-get itself; otherwise it prints the exact command and fails when something is missing.
 set -euo pipefail
 
-packages=(libsqlite3-dev sqlite3 protobuf-compiler)
+packages=(libsqlite3-dev)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -10,6 +10,13 @@ public enum SampleInventory {
         public var organizationID: String
         public var mac: String
         public var ip: String
+
+        public init(vpsID: String, organizationID: String, mac: String, ip: String) {
+            self.vpsID = vpsID
+            self.organizationID = organizationID
+            self.mac = mac
+            self.ip = ip
+        }
     }
 
     /// The rows `create(at:environment:rows:)` writes for an environment: deterministic, so

@@ -1,0 +1,178 @@
+import Foundation
+import GatewayAdminClient
+import GatewayProtocol
+import LeaseInventory
+import GRDB
+import SwiftProtobuf
+import Synchronization
+import Testing
+
+/// One test's world: a temp directory, a free port, the processes it starts. Everything is
+/// stopped and removed when the body ends, whether it returned or threw.
+final class Cluster: Sendable {
+    let directory: String
+    let port: Int
+    let secret: String
+    private let processes = Mutex<[TestProcess]>([])
+
+    var adminSocket: String { directory + "/admin.sock" }
+    var gatewayURL: String { "http://127.0.0.1:\(port)" }
+
+    private init() throws {
+        let template = "/tmp/vpsgw-test-XXXXXX"
+        var bytes = Array(template.utf8CString)
+        guard mkdtemp(&bytes) != nil else { throw ClusterError("mkdtemp failed") }
+        directory = String(decoding: bytes.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        port = try freePort()
+        secret = "test-secret-\(UInt32.random(in: 0...UInt32.max))"
+    }
+
+    static func with<Result: Sendable>(_ body: (Cluster) async throws -> Result) async throws -> Result {
+        let cluster = try Cluster()
+        do {
+            let result = try await body(cluster)
+            await cluster.tearDown(printLogs: false)
+            return result
+        } catch {
+            await cluster.tearDown(printLogs: true)
+            throw error
+        }
+    }
+
+    private func tearDown(printLogs: Bool) async {
+        let all = processes.withLock { $0 }
+        for process in all { await process.stop() }
+        if printLogs {
+            for process in all { print("---- log of \(process.name) ----\n\(process.log.suffix(4000))") }
+        }
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    // MARK: Processes
+
+    /// Starts a gateway and, unless told otherwise, waits until its admin socket answers.
+    @discardableResult
+    func startGateway(_ extraArguments: [String] = [], environment: [String: String]? = nil, waitUntilReady: Bool = true) async throws -> TestProcess {
+        let process = try spawn(
+            name: "gateway",
+            arguments: ["gateway", "--listen", "127.0.0.1:\(port)", "--admin-socket", adminSocket] + extraArguments,
+            environment: environment ?? ["GATEWAY_API_SECRET": secret]
+        )
+        if waitUntilReady {
+            let ready = await poll(timeout: .seconds(20)) {
+                (try? await AdminClient.connect(socketPath: self.adminSocket) { try await $0.listClients() }) != nil
+            }
+            guard ready else { throw ClusterError("the gateway did not become ready:\n\(process.log)") }
+        }
+        return process
+    }
+
+    /// Starts a worker of `environment` on `inventory` dialing this cluster's gateway.
+    @discardableResult
+    func startWorker(
+        environment: String,
+        instance: String? = nil,
+        inventory: String,
+        _ extraArguments: [String] = [],
+        secret: String? = nil
+    ) throws -> TestProcess {
+        try spawn(
+            name: "worker-\(instance ?? environment)",
+            arguments: [
+                "worker", "--env", environment, "--instance-id", instance ?? "\(environment)-1",
+                "--gateway-url", gatewayURL, "--inventory", "sqlite:\(inventory)",
+                "--backoff-initial", "200ms", "--backoff-max", "1s",
+            ] + extraArguments,
+            environment: ["VPS_GATEWAY_API_SECRET": secret ?? self.secret]
+        )
+    }
+
+    func spawn(name: String, arguments: [String], environment: [String: String]) throws -> TestProcess {
+        let count = processes.withLock { $0.count }
+        let process = try TestProcess(
+            name: name, arguments: arguments, environment: environment,
+            logPath: "\(directory)/\(count)-\(name).log"
+        )
+        processes.withLock { $0.append(process) }
+        return process
+    }
+
+    /// Runs the CLI to completion and returns its exit status and output.
+    func run(_ arguments: [String], environment: [String: String] = [:], timeout: Duration = .seconds(30)) async throws -> CLIResult {
+        let process = try spawn(name: "cli-\(arguments.first ?? "")", arguments: arguments, environment: environment)
+        guard let status = await process.waitForExit(timeout: timeout) else {
+            throw ClusterError("`vps-gateway \(arguments.joined(separator: " "))` did not finish within \(timeout)")
+        }
+        return CLIResult(status: status, output: process.log)
+    }
+
+    // MARK: Inventories
+
+    /// A new inventory file with exactly these VPSs, each with a lease.
+    func inventory(_ name: String, _ entries: [SampleInventory.Entry] = []) throws -> String {
+        let path = "\(directory)/\(name).sqlite3"
+        try SampleInventory.create(at: path, environment: name, rows: 0)
+        let database = try DatabaseQueue(path: path)
+        try database.write { db in
+            for entry in entries {
+                try db.execute(sql: "INSERT INTO vps_instances (id, organization_id, mac_address) VALUES (?, ?, ?)", arguments: [entry.vpsID, entry.organizationID, entry.mac])
+                try db.execute(
+                    sql: "INSERT INTO dhcp_leases (id, vps_id, organization_id, mac_address, ip_address) VALUES (?, ?, ?, ?, ?)",
+                    arguments: ["lease-\(entry.vpsID)", entry.vpsID, entry.organizationID, entry.mac, entry.ip]
+                )
+            }
+        }
+        try database.close()
+        return path
+    }
+
+    // MARK: Admin API
+
+    func clients() async throws -> [AdminClientInfo] {
+        try await AdminClient.connect(socketPath: adminSocket) { try await $0.listClients() }
+    }
+
+    /// Waits until exactly these instance ids are registered.
+    func waitForClients(_ instances: Set<String>, timeout: Duration = .seconds(20)) async throws {
+        let registered = await poll(timeout: timeout) {
+            let current = (try? await self.clients()).map { Set($0.map(\.instanceID)) }
+            return current == instances
+        }
+        if !registered {
+            throw ClusterError("expected clients \(instances.sorted()), have \((try? await clients().map(\.instanceID)) ?? [])")
+        }
+    }
+
+    func call(_ request: AdminCallRequest) async throws -> AdminCallResponse {
+        try await AdminClient.connect(socketPath: adminSocket) { try await $0.call(request) }
+    }
+
+    /// FindVPSByLease through the gateway; the decoded owner when the outcome is `ok`.
+    func lookup(mac: String, ip: String = "", environment: String = "", timeoutMs: UInt32 = 5000, requestID: String = "") async throws -> (response: AdminCallResponse, owner: FindVPSByLeaseResponse?) {
+        let response = try await call(.with {
+            $0.method = GatewayMethod.findVPSByLease
+            $0.payload = try! FindVPSByLeaseRequest.with { $0.mac = mac; $0.ip = ip }.serializedBytes()
+            $0.environment = environment
+            $0.timeoutMs = timeoutMs
+            $0.requestID = requestID
+        })
+        let owner = response.outcome == .ok ? try FindVPSByLeaseResponse(serializedBytes: response.payload) : nil
+        return (response, owner)
+    }
+}
+
+struct CLIResult: Sendable {
+    var status: Int32
+    var output: String
+}
+
+struct ClusterError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+extension SampleInventory.Entry {
+    init(_ vpsID: String, mac: String, ip: String, organization: String = "org-test") {
+        self.init(vpsID: vpsID, organizationID: organization, mac: mac, ip: ip)
+    }
+}

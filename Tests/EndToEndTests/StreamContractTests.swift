@@ -1,0 +1,196 @@
+import Foundation
+import GatewayProtocol
+import GRPCCore
+import SwiftProtobuf
+import Testing
+
+/// The wire contract, driven by hand over real loopback gRPC: what an existing platform
+/// client (or a broken one) sees.
+@Suite("Stream contract", .serialized, .timeLimit(.minutes(2)))
+struct StreamContractTests {
+    @Test("a client built from the original .proto registers, is sent a request and its answer wins")
+    func legacyClientAnswers() async throws {
+        try await Cluster.with { cluster in
+            try await cluster.startGateway()
+            try await RawStream.with(port: cluster.port, secret: cluster.secret) { stream in
+                stream.send(.register(.legacy(instance: "legacy-1")))
+                #expect(await stream.nextMessage(ofType: .registered) != nil)
+                try await cluster.waitForClients(["legacy-1"])
+
+                async let lookup = cluster.lookup(mac: "52:54:00:12:34:56", timeoutMs: 5000)
+                let request = try #require(await stream.nextMessage(ofType: .request))
+                #expect(request.request.method == GatewayMethod.findVPSByLease)
+                #expect(request.request.attempt == 1)
+                #expect(request.request.hasDeadline)
+                let query = try FindVPSByLeaseRequest(serializedBytes: request.request.payload)
+                #expect(query.mac == "52:54:00:12:34:56")
+                // An old client sets only the original fields: no code.
+                stream.send(.with {
+                    $0.type = "response"
+                    $0.response.requestID = request.request.requestID
+                    $0.response.success = true
+                    $0.response.payload = try! FindVPSByLeaseResponse.with { $0.vpsID = "vps-legacy"; $0.organizationID = "org-l" }.serializedBytes()
+                })
+                let (response, owner) = try await lookup
+                #expect(response.outcome == .ok)
+                #expect(owner?.vpsID == "vps-legacy")
+                #expect(response.responderEnvironment == "default")
+            }
+        }
+    }
+
+    @Test("an old client's success with an empty vps_id counts as not found, not as the answer")
+    func legacyEmptyAnswerIsNotFound() async throws {
+        try await Cluster.with { cluster in
+            try await cluster.startGateway()
+            try await RawStream.with(port: cluster.port, secret: cluster.secret) { stream in
+                stream.send(.register(.legacy(instance: "legacy-1")))
+                _ = await stream.nextMessage(ofType: .registered)
+                async let lookup = cluster.lookup(mac: "52:54:00:12:34:56", timeoutMs: 5000)
+                let request = try #require(await stream.nextMessage(ofType: .request))
+                stream.send(.response(.with { $0.requestID = request.request.requestID; $0.success = true }))
+                #expect(try await lookup.response.outcome == .notFound)
+            }
+        }
+    }
+
+    @Test("a wrong or missing secret gets UNAUTHENTICATED and nothing is registered")
+    func wrongSecret() async throws {
+        try await Cluster.with { cluster in
+            try await cluster.startGateway()
+            for secret in ["wrong-secret", nil, cluster.secret + "x", String(cluster.secret.dropLast())] {
+                let end = try await RawStream.with(port: cluster.port, secret: secret) { stream in
+                    stream.send(.register(.legacy(instance: "intruder")))
+                    return await stream.waitForEnd()
+                }
+                #expect(end.ended)
+                #expect(end.error?.code == .unauthenticated)
+            }
+            // A worker process with the wrong secret does not get in either.
+            let worker = try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production"), secret: "nope")
+            #expect(await poll(timeout: .seconds(5)) { worker.log.contains("unauthenticated") })
+            #expect(try await cluster.clients().isEmpty)
+        }
+    }
+
+    @Test("a stream that does not send register within the registration timeout is closed")
+    func registrationTimeout() async throws {
+        try await Cluster.with { cluster in
+            try await cluster.startGateway(["--registration-timeout", "500ms"])
+            let end = try await RawStream.with(port: cluster.port, secret: cluster.secret) { stream in
+                await stream.waitForEnd(timeout: .seconds(5))
+            }
+            #expect(end.ended)
+            #expect(end.error?.code == .deadlineExceeded)
+            #expect(try await cluster.clients().isEmpty)
+        }
+    }
+
+    @Test("a first message other than register ends the stream with failed precondition")
+    func registerMustComeFirst() async throws {
+        try await Cluster.with { cluster in
+            try await cluster.startGateway()
+            let end = try await RawStream.with(port: cluster.port, secret: cluster.secret) { stream in
+                stream.send(.heartbeat())
+                return await stream.waitForEnd()
+            }
+            #expect(end.error?.code == .failedPrecondition)
+        }
+    }
+
+    @Test("a register without an instance id is refused as invalid")
+    func registerNeedsInstanceID() async throws {
+        try await Cluster.with { cluster in
+            try await cluster.startGateway()
+            let end = try await RawStream.with(port: cluster.port, secret: cluster.secret) { stream in
+                stream.send(.register(.with { $0.version = "1" }))
+                return await stream.waitForEnd()
+            }
+            #expect(end.error?.code == .invalidArgument)
+            #expect(try await cluster.clients().isEmpty)
+        }
+    }
+
+    @Test("a newer stream with the same instance id replaces the older, and the older's end does not remove it")
+    func duplicateInstanceReplaces() async throws {
+        try await Cluster.with { cluster in
+            try await cluster.startGateway()
+            try await RawStream.with(port: cluster.port, secret: cluster.secret) { first in
+                first.send(.register(.legacy(instance: "same", node: "first")))
+                _ = await first.nextMessage(ofType: .registered)
+                try await RawStream.with(port: cluster.port, secret: cluster.secret) { second in
+                    second.send(.register(.legacy(instance: "same", node: "second")))
+                    _ = await second.nextMessage(ofType: .registered)
+                    let end = await first.waitForEnd()
+                    #expect(end.error?.code == .aborted)
+                    // The first stream is gone; the second must still be registered.
+                    try await Task.sleep(for: .milliseconds(200))
+                    let clients = try await cluster.clients()
+                    #expect(clients.map(\.instanceID) == ["same"])
+                    #expect(clients.first?.node == "second")
+                }
+            }
+        }
+    }
+
+    @Test("requests in flight on a stream that drops fail at once, not at their deadline")
+    func droppedStreamFailsAtOnce() async throws {
+        try await Cluster.with { cluster in
+            try await cluster.startGateway()
+            let started = ContinuousClock.now
+            let response = try await RawStream.with(port: cluster.port, secret: cluster.secret) { stream in
+                stream.send(.register(.legacy(instance: "dropper")))
+                _ = await stream.nextMessage(ofType: .registered)
+                async let lookup = cluster.lookup(mac: "52:54:00:12:34:56", timeoutMs: 20_000)
+                _ = await stream.nextMessage(ofType: .request)
+                stream.finish()  // the client goes away without answering
+                return try await lookup.response
+            }
+            #expect(response.outcome == .failed)
+            #expect(response.error.contains("dropper"))
+            #expect(ContinuousClock.now - started < .seconds(5))
+        }
+    }
+
+    @Test("responses for unknown request ids and unknown message types are ignored; the stream keeps working")
+    func garbageIsIgnored() async throws {
+        try await Cluster.with { cluster in
+            try await cluster.startGateway()
+            try await RawStream.with(port: cluster.port, secret: cluster.secret) { stream in
+                stream.send(.register(.legacy(instance: "noisy")))
+                _ = await stream.nextMessage(ofType: .registered)
+                stream.send(.response(.with { $0.requestID = "nobody-asked"; $0.success = true }))
+                stream.send(.with { $0.type = "sync_allocations"; $0.metrics = String(repeating: "x", count: 10_000) })
+                stream.send(.with { $0.type = "\u{1}\u{2}garbage" })
+                async let lookup = cluster.lookup(mac: "52:54:00:12:34:56", timeoutMs: 5000)
+                let request = try #require(await stream.nextMessage(ofType: .request))
+                stream.send(.response(.with {
+                    $0.requestID = request.request.requestID
+                    $0.success = true
+                    $0.payload = try! FindVPSByLeaseResponse.with { $0.vpsID = "vps-1" }.serializedBytes()
+                }))
+                #expect(try await lookup.response.outcome == .ok)
+            }
+        }
+    }
+
+    @Test("an oversized message ends only that stream; the gateway keeps serving others")
+    func oversizedMessage() async throws {
+        try await Cluster.with { cluster in
+            let gateway = try await cluster.startGateway()
+            let end = try await RawStream.with(port: cluster.port, secret: cluster.secret) { stream in
+                stream.send(.register(.legacy(instance: "big")))
+                _ = await stream.nextMessage(ofType: .registered)
+                stream.send(.with { $0.type = "heartbeat"; $0.metrics = String(repeating: "x", count: 5 * 1024 * 1024) })
+                return await stream.waitForEnd()
+            }
+            #expect(end.ended)
+            #expect(end.error != nil)
+            #expect(gateway.isRunning)
+            try await RawStream.with(port: cluster.port, secret: cluster.secret) { stream in
+                stream.send(.register(.legacy(instance: "small")))
+                #expect(await stream.nextMessage(ofType: .registered) != nil)
+            }
+        }
+    }
+}

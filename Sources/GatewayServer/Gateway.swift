@@ -1,5 +1,8 @@
 import Foundation
 import GatewayProtocol
+#if canImport(Glibc)
+import Glibc
+#endif
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 // Public: the gateway is a `Service` that a `ServiceGroup` runs and shuts down.
@@ -97,6 +100,8 @@ public final class Gateway: Service, Sendable {
             }
             try await group.waitForAll()
         }
+        // The socket is ours (prepare() refused a live one); do not leave it for the next start.
+        unlink(configuration.adminSocketPath)
         logger.info("gateway stopped")
     }
 

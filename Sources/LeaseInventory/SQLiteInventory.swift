@@ -59,10 +59,10 @@ public struct SQLiteInventory: Sendable {
 
     private static func checkSchema(_ db: Database, path: String) throws {
         for (table, columns) in InventorySchema.required {
-            let present = Set(try db.columns(in: table).map { $0.name.lowercased() })
-            if present.isEmpty {
+            guard try db.tableExists(table) else {
                 throw InventoryError(code: .wrongSchema, message: "inventory '\(path)' has no table '\(table)'; expected the platform's tables vps_instances and dhcp_leases")
             }
+            let present = Set(try db.columns(in: table).map { $0.name.lowercased() })
             let missing = columns.filter { !present.contains($0) }
             if !missing.isEmpty {
                 throw InventoryError(code: .wrongSchema, message: "inventory '\(path)': table '\(table)' lacks column(s) \(missing.joined(separator: ", "))")

@@ -70,9 +70,11 @@ final class RawStream: Sendable {
     }
 
     /// Opens a stream to `port` with `secret` (nil: no header), runs `body`, then closes it.
+    /// With `reading` false the client never reads what the gateway sends, like a stuck peer.
     static func with<Result: Sendable>(
         port: Int,
         secret: String?,
+        reading: Bool = true,
         _ body: @Sendable (RawStream) async throws -> Result
     ) async throws -> Result {
         let (outbound, outboundContinuation) = AsyncStream.makeStream(of: GatewayMessage.self)
@@ -91,6 +93,10 @@ final class RawStream: Sendable {
                                 for await message in outbound { try await writer.write(message) }
                             },
                             onResponse: { response in
+                                guard reading else {
+                                    try await Task.sleep(for: .seconds(3600))
+                                    return
+                                }
                                 for try await message in response.messages { stream.record(.message(message)) }
                             }
                         )

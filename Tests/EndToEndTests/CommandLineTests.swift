@@ -1,0 +1,146 @@
+import Foundation
+import GRDB
+import LeaseInventory
+import Testing
+
+/// The built binary as an operator runs it: exit codes, messages, JSON.
+@Suite("Command line", .serialized, .timeLimit(.minutes(2)))
+struct CommandLineTests {
+    @Test("lookup exits 0 found, 1 not found, 2 no receivers; --json uses the admin API's field names")
+    func lookupExitCodes() async throws {
+        try await Cluster.with { cluster in
+            try await cluster.startGateway()
+            let admin = ["--admin-socket", cluster.adminSocket]
+            let noReceivers = try await cluster.run(["lookup", "--mac", "52:54:00:01:00:01", "--timeout", "300ms"] + admin)
+            #expect(noReceivers.status == 2)
+            #expect(noReceivers.output.contains("no_receivers"))
+
+            let inventory = cluster.directory + "/production.sqlite3"
+            #expect(try await cluster.run(["inventory", "create", inventory, "--environment", "production", "--sample-rows", "5"]).status == 0)
+            try cluster.startWorker(environment: "production", inventory: inventory)
+            try await cluster.waitForClients(["production-1"])
+
+            let found = try await cluster.run(["lookup", "--mac", "52:54:00:01:00:03", "--json"] + admin)
+            #expect(found.status == 0)
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(found.output.utf8)) as? [String: Any])
+            #expect(object["vps_id"] as? String == "vps-production-0003")
+            #expect(object["outcome"] as? String == "ok")
+            #expect(object["responder_environment"] as? String == "production")
+            #expect(object["organization_id"] as? String == "org-production-4")
+            for key in ["request_id", "responder_instance", "error", "attempts", "duration_us"] { #expect(object[key] != nil, "missing \(key)") }
+
+            let notFound = try await cluster.run(["lookup", "--mac", "52:54:00:09:09:09"] + admin)
+            #expect(notFound.status == 1)
+            #expect(notFound.output.contains("not_found"))
+
+            let clients = try await cluster.run(["clients", "--json"] + admin)
+            #expect(clients.status == 0)
+            #expect(clients.output.contains("\"instance_id\":\"production-1\""))
+            #expect(clients.output.contains("\"environment\":\"production\""))
+        }
+    }
+
+    @Test("bad input is a usage error (64) that names the flag and what was expected")
+    func usageErrors() async throws {
+        try await Cluster.with { cluster in
+            let badMAC = try await cluster.run(["lookup", "--mac", "52:54:00:zz:00:01"])
+            #expect(badMAC.status == 64)
+            #expect(badMAC.output.contains("--mac") && badMAC.output.contains("expected"))
+            let badTimeout = try await cluster.run(["lookup", "--mac", "52:54:00:01:00:01", "--timeout", "soon"])
+            #expect(badTimeout.status == 64)
+            let badHex = try await cluster.run(["call", "Ping", "--payload-hex", "xyz"])
+            #expect(badHex.status == 64)
+            let badListen = try await cluster.run(["gateway", "--listen", "nowhere"], environment: ["GATEWAY_API_SECRET": "x"])
+            #expect(badListen.status == 64)
+            #expect(badListen.output.contains("HOST:PORT"))
+        }
+    }
+
+    @Test("a client command with no gateway behind the socket exits 69 and says what to check")
+    func adminSocketMissing() async throws {
+        try await Cluster.with { cluster in
+            let result = try await cluster.run(["clients", "--admin-socket", cluster.directory + "/none.sock"])
+            #expect(result.status == 69)
+            #expect(result.output.contains("is the gateway running"))
+        }
+    }
+
+    @Test("the gateway refuses to start without a secret, with exit 78 and the variable's name")
+    func gatewayNeedsSecret() async throws {
+        try await Cluster.with { cluster in
+            let process = try await cluster.startGateway(environment: [:], waitUntilReady: false)
+            #expect(await process.waitForExit() == 78)
+            #expect(process.log.contains("GATEWAY_API_SECRET"))
+            let emptyFile = cluster.directory + "/empty-secret"
+            _ = FileManager.default.createFile(atPath: emptyFile, contents: Data())
+            let withEmptyFile = try await cluster.startGateway(["--api-secret-file", emptyFile], environment: [:], waitUntilReady: false)
+            #expect(await withEmptyFile.waitForExit() == 78)
+            #expect(withEmptyFile.log.contains("is empty"))
+        }
+    }
+
+    @Test("a second gateway on a live admin socket refuses to start instead of stealing it")
+    func adminSocketInUse() async throws {
+        try await Cluster.with { cluster in
+            try await cluster.startGateway()
+            let second = try cluster.spawn(
+                name: "second-gateway",
+                arguments: ["gateway", "--listen", "127.0.0.1:\(try freePort())", "--admin-socket", cluster.adminSocket],
+                environment: ["GATEWAY_API_SECRET": cluster.secret]
+            )
+            #expect(await second.waitForExit() == 78)
+            #expect(second.log.contains("in use"))
+            #expect(try await cluster.clients().isEmpty)  // the first still answers
+        }
+    }
+
+    @Test("worker configuration errors exit 78 and name the problem", arguments: [
+        (["VPS_NODE_GATEWAY_ENDPOINTS": "http://h1:1537"], "no node name"),
+        (["VPS_NODE_GATEWAY_ENDPOINTS": "node1:h1:1537"], "no node name or no scheme"),
+        (["VPS_GATEWAY_URL": "ftp://h1:1537"], "scheme 'ftp'"),
+        ([:], "VPS_GATEWAY_API_SECRET"),
+    ])
+    func workerConfigurationErrors(environment: [String: String], message: String) async throws {
+        try await Cluster.with { cluster in
+            var env = environment
+            if message != "VPS_GATEWAY_API_SECRET" { env["VPS_GATEWAY_API_SECRET"] = "x" }
+            let result = try await cluster.run(["worker", "--env", "production", "--inventory", "sqlite:\(try cluster.inventory("production"))"], environment: env)
+            #expect(result.status == 78)
+            #expect(result.output.contains(message), "output: \(result.output)")
+        }
+    }
+
+    @Test("a missing or unusable inventory stops the worker at start with exit 78", arguments: [
+        ("missing", "does not exist"),
+        ("garbage", "cannot be read as a SQLite database"),
+        ("no-tables", "has no table 'vps_instances'"),
+        ("missing-column", "lacks column(s) deleted_at"),
+        ("postgres", "not supported"),
+    ])
+    func unusableInventory(kind: String, expected: String) async throws {
+        try await Cluster.with { cluster in
+            let path = cluster.directory + "/\(kind).sqlite3"
+            var url = "sqlite:\(path)"
+            switch kind {
+            case "garbage":
+                _ = FileManager.default.createFile(atPath: path, contents: Data(repeating: 0x42, count: 4096))
+            case "no-tables":
+                _ = FileManager.default.createFile(atPath: path, contents: nil)  // a valid, empty database
+            case "missing-column":
+                let database = try DatabaseQueue(path: path)
+                try await database.write { db in
+                    try db.execute(sql: "CREATE TABLE vps_instances (id TEXT PRIMARY KEY, organization_id TEXT, mac_address TEXT)")
+                    try db.execute(sql: "CREATE TABLE dhcp_leases (id TEXT, vps_id TEXT, organization_id TEXT, mac_address TEXT, ip_address TEXT)")
+                }
+                try database.close()
+            case "postgres":
+                url = "postgres://db/inventory"
+            default:
+                break
+            }
+            let result = try await cluster.run(["worker", "--env", "production", "--inventory", url], environment: ["VPS_GATEWAY_API_SECRET": "x"])
+            #expect(result.status == 78)
+            #expect(result.output.contains(expected), "output: \(result.output)")
+        }
+    }
+}

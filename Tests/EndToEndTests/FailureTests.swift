@@ -1,0 +1,140 @@
+import Foundation
+import GatewayProtocol
+import GRPCCore
+import LeaseInventory
+import SwiftProtobuf
+import Testing
+
+/// Processes killed, gateways restarted, clients that go silent or stop reading.
+@Suite("Failures and recovery", .serialized, .timeLimit(.minutes(3)))
+struct FailureTests {
+    let vps = SampleInventory.Entry("vps-1", mac: "52:54:00:bb:00:01", ip: "10.2.0.1")
+
+    @Test("a worker killed with SIGKILL mid-request: the call completes from another environment that knows the lease")
+    func killedWorkerAnotherAnswers() async throws {
+        try await Cluster.with { cluster in
+            try await cluster.startGateway()
+            let slow = try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production", [vps]), ["--simulate-latency", "10s"])
+            try cluster.startWorker(environment: "beta", inventory: try cluster.inventory("beta", [vps]), ["--simulate-latency", "1500ms"])
+            try await cluster.waitForClients(["production-1", "beta-1"])
+            let started = ContinuousClock.now
+            async let lookup = cluster.lookup(mac: vps.mac, timeoutMs: 20_000)
+            try await Task.sleep(for: .milliseconds(400))
+            slow.signal(SIGKILL)
+            let (response, owner) = try await lookup
+            #expect(response.outcome == .ok)
+            #expect(response.responderEnvironment == "beta")
+            #expect(owner?.vpsID == "vps-1")
+            #expect(ContinuousClock.now - started < .seconds(5))
+        }
+    }
+
+    @Test("a worker killed with SIGKILL mid-request: with nobody else to ask, the call fails at once")
+    func killedWorkerFailsAtOnce() async throws {
+        try await Cluster.with { cluster in
+            try await cluster.startGateway()
+            let slow = try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production", [vps]), ["--simulate-latency", "10s"])
+            try await cluster.waitForClients(["production-1"])
+            let started = ContinuousClock.now
+            async let lookup = cluster.lookup(mac: vps.mac, timeoutMs: 20_000)
+            try await Task.sleep(for: .milliseconds(400))
+            slow.signal(SIGKILL)
+            let (response, _) = try await lookup
+            #expect(response.outcome == .failed)
+            #expect(response.error.contains("production/production-1"))
+            #expect(ContinuousClock.now - started < .seconds(5), "must not wait for the 20 s timeout")
+        }
+    }
+
+    @Test("after the gateway is killed and restarted, workers reconnect with backoff and lookups work again")
+    func gatewayRestart() async throws {
+        try await Cluster.with { cluster in
+            let gateway = try await cluster.startGateway()
+            let worker = try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production", [vps]))
+            try await cluster.waitForClients(["production-1"])
+            #expect(try await cluster.lookup(mac: vps.mac).response.outcome == .ok)
+
+            gateway.signal(SIGKILL)
+            await gateway.waitForExit()
+            #expect(await poll(timeout: .seconds(5)) { worker.log.contains("reconnecting") })
+            try await Task.sleep(for: .milliseconds(800))  // let a few reconnect attempts fail
+            try await cluster.startGateway()
+            try await cluster.waitForClients(["production-1"], timeout: .seconds(10))
+            let (response, owner) = try await cluster.lookup(mac: vps.mac)
+            #expect(response.outcome == .ok)
+            #expect(owner?.vpsID == "vps-1")
+            #expect(worker.isRunning)
+        }
+    }
+
+    @Test("a stream silent for three heartbeat intervals is evicted; one that heartbeats stays")
+    func silentStreamEvicted() async throws {
+        try await Cluster.with { cluster in
+            try await cluster.startGateway(["--heartbeat-interval", "300ms", "--registration-timeout", "300ms"])
+            try await RawStream.with(port: cluster.port, secret: cluster.secret) { silent in
+                try await RawStream.with(port: cluster.port, secret: cluster.secret) { chatty in
+                    silent.send(.register(.legacy(instance: "silent")))
+                    chatty.send(.register(.legacy(instance: "chatty")))
+                    try await cluster.waitForClients(["silent", "chatty"])
+                    let started = ContinuousClock.now
+                    async let end = silent.waitForEnd(timeout: .seconds(5))
+                    // Chatty heartbeats every 200 ms while silent says nothing.
+                    while ContinuousClock.now - started < .milliseconds(1800) {
+                        chatty.send(.heartbeat())
+                        try await Task.sleep(for: .milliseconds(200))
+                    }
+                    let ended = await end
+                    #expect(ended.ended)
+                    #expect(ended.error?.code == .unavailable)
+                    let clients = try await cluster.clients()
+                    #expect(clients.map(\.instanceID) == ["chatty"])
+                    #expect(clients.first?.hasLastHeartbeat == true)
+                }
+            }
+        }
+    }
+
+    @Test("a client that stops reading cannot stall calls to the others: sends to it fail at once")
+    func stuckClientDoesNotStallOthers() async throws {
+        try await Cluster.with { cluster in
+            try await cluster.startGateway(["--send-queue", "4"])
+            try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production", [vps]))
+            try await RawStream.with(port: cluster.port, secret: cluster.secret, reading: false) { stuck in
+                stuck.send(.register(.with { $0.gatewayIpDhcp = "stuck"; $0.environment = "beta"; $0.methods = ["Ping"] }))
+                try await cluster.waitForClients(["production-1", "stuck"])
+                // Megabyte payloads fill the HTTP/2 window, then the 4-message queue.
+                let big = Data(repeating: 0x61, count: 1_000_000)
+                var refusedAtOnce = false
+                for _ in 0..<40 where !refusedAtOnce {
+                    let started = ContinuousClock.now
+                    let response = try await cluster.call(.with { $0.method = "Ping"; $0.instanceID = "stuck"; $0.payload = big; $0.timeoutMs = 100 })
+                    refusedAtOnce = response.outcome == .failed && response.error.contains("send queue is full")
+                        && ContinuousClock.now - started < .milliseconds(90)
+                }
+                #expect(refusedAtOnce)
+                // The healthy worker is unaffected.
+                let started = ContinuousClock.now
+                let (response, owner) = try await cluster.lookup(mac: vps.mac, environment: "production")
+                #expect(response.outcome == .ok)
+                #expect(owner?.vpsID == "vps-1")
+                #expect(ContinuousClock.now - started < .seconds(1))
+            }
+        }
+    }
+
+    @Test("SIGTERM stops the gateway cleanly with exit 0 and the worker with exit 0")
+    func gracefulStop() async throws {
+        try await Cluster.with { cluster in
+            let gateway = try await cluster.startGateway()
+            let worker = try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production", [vps]))
+            try await cluster.waitForClients(["production-1"])
+            worker.signal(SIGTERM)
+            #expect(await worker.waitForExit(timeout: .seconds(15)) == 0)
+            gateway.signal(SIGTERM)
+            #expect(await gateway.waitForExit(timeout: .seconds(15)) == 0)
+            #expect(worker.log.contains("draining"))
+            #expect(gateway.log.contains("client disconnected"))
+            #expect(!FileManager.default.fileExists(atPath: cluster.adminSocket), "the gateway removes its admin socket on exit")
+        }
+    }
+}

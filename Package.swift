@@ -93,7 +93,7 @@ let package = Package(
         ),
         .testTarget(
             name: "GatewayServerTests",
-            dependencies: ["GatewayServer", "GatewayProtocol", grpcCore, logging],
+            dependencies: ["GatewayServer", "GatewayProtocol", grpcCore, logging, protobuf],
             swiftSettings: swiftSettings
         ),
         .testTarget(

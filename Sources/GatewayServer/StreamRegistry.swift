@@ -14,6 +14,7 @@ package struct StreamRegistry {
 
     /// Registers `connection`. A connection already registered under the same instance id is
     /// returned: the caller closes it, and its later ``remove(_:)`` does nothing.
+    @discardableResult
     package mutating func register(_ connection: ClientConnection) -> ClientConnection? {
         let instance = connection.identity.instanceID
         let replaced = byInstance.updateValue(connection, forKey: instance)

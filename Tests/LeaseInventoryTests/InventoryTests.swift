@@ -1,0 +1,110 @@
+import Foundation
+import GatewayProtocol
+import GatewayWorker
+import GRDB
+import LeaseInventory
+import SwiftProtobuf
+import Testing
+
+@Suite("Inventory lookups")
+struct InventoryTests {
+    /// A temporary inventory with the platform's tables and `statements` run on it.
+    func withInventory(_ statements: [String], _ body: (SQLiteInventory) async throws -> Void) async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("inventory-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("inventory.sqlite3").path
+        try SampleInventory.create(at: path, environment: "test", rows: 0)
+        let database = try DatabaseQueue(path: path)
+        try await database.write { db in for statement in statements { try db.execute(sql: statement) } }
+        try database.close()
+        try await body(try SQLiteInventory(path: path))
+    }
+
+    @Test("a lease found by MAC wins over a VPS instance with the same MAC")
+    func leaseFirst() async throws {
+        try await withInventory([
+            "INSERT INTO vps_instances VALUES ('vps-a', 'org-a', '52:54:00:00:00:01', NULL)",
+            "INSERT INTO vps_instances VALUES ('vps-b', 'org-b', '52:54:00:00:00:02', NULL)",
+            "INSERT INTO dhcp_leases (id, vps_id, organization_id, mac_address, ip_address) VALUES ('l', 'vps-b', 'org-b', '52:54:00:00:00:01', '10.0.0.1')",
+        ]) { inventory in
+            let owner = try await inventory.owner(mac: MACAddress("52:54:00:00:00:01"), ip: nil)
+            #expect(owner?.vpsID == "vps-b")
+            #expect(owner?.matchedBy == .leaseByMAC)
+        }
+    }
+
+    @Test("a lease of a deleted VPS is ignored, and so is a deleted VPS instance")
+    func deletedIgnored() async throws {
+        try await withInventory([
+            "INSERT INTO vps_instances VALUES ('vps-gone', 'org', '52:54:00:00:00:01', '2026-01-01 00:00:00')",
+            "INSERT INTO dhcp_leases (id, vps_id, organization_id, mac_address, ip_address) VALUES ('l', 'vps-gone', 'org', '52:54:00:00:00:01', '10.0.0.1')",
+        ]) { inventory in
+            let owner = try await inventory.owner(mac: MACAddress("52:54:00:00:00:01"), ip: "10.0.0.1")
+            #expect(owner == nil)
+        }
+    }
+
+    @Test("then a live VPS instance by MAC, then a lease by IP")
+    func fallbacks() async throws {
+        try await withInventory([
+            "INSERT INTO vps_instances VALUES ('vps-i', 'org-i', '52:54:00:00:00:05', NULL)",
+            "INSERT INTO dhcp_leases (id, vps_id, organization_id, mac_address, ip_address) VALUES ('l', 'vps-ip', 'org-ip', '52:54:00:00:00:09', '10.0.0.9')",
+        ]) { inventory in
+            let byInstance = try await inventory.owner(mac: MACAddress("52:54:00:00:00:05"), ip: "10.0.0.9")
+            #expect(byInstance?.vpsID == "vps-i")
+            #expect(byInstance?.matchedBy == .instanceByMAC)
+            let byIP = try await inventory.owner(mac: MACAddress("52:54:00:00:00:77"), ip: "10.0.0.9")
+            #expect(byIP?.vpsID == "vps-ip")
+            #expect(byIP?.matchedBy == .leaseByIP)
+        }
+    }
+
+    @Test("stored MACs match whatever their case and surrounding spaces")
+    func macNormalisation() async throws {
+        try await withInventory([
+            "INSERT INTO dhcp_leases (id, vps_id, organization_id, mac_address, ip_address) VALUES ('l1', 'vps-upper', 'o', '52:54:00:AB:CD:EF', '10.0.0.1')",
+            "INSERT INTO dhcp_leases (id, vps_id, organization_id, mac_address, ip_address) VALUES ('l2', 'vps-spaced', 'o', '  52:54:00:Ab:00:02 ', '10.0.0.2')",
+        ]) { inventory in
+            let upper = try await inventory.owner(mac: MACAddress("52-54-00-ab-cd-ef"), ip: nil)
+            let spaced = try await inventory.owner(mac: MACAddress(" 52:54:00:AB:00:02"), ip: nil)
+            #expect(upper?.vpsID == "vps-upper")
+            #expect(spaced?.vpsID == "vps-spaced")
+        }
+    }
+
+    @Test("MAC parsing accepts the usual forms and rejects the rest", arguments: [
+        ("52:54:00:ab:cd:ef", "52:54:00:ab:cd:ef"), ("52-54-00-AB-CD-EF", "52:54:00:ab:cd:ef"), (" 52:54:00:ab:cd:ef\n", "52:54:00:ab:cd:ef"),
+        ("52:54:00:ab:cd", nil), ("52:54:00:ab:cd:eg", nil), ("5254.00ab.cdef", nil), ("", nil), ("52:54:00:ab:cd:ef:01", nil), ("052:54:00:ab:cd:e", nil),
+    ])
+    func macParsing(text: String, canonical: String?) {
+        #expect(MACAddress(text)?.canonical == canonical)
+    }
+
+    @Test("the handler answers a found lease, not_found for a miss and invalid_argument for bad input")
+    func handler() async throws {
+        try await withInventory([
+            "INSERT INTO dhcp_leases (id, vps_id, organization_id, mac_address, ip_address) VALUES ('l', 'vps-1', 'org-1', '52:54:00:00:00:01', '10.0.0.1')",
+        ]) { inventory in
+            let handler = FindVPSByLeaseHandler(inventory: inventory)
+            func request(_ payload: Data) -> HandlerRequest {
+                HandlerRequest(requestID: "r", method: GatewayMethod.findVPSByLease, payload: payload, attempt: 1, environment: "test")
+            }
+            func query(mac: String = "", ip: String = "") -> Data {
+                try! FindVPSByLeaseRequest.with { $0.mac = mac; $0.ip = ip }.serializedBytes()
+            }
+            let answer = try FindVPSByLeaseResponse(serializedBytes: try await handler.handle(request(query(mac: "52:54:00:00:00:01"))))
+            #expect(answer.vpsID == "vps-1")
+            #expect(answer.organizationID == "org-1")
+            for (payload, code) in [
+                (query(mac: "52:54:00:00:00:99"), ResponseCode.notFound),
+                (query(mac: "nonsense"), .invalidArgument),
+                (query(ip: "10.0.0.999"), .invalidArgument),
+                (query(), .invalidArgument),
+                (Data([0x0a, 0x10, 0x61]), .invalidArgument),
+            ] {
+                await #expect { try await handler.handle(request(payload)) } throws: { ($0 as? HandlerError)?.code == code }
+            }
+        }
+    }
+}

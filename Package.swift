@@ -80,7 +80,7 @@ let package = Package(
         // The load generator behind `vps-gateway bench`.
         .target(
             name: "GatewayBench",
-            dependencies: ["GatewayProtocol", "GatewayAdminClient"],
+            dependencies: ["GatewayProtocol", "GatewayAdminClient", "GatewayWorker", logging],
             swiftSettings: swiftSettings
         ),
         .executableTarget(

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import GatewayBench
 import GatewayProtocol
+import GatewayWorker
 import SwiftProtobuf
 #if canImport(Glibc)
 import Glibc
@@ -24,6 +25,12 @@ struct BenchCommand: AsyncParsableCommand {
 
             JSON fields: requests, errors, throughput_rps, p50_us, p90_us, p99_us, max_us, \
             concurrency, duration_s, outcomes (count per outcome).
+
+            With --idle-clients N it measures memory instead: N registered, idle streams from \
+            this one process (each its own connection and instance id, environment \
+            bench-idle), and the gateway's resident memory (--gateway-pid) before and while \
+            they are connected. The secret comes from VPS_GATEWAY_API_SECRET.
+              vps-gateway bench --idle-clients 1000 --gateway-url http://127.0.0.1:1537 --gateway-pid 4242 --json
 
             Exit codes: 0 measured; 64 usage error; 69 the admin socket is unreachable.
             """
@@ -57,15 +64,51 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(help: "Print one JSON object.")
     var json = false
 
+    @Option(help: ArgumentHelp("Measure memory with this many idle registered clients instead of driving calls.", valueName: "count"))
+    var idleClients: Int?
+
+    @Option(help: ArgumentHelp("With --idle-clients: the gateway to connect them to.", valueName: "url"))
+    var gatewayURL = "http://127.0.0.1:1537"
+
+    @Option(help: ArgumentHelp("With --idle-clients: the gateway's pid, to read its resident memory.", valueName: "pid"))
+    var gatewayPID: Int32?
+
+    @Option(help: ArgumentHelp("With --idle-clients: how long to hold them before measuring.", valueName: "duration"))
+    var hold = DurationArgument(.seconds(5), text: "5s")
+
     func validate() throws {
         guard (1...10_000).contains(concurrency) else { throw ValidationError("--concurrency must be 1-10000, got \(concurrency)") }
         _ = try duration.requirePositive("--duration")
         _ = try timeout.requirePositive("--timeout")
         guard MACAddress(mac) != nil else { throw ValidationError("--mac '\(mac)' is not a MAC address; expected \(MACAddress.expectedFormat)") }
         if let payloadHex, Data(hex: payloadHex) == nil { throw ValidationError("--payload-hex is not hex") }
+        if let idleClients, !(1...20_000).contains(idleClients) { throw ValidationError("--idle-clients must be 1-20000, got \(idleClients)") }
+    }
+
+    private func measureIdleClients(_ count: Int) async throws {
+        let secret = try SecretSource.load(file: nil, fileVariable: "VPS_GATEWAY_API_SECRET_FILE", variable: "VPS_GATEWAY_API_SECRET")
+        let idle = IdleClients(
+            count: count, endpoint: try GatewayEndpoint(url: gatewayURL, source: "--gateway-url"),
+            apiSecret: secret, gatewayPID: gatewayPID, hold: hold.duration
+        )
+        let showProgress = isatty(2) == 1
+        let report = try await withAdmin(admin) { admin in
+            try await idle.run(admin: admin) { registered in
+                if showProgress { printError("  \(registered) / \(count) clients registered") }
+            }
+        }
+        if json {
+            try printJSON(report)
+        } else {
+            print("""
+                idle clients   \(report.registered) of \(report.idleClients) registered in \(String(format: "%.1f", report.secondsToRegister)) s
+                gateway RSS    \(report.gatewayRSSKBBefore.map { "\($0 / 1024) MiB" } ?? "?") before, \(report.gatewayRSSKBAfter.map { "\($0 / 1024) MiB" } ?? "?") with the clients (\(report.perClientKB.map { "\($0) KiB" } ?? "?") per client)
+                """)
+        }
     }
 
     func run() async throws {
+        if let idleClients { return try await measureIdleClients(idleClients) }
         let payload: Data = try payloadHex.flatMap { Data(hex: $0) }
             ?? (method == GatewayMethod.findVPSByLease ? FindVPSByLeaseRequest.with { $0.mac = mac }.serializedBytes() : Data())
         let benchmark = CallBenchmark(configuration: .init(

@@ -54,12 +54,20 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("On shutdown, how long in-flight calls get to finish.", valueName: "duration"))
     var shutdownGrace = DurationArgument(.seconds(5), text: "5s")
 
+    @Option(help: ArgumentHelp("The shortest HTTP/2 ping interval tolerated from a client; faster pingers get GOAWAY. Must be below the workers' --keepalive-interval.", valueName: "duration"))
+    var minClientPingInterval = DurationArgument(.seconds(10), text: "10s")
+
+    @Option(help: ArgumentHelp("How often the gateway pings an idle connection at the HTTP/2 level.", valueName: "duration"))
+    var keepaliveInterval = DurationArgument(.seconds(60), text: "60s")
+
     @OptionGroup var logging: LogOptions
 
     func validate() throws {
         _ = try heartbeatInterval.requirePositive("--heartbeat-interval")
         _ = try registrationTimeout.requirePositive("--registration-timeout")
         _ = try defaultTimeout.requirePositive("--default-timeout")
+        _ = try minClientPingInterval.requirePositive("--min-client-ping-interval")
+        _ = try keepaliveInterval.requirePositive("--keepalive-interval")
         guard sendQueue >= 1 else { throw ValidationError("--send-queue must be at least 1, got \(sendQueue)") }
         if let listen { _ = try ListenAddress(listen) }
     }
@@ -96,6 +104,8 @@ struct GatewayCommand: AsyncParsableCommand {
         configuration.sendQueueCapacity = sendQueue
         configuration.defaultCallTimeout = defaultTimeout.duration
         configuration.shutdownGracePeriod = shutdownGrace.duration
+        configuration.minClientPingInterval = minClientPingInterval.duration
+        configuration.keepaliveInterval = keepaliveInterval.duration
         configuration.version = BuildInfo.version
         return configuration
     }

@@ -63,6 +63,9 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("How often the worker sends a heartbeat.", valueName: "duration"))
     var heartbeatInterval = DurationArgument(.seconds(30), text: "30s")
 
+    @Option(help: ArgumentHelp("How often the worker pings the gateway at the HTTP/2 level, so idle connections are kept and dead ones noticed. Must not be below the gateway's --min-client-ping-interval.", valueName: "duration"))
+    var keepaliveInterval = DurationArgument(.seconds(30), text: "30s")
+
     @Option(help: ArgumentHelp("First reconnect delay.", valueName: "duration"))
     var backoffInitial = DurationArgument(.seconds(1), text: "1s")
 
@@ -77,6 +80,7 @@ struct WorkerCommand: AsyncParsableCommand {
     func validate() throws {
         _ = try heartbeatInterval.requirePositive("--heartbeat-interval")
         _ = try backoffInitial.requirePositive("--backoff-initial")
+        _ = try keepaliveInterval.requirePositive("--keepalive-interval")
         _ = try backoffMax.requirePositive("--backoff-max")
         guard backoffMax.duration >= backoffInitial.duration else {
             throw ValidationError("--backoff-max (\(backoffMax)) must not be below --backoff-initial (\(backoffInitial))")
@@ -137,6 +141,7 @@ struct WorkerCommand: AsyncParsableCommand {
         configuration.version = BuildInfo.version
         configuration.maxConcurrentRequests = maxConcurrent
         configuration.heartbeatInterval = heartbeatInterval.duration
+        configuration.keepaliveInterval = keepaliveInterval.duration
         configuration.backoff = Backoff.Configuration(initial: backoffInitial.duration, maximum: backoffMax.duration)
         return configuration
     }

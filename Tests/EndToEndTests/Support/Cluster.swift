@@ -87,6 +87,7 @@ final class Cluster: Sendable {
         )
     }
 
+    @discardableResult
     func spawn(name: String, arguments: [String], environment: [String: String]) throws -> TestProcess {
         let count = processes.withLock { $0.count }
         let process = try TestProcess(

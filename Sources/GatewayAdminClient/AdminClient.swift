@@ -31,7 +31,10 @@ public struct AdminClient: Sendable {
         let transport = try HTTP2ClientTransport.Posix(
             target: .unixDomainSocket(path: socketPath),
             transportSecurity: .plaintext,
-            config: .defaults { $0.backoff = .init(initial: .milliseconds(50), max: .milliseconds(500), multiplier: 2, jitter: 0.1) }
+            config: .defaults {
+                $0.backoff = .init(initial: .milliseconds(50), max: .milliseconds(500), multiplier: 2, jitter: 0.1)
+                $0.connection.flushCoalescing = nil
+            }
         )
         return try await withGRPCClient(transport: transport) { client in
             try await body(AdminClient(admin: GatewayAdminService.Client(wrapping: client), socketPath: socketPath))

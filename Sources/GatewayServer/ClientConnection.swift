@@ -45,7 +45,7 @@ package enum CloseReason: Sendable, Equatable {
 package final class ClientConnection: Sendable {
     package let id: ConnectionID
     package let identity: ClientIdentity
-    private let outbound: AsyncStream<GatewayMessage>.Continuation
+    private let outbound: MessageQueue<GatewayMessage>
     private let state: Mutex<State>
     private let inFlight = Atomic<Int>(0)
 
@@ -58,7 +58,7 @@ package final class ClientConnection: Sendable {
 
     package init(
         identity: ClientIdentity,
-        outbound: AsyncStream<GatewayMessage>.Continuation,
+        outbound: MessageQueue<GatewayMessage>,
         now: ContinuousClock.Instant = .now
     ) {
         self.id = .make()
@@ -69,8 +69,7 @@ package final class ClientConnection: Sendable {
 
     /// Queues a message; false when the queue is full or the stream has ended.
     package func send(_ message: GatewayMessage) -> Bool {
-        if case .enqueued = outbound.yield(message) { return true }
-        return false
+        outbound.enqueue(message)
     }
 
     /// Ends the stream from the gateway's side. The first reason given wins.

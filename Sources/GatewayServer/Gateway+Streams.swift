@@ -13,23 +13,20 @@ extension Gateway {
         writer: RPCWriter<GatewayMessage>,
         remoteAddress: String
     ) async throws {
-        let (outbound, continuation) = AsyncStream.makeStream(
-            of: GatewayMessage.self,
-            bufferingPolicy: .bufferingOldest(configuration.sendQueueCapacity)
-        )
+        let outbound = MessageQueue<GatewayMessage>(capacity: configuration.sendQueueCapacity)
         let registered = RegisteredConnection()
         defer {
-            continuation.finish()
+            outbound.finish()
             if let connection = registered.connection { streamEnded(connection) }
         }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                for await message in outbound { try await writer.write(message) }
+                while let batch = await outbound.nextBatch() { try await writer.write(contentsOf: batch) }
             }
             group.addTask {
                 var messages = inbound.makeAsyncIterator()
                 guard let first = try await messages.next() else { return }
-                let connection = try self.accept(first, remoteAddress: remoteAddress, outbound: continuation)
+                let connection = try self.accept(first, remoteAddress: remoteAddress, outbound: outbound)
                 registered.set(connection)
                 while let message = try await messages.next() {
                     self.handle(message, from: connection)
@@ -66,7 +63,7 @@ extension Gateway {
     private func accept(
         _ first: GatewayMessage,
         remoteAddress: String,
-        outbound: AsyncStream<GatewayMessage>.Continuation
+        outbound: MessageQueue<GatewayMessage>
     ) throws -> ClientConnection {
         guard first.messageType == .register else {
             throw RPCError(code: .failedPrecondition, message: "the first message must be 'register', got '\(first.type.prefix(64))'")

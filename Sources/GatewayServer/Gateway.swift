@@ -53,6 +53,7 @@ public final class Gateway: Service, Sendable {
                         )
                     )
                     $0.rpc.maxRequestPayloadSize = configuration.maxMessageBytes
+                    $0.connection.flushCoalescing = nil
                 }
             ),
             services: [StreamService(gateway: self)]
@@ -61,7 +62,10 @@ public final class Gateway: Service, Sendable {
             transport: .http2NIOPosix(
                 address: .unixDomainSocket(path: configuration.adminSocketPath),
                 transportSecurity: .plaintext,
-                config: .defaults { $0.rpc.maxRequestPayloadSize = configuration.maxMessageBytes }
+                config: .defaults {
+                    $0.rpc.maxRequestPayloadSize = configuration.maxMessageBytes
+                    $0.connection.flushCoalescing = nil
+                }
             ),
             services: [AdminService(gateway: self)]
         )

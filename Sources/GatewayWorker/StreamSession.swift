@@ -36,7 +36,8 @@ final class StreamSession: Sendable {
     /// Dials, registers and serves until the gateway ends the stream (returns how long it was
     /// registered) or something fails (throws).
     func run() async throws -> Duration? {
-        let (outbound, continuation) = AsyncStream.makeStream(of: GatewayMessage.self)
+        // Answers are bounded by the in-flight limit; the margin covers heartbeats and refusals.
+        let outbound = MessageQueue<GatewayMessage>(capacity: configuration.maxConcurrentRequests * 4 + 64)
         let registration = GatewayRegistration.with {
             $0.gatewayID = endpoint.node ?? configuration.node
             $0.gatewayIpDhcp = configuration.instanceID
@@ -50,11 +51,11 @@ final class StreamSession: Sendable {
                 metadata: [GatewayMetadataKey.apiSecret: .string(configuration.apiSecret)],
                 requestProducer: { writer in
                     try await writer.write(.register(registration))
-                    for await message in outbound { try await writer.write(message) }
+                    while let batch = await outbound.nextBatch() { try await writer.write(contentsOf: batch) }
                 },
                 onResponse: { response in
-                    defer { continuation.finish() }
-                    try await self.serve(response.messages, outbound: continuation)
+                    defer { outbound.finish() }
+                    try await self.serve(response.messages, outbound: outbound)
                 }
             )
         }
@@ -81,6 +82,7 @@ final class StreamSession: Sendable {
                 )
                 // The worker does its own reconnecting, with its own backoff and logs.
                 $0.backoff = .init(initial: .milliseconds(100), max: .seconds(1), multiplier: 2, jitter: 0.2)
+                $0.connection.flushCoalescing = nil
             }
         )
     }
@@ -89,7 +91,7 @@ final class StreamSession: Sendable {
     /// graceful shutdown drains. The first of these to end ends the stream.
     private func serve(
         _ messages: RPCAsyncSequence<GatewayMessage, any Error>,
-        outbound: AsyncStream<GatewayMessage>.Continuation
+        outbound: MessageQueue<GatewayMessage>
     ) async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
@@ -108,7 +110,7 @@ final class StreamSession: Sendable {
                 }
                 while true {
                     try await Task.sleep(for: self.configuration.heartbeatInterval)
-                    outbound.yield(.heartbeat())
+                    outbound.enqueue(.heartbeat())
                 }
             }
             group.addTask {
@@ -122,13 +124,13 @@ final class StreamSession: Sendable {
 
     private func receive(
         _ message: GatewayMessage,
-        outbound: AsyncStream<GatewayMessage>.Continuation,
+        outbound: MessageQueue<GatewayMessage>,
         handlers: inout ThrowingDiscardingTaskGroup<any Error>
     ) {
         switch message.messageType {
         case .registered:
             state.withLock { $0.registeredAt = .now }
-            outbound.yield(.heartbeat())
+            outbound.enqueue(.heartbeat())
             logger.info("registered with the gateway", metadata: [
                 "instance": "\(configuration.instanceID)", "environment": "\(configuration.environment)",
                 "methods": "\(worker.handlers.methods.joined(separator: ","))",
@@ -136,7 +138,7 @@ final class StreamSession: Sendable {
         case .request:
             let request = message.request
             if let refusal = refusal(for: request) {
-                outbound.yield(.response(refusal))
+                outbound.enqueue(.response(refusal))
                 return
             }
             guard let signal = inFlight.begin(request.requestID) else {
@@ -184,7 +186,7 @@ final class StreamSession: Sendable {
 
     /// Runs the handler under the request's deadline; answers as soon as the handler, the
     /// deadline or a `cancel` decides (a cancelled request gets no answer).
-    private func handle(_ request: GatewayRequest, cancel: CancelSignal, outbound: AsyncStream<GatewayMessage>.Continuation) async {
+    private func handle(_ request: GatewayRequest, cancel: CancelSignal, outbound: MessageQueue<GatewayMessage>) async {
         enum Ending: Sendable { case answered(GatewayResponse), deadline, cancelled }
         let handler = worker.handlers.handler(for: request.method)!
         let deadline = self.deadline(of: request)
@@ -223,7 +225,7 @@ final class StreamSession: Sendable {
                 response = .failure(requestID: request.requestID, code: .deadlineExceeded, error: "the handler did not finish before the request's deadline")
             case .cancelled: response = nil
             }
-            if let response { outbound.yield(.response(response)) }
+            if let response { outbound.enqueue(.response(response)) }
             self.logger.debug("request handled", metadata: [
                 "request_id": "\(request.requestID)", "method": "\(request.method)",
                 "code": "\(response.map { $0.code } ?? "cancelled")",
@@ -242,9 +244,9 @@ final class StreamSession: Sendable {
 
     /// Tells the gateway to send nothing new, lets the requests in flight finish within the
     /// grace period, then closes this side of the stream.
-    private func drain(_ outbound: AsyncStream<GatewayMessage>.Continuation) async throws {
+    private func drain(_ outbound: MessageQueue<GatewayMessage>) async throws {
         state.withLock { $0.draining = true }
-        outbound.yield(.drain)
+        outbound.enqueue(.drain)
         logger.info("draining", metadata: ["in_flight": "\(inFlight.count)"])
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.inFlight.waitUntilEmpty() }

@@ -7,6 +7,14 @@ public enum InventorySchema {
         ("dhcp_leases", ["id", "vps_id", "organization_id", "mac_address", "ip_address"]),
     ]
 
+    /// The expression indexes that let a lookup of an unknown MAC use an index instead of a
+    /// scan (MACs are compared after `lower(trim(...))`).
+    static let lookupIndexes: [(table: String, expression: String, statement: String)] = [
+        ("dhcp_leases", "lower(trim(mac_address))", "CREATE INDEX dhcp_leases_mac_normalized ON dhcp_leases(lower(trim(mac_address)));"),
+        ("vps_instances", "lower(trim(mac_address))", "CREATE INDEX vps_instances_mac_normalized ON vps_instances(lower(trim(mac_address)));"),
+        ("dhcp_leases", "ip_address", "CREATE INDEX dhcp_leases_ip_address ON dhcp_leases(ip_address);"),
+    ]
+
     /// The DDL of a new inventory (the platform's shapes, plus indexes on the columns the
     /// lookup searches).
     public static let createStatements = """
@@ -17,6 +25,7 @@ public enum InventorySchema {
             deleted_at TIMESTAMP NULL
         );
         CREATE INDEX IF NOT EXISTS vps_instances_mac_address ON vps_instances(mac_address);
+        CREATE INDEX IF NOT EXISTS vps_instances_mac_normalized ON vps_instances(lower(trim(mac_address)));
         CREATE TABLE IF NOT EXISTS dhcp_leases (
             id TEXT PRIMARY KEY,
             vps_id TEXT,
@@ -28,5 +37,6 @@ public enum InventorySchema {
             gateway_node TEXT
         );
         CREATE INDEX IF NOT EXISTS dhcp_leases_ip_address ON dhcp_leases(ip_address);
+        CREATE INDEX IF NOT EXISTS dhcp_leases_mac_normalized ON dhcp_leases(lower(trim(mac_address)));
         """
 }

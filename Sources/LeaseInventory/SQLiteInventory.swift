@@ -70,35 +70,62 @@ public struct SQLiteInventory: Sendable {
         }
     }
 
+    /// Indexes a fast lookup needs that this inventory lacks, as `CREATE INDEX` statements an
+    /// operator can run on a writable copy. Empty when the inventory has them all.
+    public func missingIndexes() throws -> [String] {
+        try database.read { db in
+            let indexSQL = try String.fetchAll(db, sql: "SELECT lower(sql) FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
+                .map { $0.replacingOccurrences(of: " ", with: "") }
+            return InventorySchema.lookupIndexes.filter { statement in
+                let expression = statement.expression.lowercased().replacingOccurrences(of: " ", with: "")
+                return !indexSQL.contains { $0.contains("on\(statement.table)(\(expression))") }
+            }.map(\.statement)
+        }
+    }
+
     /// The owner of the lease with this MAC or IP, or nil when the inventory has none.
     public func owner(mac: MACAddress?, ip: String?) async throws -> LeaseOwner? {
         do {
-            return try await database.read { db in try Self.lookup(db, mac: mac, ip: ip) }
+            // No transaction around the lookup: each query stands alone and the database is
+            // opened read-only, so the BEGIN/COMMIT pair of `read` would be pure overhead.
+            return try await database.unsafeRead { db in try self.lookup(db, mac: mac, ip: ip) }
         } catch {
             throw InventoryError(code: .queryFailed, message: "inventory '\(path)' lookup failed", cause: error)
         }
     }
 
-    private static func lookup(_ db: Database, mac: MACAddress?, ip: String?) throws -> LeaseOwner? {
+    private func lookup(_ db: Database, mac: MACAddress?, ip: String?) throws -> LeaseOwner? {
+        func first(_ sql: String, _ arguments: StatementArguments) throws -> Row? {
+            try Row.fetchOne(db.cachedStatement(sql: sql), arguments: arguments)
+        }
         if let mac {
-            // Exact forms first, which use the indexes; a scan catches stored values with
-            // other case or surrounding spaces.
-            let forms = [mac.canonical, mac.canonical.uppercased()]
-            if let row = try Row.fetchOne(db, sql: leaseQuery + " AND l.mac_address IN (?, ?) LIMIT 1", arguments: StatementArguments(forms))
-                ?? Row.fetchOne(db, sql: leaseQuery + " AND lower(trim(l.mac_address)) = ? LIMIT 1", arguments: [mac.canonical]) {
-                return owner(row, .leaseByMAC)
+            let forms: StatementArguments = [mac.canonical, mac.canonical.uppercased()]
+            let normalized: StatementArguments = [mac.canonical]
+            if let row = try first(Self.leaseByMAC.exact, forms) ?? first(Self.leaseByMAC.normalized, normalized) {
+                return Self.owner(row, .leaseByMAC)
             }
-            if let row = try Row.fetchOne(db, sql: instanceQuery + " AND mac_address IN (?, ?) LIMIT 1", arguments: StatementArguments(forms))
-                ?? Row.fetchOne(db, sql: instanceQuery + " AND lower(trim(mac_address)) = ? LIMIT 1", arguments: [mac.canonical]) {
-                return owner(row, .instanceByMAC)
+            if let row = try first(Self.instanceByMAC.exact, forms) ?? first(Self.instanceByMAC.normalized, normalized) {
+                return Self.owner(row, .instanceByMAC)
             }
         }
-        if let ip, !ip.isEmpty,
-           let row = try Row.fetchOne(db, sql: leaseQuery + " AND l.ip_address = ? LIMIT 1", arguments: [ip]) {
-            return owner(row, .leaseByIP)
+        if let ip, !ip.isEmpty, let row = try first(Self.leaseQuery + " AND l.ip_address = ? LIMIT 1", [ip]) {
+            return Self.owner(row, .leaseByIP)
         }
         return nil
     }
+
+    /// The exact-form query uses a plain index on the column and finds MACs stored the way
+    /// the platform writes them. The normalized one catches other case and stray spaces; it
+    /// uses an index on `lower(trim(mac_address))` when the inventory has one (ours do, see
+    /// `InventorySchema`) and scans the table otherwise, which `inventory check` warns about.
+    private static let leaseByMAC = (
+        exact: leaseQuery + " AND l.mac_address IN (?, ?) LIMIT 1",
+        normalized: leaseQuery + " AND lower(trim(l.mac_address)) = ? LIMIT 1"
+    )
+    private static let instanceByMAC = (
+        exact: instanceQuery + " AND mac_address IN (?, ?) LIMIT 1",
+        normalized: instanceQuery + " AND lower(trim(mac_address)) = ? LIMIT 1"
+    )
 
     private static let leaseQuery = """
         SELECT l.vps_id AS vps_id, l.organization_id AS organization_id

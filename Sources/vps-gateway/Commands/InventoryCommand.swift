@@ -54,7 +54,10 @@ struct InventoryCommand: AsyncParsableCommand {
                 Examples:
                   vps-gateway inventory check sqlite:/var/lib/vps-service/production.sqlite3
 
-                Exit codes: 0 usable; 78 unusable (the message says why).
+                It also lists the indexes a fast lookup needs that the inventory lacks, as \
+                CREATE INDEX statements to run on a writable copy.
+
+                Exit codes: 0 usable (also with missing indexes); 78 unusable (the message says why).
                 """
         )
 
@@ -64,7 +67,12 @@ struct InventoryCommand: AsyncParsableCommand {
         func run() async throws {
             do {
                 let inventory = try SQLiteInventory(url: url)
+                let missing = try inventory.missingIndexes()
                 print("\(inventory.path): usable")
+                if !missing.isEmpty {
+                    print("warning: lookups of unknown MACs scan whole tables; on a writable copy, run:")
+                    for statement in missing { print("  \(statement)") }
+                }
             } catch {
                 throw fail("\(error)", Exit.config)
             }

@@ -14,6 +14,8 @@ public struct BenchmarkReport: Codable, Sendable {
     public var maxUs: UInt64
     public var concurrency: Int
     public var durationS: Double
+    /// CPU time the benchmark process itself spent per call (its share of the machine).
+    public var clientCPUUsPerCall: Double
     /// Calls per outcome name (`ok`, `not_found`, `no_receivers`, ..., `rpc_error`).
     public var outcomes: [String: Int]
 
@@ -22,9 +24,10 @@ public struct BenchmarkReport: Codable, Sendable {
         case throughputRps = "throughput_rps"
         case p50Us = "p50_us", p90Us = "p90_us", p99Us = "p99_us", maxUs = "max_us"
         case durationS = "duration_s"
+        case clientCPUUsPerCall = "client_cpu_us_per_call"
     }
 
-    init(samples: [CallBenchmark.Sample], elapsed: Duration, concurrency: Int) {
+    init(samples: [CallBenchmark.Sample], elapsed: Duration, concurrency: Int, clientCPUMicros: Int) {
         let sorted = samples.map(\.micros).sorted()
         func percentile(_ p: Double) -> UInt64 {
             guard !sorted.isEmpty else { return 0 }
@@ -44,6 +47,7 @@ public struct BenchmarkReport: Codable, Sendable {
         self.concurrency = concurrency
         self.durationS = (seconds * 1000).rounded() / 1000
         self.outcomes = outcomes
+        self.clientCPUUsPerCall = samples.isEmpty ? 0 : (Double(clientCPUMicros) / Double(samples.count)).rounded()
     }
 
     /// The outcome's name as the JSON output spells it.

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 // Public: the benchmark drives an `AdminClient` with an admin `CallRequest`.
 public import GatewayAdminClient
 public import GatewayProtocol
@@ -46,6 +49,7 @@ public struct CallBenchmark: Sendable {
             _ = try await drive(client: client, for: configuration.warmup, counter: SharedCounter())
         }
         let counter = SharedCounter()
+        let cpuBefore = Self.processCPUMicros()
         let started = ContinuousClock.now
         let samples = try await withThrowingTaskGroup(of: [Sample]?.self) { group in
             group.addTask { try await self.drive(client: client, for: self.configuration.duration, counter: counter) }
@@ -60,7 +64,10 @@ public struct CallBenchmark: Sendable {
             for try await result in group { if let result { samples = result } }
             return samples
         }
-        return BenchmarkReport(samples: samples, elapsed: ContinuousClock.now - started, concurrency: configuration.concurrency)
+        return BenchmarkReport(
+            samples: samples, elapsed: ContinuousClock.now - started, concurrency: configuration.concurrency,
+            clientCPUMicros: Self.processCPUMicros() - cpuBefore
+        )
     }
 
     struct Sample: Sendable {
@@ -98,6 +105,16 @@ public struct CallBenchmark: Sendable {
             return all
         }
         return samples
+    }
+}
+
+extension CallBenchmark {
+    /// User plus system CPU time of this process, so the report can say what the measuring
+    /// itself cost (it shares the machine with what it measures).
+    static func processCPUMicros() -> Int {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1_000_000 + Int(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec)
     }
 }
 

@@ -136,7 +136,7 @@ struct BenchCommand: AsyncParsableCommand {
             try printJSON(report)
         } else {
             print("""
-                calls        \(report.requests) in \(report.durationS) s at concurrency \(report.concurrency)
+                calls        \(report.requests) in \(report.durationS) s at concurrency \(report.concurrency) (\(report.clientCPUUsPerCall) µs CPU per call in this process)
                 throughput   \(report.throughputRps) calls/s
                 latency      p50 \(report.p50Us) µs   p90 \(report.p90Us) µs   p99 \(report.p99Us) µs   max \(report.maxUs) µs
                 outcomes     \(report.outcomes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))

@@ -20,6 +20,7 @@ let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: 
 let nioCore = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
 let lifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
 let unixSignals = Target.Dependency.product(name: "UnixSignals", package: "swift-service-lifecycle")
+let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
 let nioPosix = Target.Dependency.product(name: "NIOPosix", package: "swift-nio")
 
 let package = Package(
@@ -38,6 +39,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", exact: "2.101.3"),
         .package(url: "https://github.com/groue/GRDB.swift.git", exact: "7.10.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", exact: "2.13.0"),
+        // Already in the graph through grpc's TLS support; the journal uses its SHA-256.
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
     ],
     targets: [
         // The wire contracts: generated protobuf/gRPC code plus the vocabulary around it.
@@ -50,7 +53,13 @@ let package = Package(
         // The gateway: stream registry, fan-out and the admin API.
         .target(
             name: "GatewayServer",
-            dependencies: ["GatewayProtocol", grpcCore, grpcTransport, protobuf, logging, lifecycle],
+            dependencies: ["GatewayProtocol", "GatewayJournal", grpcCore, grpcTransport, protobuf, logging, lifecycle],
+            swiftSettings: swiftSettings
+        ),
+        // The request journal: migrations, group commit, recovery queries, maintenance.
+        .target(
+            name: "GatewayJournal",
+            dependencies: [grdb, crypto, logging, lifecycle],
             swiftSettings: swiftSettings
         ),
         // The VPS-service side: dials gateways, registers, dispatches requests to handlers.
@@ -86,7 +95,7 @@ let package = Package(
         .executableTarget(
             name: "vps-gateway",
             dependencies: [
-                "GatewayProtocol", "GatewayServer", "GatewayWorker", "LeaseInventory",
+                "GatewayProtocol", "GatewayServer", "GatewayJournal", "GatewayWorker", "LeaseInventory",
                 "GatewayAdminClient", "GatewayBench", "LogOutput", argumentParser, logging, lifecycle, unixSignals, protobuf, nioPosix, nioCore,
             ],
             swiftSettings: swiftSettings

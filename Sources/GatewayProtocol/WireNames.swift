@@ -13,6 +13,8 @@ public typealias AdminOutcome = Vpsgateway_Admin_V1_Outcome
 public typealias AdminClientInfo = Vpsgateway_Admin_V1_ClientInfo
 public typealias AdminListClientsRequest = Vpsgateway_Admin_V1_ListClientsRequest
 public typealias AdminListClientsResponse = Vpsgateway_Admin_V1_ListClientsResponse
+public typealias AdminReplayRequest = Vpsgateway_Admin_V1_ReplayRequest
+public typealias AdminReplayResponse = Vpsgateway_Admin_V1_ReplayResponse
 public typealias GatewayAdminService = Vpsgateway_Admin_V1_GatewayAdmin
 
 /// The name of the one method every environment answers today.

@@ -1,4 +1,5 @@
 import Foundation
+import GatewayJournal
 import GatewayProtocol
 import GRPCCore
 import Logging
@@ -24,34 +25,112 @@ struct AdminService: GatewayAdminService.SimpleServiceProtocol {
             throw RPCError(code: .invalidArgument, message: "request_id is \(requestID.utf8.count) bytes; expected at most 128")
         }
         let started = ContinuousClock.now
-        let call = OutgoingCall(
-            requestID: requestID,
-            method: request.method,
-            payload: request.payload,
-            target: CallTarget(
-                environment: request.environment.isEmpty ? nil : request.environment,
-                instanceID: request.instanceID.isEmpty ? nil : request.instanceID
-            ),
-            deadline: started + timeout
+        let target = CallTarget(
+            environment: request.environment.isEmpty ? nil : request.environment,
+            instanceID: request.instanceID.isEmpty ? nil : request.instanceID
         )
-        let result = await gateway.router.call(call)
-        let elapsed = ContinuousClock.now - started
-        let durationMicros = UInt64(max(0, elapsed.secondsValue * 1_000_000))
-        let level: Logger.Level = (result.outcome == .ok || result.outcome == .notFound) ? .debug : .info
+        let response: AdminCallResponse
+        if let journal = gateway.journal, let runner = gateway.runner {
+            response = try await journaledCall(request, requestID: requestID, target: target, timeout: timeout, journal: journal, runner: runner)
+        } else {
+            guard !request.async else {
+                throw RPCError(code: .failedPrecondition, message: "async calls need the request journal; this gateway runs with --journal off")
+            }
+            let result = await gateway.router.call(OutgoingCall(
+                requestID: requestID, method: request.method, payload: request.payload, target: target, deadline: started + timeout
+            ))
+            response = .with {
+                $0.requestID = requestID
+                $0.outcome = AdminOutcome(result.outcome)
+                $0.payload = result.payload
+                $0.responderInstance = result.responder?.instanceID ?? ""
+                $0.responderEnvironment = result.responder?.environment ?? ""
+                $0.error = result.error
+                $0.attempts = 1
+            }
+        }
+        var timed = response
+        timed.durationUs = UInt64(max(0, (ContinuousClock.now - started).secondsValue * 1_000_000))
+        let level: Logger.Level = (response.outcome == .ok || response.outcome == .notFound || request.async) ? .debug : .info
         gateway.logger.log(level: level, "call finished", metadata: [
-            "request_id": "\(requestID)", "method": "\(request.method)", "outcome": "\(result.outcome.rawValue)",
-            "instance": "\(result.responder?.instanceID ?? "")", "environment": "\(result.responder?.environment ?? "")",
-            "duration_us": "\(durationMicros)", "error": "\(result.error)",
+            "request_id": "\(requestID)", "method": "\(request.method)", "outcome": "\(response.outcome)",
+            "state": "\(response.state)", "attempts": "\(response.attempts)",
+            "instance": "\(response.responderInstance)", "environment": "\(response.responderEnvironment)",
+            "duration_us": "\(timed.durationUs)", "error": "\(response.error)",
         ])
+        return timed
+    }
+
+    /// Records the call as pending (returning only once that is committed), then runs it
+    /// through the journal's runner; a repeated request id gets the first call's outcome.
+    private func journaledCall(
+        _ request: AdminCallRequest,
+        requestID: String,
+        target: CallTarget,
+        timeout: Duration,
+        journal: RequestJournal,
+        runner: RequestRunner
+    ) async throws -> AdminCallResponse {
+        let now = JournalClock.now()
+        let record = JournalRecord(
+            requestID: requestID, method: request.method, payload: request.payload,
+            targetEnvironment: target.environment, targetInstance: target.instanceID, origin: "admin",
+            now: now, deadline: now + Int64(timeout.secondsValue * 1000)
+        )
+        let insertion: RequestJournal.Insertion
+        do {
+            insertion = try await journal.insert(record)
+        } catch {
+            throw RPCError(code: .unavailable, message: "the request was not recorded in the journal, so it was not sent: \(error)")
+        }
+        let completion: RequestRunner.Completion
+        switch insertion {
+        case .exists(let existing) where existing.state.isTerminal:
+            return AdminCallResponse(existing)
+        case .exists(let existing):
+            if request.async { return AdminCallResponse(existing) }
+            completion = await runner.waitForRunning(requestID)
+        case .inserted:
+            if request.async {
+                runner.submit(record)
+                return AdminCallResponse(record)
+            }
+            completion = await runner.submitAndWait(record)
+        }
+        switch completion {
+        case .finished(let final):
+            return AdminCallResponse(final)
+        case .unrecorded(let error):
+            throw RPCError(code: .unavailable, message: "the request ran but its outcome could not be recorded in the journal: \(error)")
+        case .interrupted:
+            throw RPCError(code: .unavailable, message: "the gateway is shutting down; request \(requestID) stays pending in the journal and is retried at the next start")
+        }
+    }
+
+    func replay(request: AdminReplayRequest, context: ServerContext) async throws -> AdminReplayResponse {
+        guard let journal = gateway.journal, let runner = gateway.runner else {
+            throw RPCError(code: .failedPrecondition, message: "replay needs the request journal; this gateway runs with --journal off")
+        }
+        var selection = RequestJournal.ReplaySelection(requestIDs: request.requestIds)
+        if request.requestIds.isEmpty {
+            guard let state = JournalRecord.State(rawValue: request.state), state == .failed || state == .expired || state == .completed else {
+                throw RPCError(code: .invalidArgument, message: "state '\(request.state)' cannot be replayed; expected failed, expired or completed, or give request ids")
+            }
+            selection.state = state
+        }
+        if request.sinceMs > 0 { selection.since = request.sinceMs }
+        let timeout: Duration = request.timeoutMs == 0 ? gateway.configuration.defaultCallTimeout : .milliseconds(Int64(request.timeoutMs))
+        let records: [JournalRecord]
+        do {
+            records = try await journal.resetForReplay(selection, deadline: JournalClock.now() + Int64(timeout.secondsValue * 1000))
+        } catch {
+            throw RPCError(code: .unavailable, message: "could not mark the requests for replay: \(error)")
+        }
+        for record in records { runner.submit(record) }
+        gateway.logger.notice("journal replay", metadata: ["requests": "\(records.count)"])
         return .with {
-            $0.requestID = requestID
-            $0.outcome = AdminOutcome(result.outcome)
-            $0.payload = result.payload
-            $0.responderInstance = result.responder?.instanceID ?? ""
-            $0.responderEnvironment = result.responder?.environment ?? ""
-            $0.error = result.error
-            $0.attempts = 1
-            $0.durationUs = durationMicros
+            $0.replayed = UInt32(clamping: records.count)
+            $0.requestIds = records.map(\.requestID)
         }
     }
 
@@ -80,6 +159,22 @@ struct AdminService: GatewayAdminService.SimpleServiceProtocol {
         let high = generator.next() as UInt64
         let low = generator.next() as UInt64
         return String(format: "%016llx%016llx", high, low)
+    }
+}
+
+extension AdminCallResponse {
+    /// The admin view of a journal row.
+    init(_ record: JournalRecord) {
+        self = .with {
+            $0.requestID = record.requestID
+            $0.outcome = record.outcome.flatMap(CallResult.Outcome.init(rawValue:)).map(AdminOutcome.init) ?? .unspecified
+            $0.payload = record.resultPayload ?? Data()
+            $0.responderInstance = record.responderInstance ?? ""
+            $0.responderEnvironment = record.responderEnvironment ?? ""
+            $0.error = record.error ?? ""
+            $0.attempts = UInt32(clamping: record.attempts)
+            $0.state = record.state.rawValue
+        }
     }
 }
 

@@ -10,8 +10,9 @@ package enum Answer: Sendable, Equatable {
     case notFound
     /// The receiver does not implement the method: it does not count as an answer.
     case unimplemented
-    /// The receiver failed; the text says how.
-    case failed(String)
+    /// The receiver failed; the text says how. A permanent failure (the request itself is
+    /// wrong) is not worth a retry; any other one is.
+    case failed(String, permanent: Bool)
 }
 
 /// Decides whether a response is the valid answer that wins a call. One per method; methods
@@ -30,7 +31,7 @@ package struct GenericAnswerClassifier: AnswerClassifier {
         case .notFound: .notFound
         case .unimplemented: .unimplemented
         case let code:
-            .failed(response.error.isEmpty ? code.rawValue : "\(code.rawValue): \(response.error)")
+            .failed(response.error.isEmpty ? code.rawValue : "\(code.rawValue): \(response.error)", permanent: code == .invalidArgument)
         }
     }
 }
@@ -47,7 +48,7 @@ package struct FindVPSByLeaseClassifier: AnswerClassifier {
             let decoded = try FindVPSByLeaseResponse(serializedBytes: response.payload)
             return decoded.vpsID.isEmpty ? .notFound : .found
         } catch {
-            return .failed("internal: the response payload is not a FindVPSByLeaseResponse (\(response.payload.count) bytes)")
+            return .failed("internal: the response payload is not a FindVPSByLeaseResponse (\(response.payload.count) bytes)", permanent: false)
         }
     }
 }

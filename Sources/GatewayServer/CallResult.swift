@@ -24,12 +24,16 @@ public struct CallResult: Sendable {
     public var error: String
     /// How many receivers the request was sent to.
     public var receivers: Int
+    /// For `failed`: whether another attempt could end differently (a dropped stream or an
+    /// internal error could; a payload every receiver refused as invalid could not).
+    public var retryable: Bool
 
-    package init(outcome: Outcome, payload: Data = Data(), responder: ClientIdentity? = nil, error: String = "", receivers: Int = 0) {
+    package init(outcome: Outcome, payload: Data = Data(), responder: ClientIdentity? = nil, error: String = "", receivers: Int = 0, retryable: Bool = true) {
         self.outcome = outcome
         self.payload = payload
         self.responder = responder
         self.error = error
         self.receivers = receivers
+        self.retryable = retryable
     }
 }

@@ -86,7 +86,8 @@ package final class CallRouter: Sendable {
                 guard table.withLock({ $0.start(call.requestID, pending) }) else {
                     continuation.resume(returning: CallResult(
                         outcome: .failed,
-                        error: "request id '\(call.requestID)' is already in flight; use a new id or wait for it to finish"
+                        error: "request id '\(call.requestID)' is already in flight; use a new id or wait for it to finish",
+                        retryable: false
                     ))
                     return
                 }

@@ -13,6 +13,8 @@ package struct CallTable {
         var notFound: [String] = []
         var unimplemented: [String] = []
         var failures: [String] = []
+        /// Failures that a retry would repeat (the request itself was refused).
+        var permanentFailures = 0
         let continuation: CheckedContinuation<CallResult, Never>
 
         package init(method: String, receivers: [ClientConnection], continuation: CheckedContinuation<CallResult, Never>) {
@@ -82,8 +84,9 @@ package struct CallTable {
             call.notFound.append(connection.name)
         case .unimplemented:
             call.unimplemented.append(connection.name)
-        case .failed(let reason):
+        case .failed(let reason, let permanent):
             call.failures.append("\(connection.name): \(reason)")
+            if permanent { call.permanentFailures += 1 }
         }
         effects.merge(settleIfAnswered(requestID, call))
         return (effects, true)
@@ -137,7 +140,10 @@ package struct CallTable {
         if !call.failures.isEmpty {
             var error = call.failures.joined(separator: "; ")
             if !call.notFound.isEmpty { error += "; not found by \(call.notFound.sorted().joined(separator: ", "))" }
-            result = CallResult(outcome: .failed, error: error, receivers: call.receivers)
+            result = CallResult(
+                outcome: .failed, error: error, receivers: call.receivers,
+                retryable: call.permanentFailures < call.failures.count
+            )
         } else if !call.notFound.isEmpty {
             result = CallResult(
                 outcome: .notFound,
@@ -148,7 +154,8 @@ package struct CallTable {
             result = CallResult(
                 outcome: .failed,
                 error: "unimplemented: no receiver implements '\(call.method)' (asked \(call.unimplemented.sorted().joined(separator: ", ")))",
-                receivers: call.receivers
+                receivers: call.receivers,
+                retryable: false
             )
         }
         var effects = Effects()

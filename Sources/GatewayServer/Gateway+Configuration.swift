@@ -37,6 +37,20 @@ extension Gateway {
         public var shutdownGracePeriod: Duration
         /// The version reported in `registered` and logs.
         public var version: String
+        /// Journaled requests executing at once (recovered and replayed ones queue). Default 1024.
+        public var maxConcurrentJournalRequests: Int
+        /// Attempts of a request whose attempts keep failing. Default 5.
+        public var maxAttempts: Int
+        /// The delay before the second attempt; doubled per attempt. Default 100 ms.
+        public var retryInitialDelay: Duration
+        /// The longest delay between attempts. Default 5 s.
+        public var retryMaxDelay: Duration
+        /// Finished journal rows older than this are pruned. Default 7 days.
+        public var journalRetention: Duration
+        /// How often finished rows are pruned. Default 60 s.
+        public var pruneInterval: Duration
+        /// How often the journal's WAL is checkpointed and truncated. Default 30 s.
+        public var checkpointInterval: Duration
 
         public init(apiSecret: String) {
             self.listenHost = "0.0.0.0"
@@ -55,6 +69,13 @@ extension Gateway {
             self.minClientPingInterval = .seconds(10)
             self.shutdownGracePeriod = .seconds(5)
             self.version = "dev"
+            self.maxConcurrentJournalRequests = 1024
+            self.maxAttempts = 5
+            self.retryInitialDelay = .milliseconds(100)
+            self.retryMaxDelay = .seconds(5)
+            self.journalRetention = .seconds(7 * 86_400)
+            self.pruneInterval = .seconds(60)
+            self.checkpointInterval = .seconds(30)
         }
 
         /// A stream silent for longer than this is evicted.

@@ -1,4 +1,6 @@
 import Foundation
+// Public: the gateway is given its journal.
+public import GatewayJournal
 import GatewayProtocol
 #if canImport(Glibc)
 import Glibc
@@ -25,13 +27,22 @@ public final class Gateway: Service, Sendable {
     let clients = ConnectedClients()
     let router: CallRouter
     let secretCheck: SecretCheck
+    /// Nil when the gateway runs with `--journal off`.
+    let journal: RequestJournal?
+    let runner: RequestRunner?
     private let shuttingDown = Atomic<Bool>(false)
 
-    public init(configuration: Configuration, logger: Logger) {
+    /// - Parameters:
+    ///   - journal: the opened and migrated request journal, or nil to run without one
+    ///     (calls are then neither recorded nor retried).
+    public init(configuration: Configuration, journal: RequestJournal?, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
-        self.router = CallRouter(clients: clients, logger: logger)
+        let router = CallRouter(clients: clients, logger: logger)
+        self.router = router
         self.secretCheck = SecretCheck(secret: configuration.apiSecret)
+        self.journal = journal
+        self.runner = journal.map { RequestRunner(journal: $0, router: router, configuration: configuration, logger: logger) }
     }
 
     /// Checks the configuration, binds both sockets and serves until graceful shutdown (then
@@ -69,7 +80,7 @@ public final class Gateway: Service, Sendable {
             ),
             services: [AdminService(gateway: self)]
         )
-        try await withThrowingTaskGroup(of: Void.self) { group in
+        try await withThrowingTaskGroup(of: Part.self) { group in
             group.addTask {
                 do { try await streamServer.serve() } catch {
                     throw GatewayError(
@@ -78,6 +89,7 @@ public final class Gateway: Service, Sendable {
                         cause: error
                     )
                 }
+                return .server
             }
             group.addTask {
                 do { try await adminServer.serve() } catch {
@@ -87,6 +99,22 @@ public final class Gateway: Service, Sendable {
                         cause: error
                     )
                 }
+                return .server
+            }
+            if let journal, let runner {
+                group.addTask {
+                    try await journal.run()
+                    return .background
+                }
+                group.addTask {
+                    await runner.run()
+                    return .background
+                }
+                group.addTask {
+                    try await self.recover(journal, runner)
+                    await self.maintain(journal)
+                    return .background
+                }
             }
             group.addTask {
                 let streamAddress = try await streamServer.listeningAddress
@@ -95,14 +123,21 @@ public final class Gateway: Service, Sendable {
                 self.logger.info("gateway listening", metadata: [
                     "address": "\(streamAddress.map { "\($0)" } ?? "?")",
                     "admin_socket": "\(self.configuration.adminSocketPath)",
+                    "journal": "\(self.journal?.path ?? "off")",
                     "version": "\(self.configuration.version)",
                 ])
                 // Cancellation (not a graceful shutdown) stops the servers without draining.
-                do { try await gracefulShutdown() } catch { return }
+                do { try await gracefulShutdown() } catch { return .background }
                 await self.drain(adminServer: adminServer)
                 streamServer.beginGracefulShutdown()
+                return .background
             }
-            try await group.waitForAll()
+            // Both servers ending means shutdown: stop the journal's writer, runner and upkeep too.
+            var serversRunning = 2
+            while let part = try await group.next() {
+                if part == .server { serversRunning -= 1 }
+                if serversRunning == 0 { group.cancelAll() }
+            }
         }
         // The socket is ours (prepare() refused a live one); do not leave it for the next start.
         unlink(configuration.adminSocketPath)
@@ -127,6 +162,54 @@ public final class Gateway: Service, Sendable {
     }
 
     var isShuttingDown: Bool { shuttingDown.load(ordering: .sequentiallyConsistent) }
+
+    /// The parts of a running gateway, so `run()` knows when both servers have stopped.
+    private enum Part: Sendable { case server, background }
+
+    /// Picks up what the journal holds unfinished from an earlier run: rows past their
+    /// deadline become expired, the rest are retried with their own request ids.
+    private func recover(_ journal: RequestJournal, _ runner: RequestRunner) async throws {
+        let expired = try await journal.expireOverdue()
+        let unfinished = try journal.unfinished()
+        for record in unfinished { runner.submit(record) }
+        if expired > 0 || !unfinished.isEmpty {
+            logger.notice("journal recovered", metadata: [
+                "retrying": "\(unfinished.count)", "expired": "\(expired)", "journal": "\(journal.path)",
+            ])
+        }
+    }
+
+    /// Prunes old finished rows and checkpoints the WAL, forever (until cancelled).
+    private func maintain(_ journal: RequestJournal) async {
+        var sinceCheckpoint = Duration.zero
+        var sincePrune = configuration.pruneInterval  // prune once soon after start
+        let tick = min(configuration.checkpointInterval, configuration.pruneInterval)
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: tick) } catch { return }
+            sinceCheckpoint += tick
+            sincePrune += tick
+            do {
+                if sincePrune >= configuration.pruneInterval {
+                    sincePrune = .zero
+                    let cutoff = JournalClock.now() - Int64(configuration.journalRetention.components.seconds * 1000)
+                    var deleted = 0
+                    // Bounded: at most 100 batches per round; the rest waits for the next one.
+                    for _ in 0..<100 {
+                        let batch = try await journal.pruneBatch(olderThan: cutoff)
+                        deleted += batch
+                        if batch == 0 || Task.isCancelled { break }
+                    }
+                    if deleted > 0 { logger.info("journal pruned", metadata: ["deleted": "\(deleted)"]) }
+                }
+                if sinceCheckpoint >= configuration.checkpointInterval {
+                    sinceCheckpoint = .zero
+                    try await journal.checkpoint()
+                }
+            } catch {
+                logger.error("journal upkeep failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
 }
 
 extension Gateway.Configuration {

@@ -27,7 +27,8 @@ struct SecretAndClassifierTests {
         #expect(classifier.classify(.success(requestID: "r", payload: Data())) == .notFound)
         #expect(classifier.classify(.success(requestID: "r", payload: Data([0x0a, 0x10]))) != .found)
         #expect(classifier.classify(.failure(requestID: "r", code: .unimplemented, error: "")) == .unimplemented)
-        #expect(classifier.classify(.failure(requestID: "r", code: .unavailable, error: "busy")) == .failed("unavailable: busy"))
+        #expect(classifier.classify(.failure(requestID: "r", code: .unavailable, error: "busy")) == .failed("unavailable: busy", permanent: false))
+        #expect(classifier.classify(.failure(requestID: "r", code: .invalidArgument, error: "bad mac")) == .failed("invalid_argument: bad mac", permanent: true))
     }
 
     @Test("an old peer's failure without a code is not found when it says so, else internal")

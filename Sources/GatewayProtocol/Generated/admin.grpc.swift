@@ -49,10 +49,24 @@ public enum Vpsgateway_Admin_V1_GatewayAdmin: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "Replay" metadata.
+        public enum Replay: Sendable {
+            /// Request type for "Replay".
+            public typealias Input = Vpsgateway_Admin_V1_ReplayRequest
+            /// Response type for "Replay".
+            public typealias Output = Vpsgateway_Admin_V1_ReplayResponse
+            /// Descriptor for "Replay".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "vpsgateway.admin.v1.GatewayAdmin"),
+                method: "Replay",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "vpsgateway.admin.v1.GatewayAdmin" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Call.descriptor,
-            ListClients.descriptor
+            ListClients.descriptor,
+            Replay.descriptor
         ]
     }
 }
@@ -114,6 +128,24 @@ extension Vpsgateway_Admin_V1_GatewayAdmin {
             request: GRPCCore.StreamingServerRequest<Vpsgateway_Admin_V1_ListClientsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Vpsgateway_Admin_V1_ListClientsResponse>
+
+        /// Handle the "Replay" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Sends finished requests of the journal again, with their own request ids.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Vpsgateway_Admin_V1_ReplayRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Vpsgateway_Admin_V1_ReplayResponse` messages.
+        func replay(
+            request: GRPCCore.StreamingServerRequest<Vpsgateway_Admin_V1_ReplayRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Vpsgateway_Admin_V1_ReplayResponse>
     }
 
     /// Service protocol for the "vpsgateway.admin.v1.GatewayAdmin" service.
@@ -159,6 +191,24 @@ extension Vpsgateway_Admin_V1_GatewayAdmin {
             request: GRPCCore.ServerRequest<Vpsgateway_Admin_V1_ListClientsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Vpsgateway_Admin_V1_ListClientsResponse>
+
+        /// Handle the "Replay" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Sends finished requests of the journal again, with their own request ids.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Vpsgateway_Admin_V1_ReplayRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Vpsgateway_Admin_V1_ReplayResponse` message.
+        func replay(
+            request: GRPCCore.ServerRequest<Vpsgateway_Admin_V1_ReplayRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Vpsgateway_Admin_V1_ReplayResponse>
     }
 
     /// Simple service protocol for the "vpsgateway.admin.v1.GatewayAdmin" service.
@@ -202,6 +252,24 @@ extension Vpsgateway_Admin_V1_GatewayAdmin {
             request: Vpsgateway_Admin_V1_ListClientsRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Vpsgateway_Admin_V1_ListClientsResponse
+
+        /// Handle the "Replay" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Sends finished requests of the journal again, with their own request ids.
+        ///
+        /// - Parameters:
+        ///   - request: A `Vpsgateway_Admin_V1_ReplayRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Vpsgateway_Admin_V1_ReplayResponse` to respond with.
+        func replay(
+            request: Vpsgateway_Admin_V1_ReplayRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Vpsgateway_Admin_V1_ReplayResponse
     }
 }
 
@@ -226,6 +294,17 @@ extension Vpsgateway_Admin_V1_GatewayAdmin.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Vpsgateway_Admin_V1_ListClientsResponse>(),
             handler: { request, context in
                 try await self.listClients(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Vpsgateway_Admin_V1_GatewayAdmin.Method.Replay.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Vpsgateway_Admin_V1_ReplayRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Vpsgateway_Admin_V1_ReplayResponse>(),
+            handler: { request, context in
+                try await self.replay(
                     request: request,
                     context: context
                 )
@@ -258,6 +337,17 @@ extension Vpsgateway_Admin_V1_GatewayAdmin.ServiceProtocol {
         )
         return GRPCCore.StreamingServerResponse(single: response)
     }
+
+    public func replay(
+        request: GRPCCore.StreamingServerRequest<Vpsgateway_Admin_V1_ReplayRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Vpsgateway_Admin_V1_ReplayResponse> {
+        let response = try await self.replay(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
 }
 
 // Default implementation of methods from 'ServiceProtocol'.
@@ -282,6 +372,19 @@ extension Vpsgateway_Admin_V1_GatewayAdmin.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Vpsgateway_Admin_V1_ListClientsResponse> {
         return GRPCCore.ServerResponse<Vpsgateway_Admin_V1_ListClientsResponse>(
             message: try await self.listClients(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func replay(
+        request: GRPCCore.ServerRequest<Vpsgateway_Admin_V1_ReplayRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Vpsgateway_Admin_V1_ReplayResponse> {
+        return GRPCCore.ServerResponse<Vpsgateway_Admin_V1_ReplayResponse>(
+            message: try await self.replay(
                 request: request.message,
                 context: context
             ),
@@ -343,6 +446,29 @@ extension Vpsgateway_Admin_V1_GatewayAdmin {
             deserializer: some GRPCCore.MessageDeserializer<Vpsgateway_Admin_V1_ListClientsResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Vpsgateway_Admin_V1_ListClientsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Replay" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Sends finished requests of the journal again, with their own request ids.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Vpsgateway_Admin_V1_ReplayRequest` message.
+        ///   - serializer: A serializer for `Vpsgateway_Admin_V1_ReplayRequest` messages.
+        ///   - deserializer: A deserializer for `Vpsgateway_Admin_V1_ReplayResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func replay<Result>(
+            request: GRPCCore.ClientRequest<Vpsgateway_Admin_V1_ReplayRequest>,
+            serializer: some GRPCCore.MessageSerializer<Vpsgateway_Admin_V1_ReplayRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Vpsgateway_Admin_V1_ReplayResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Vpsgateway_Admin_V1_ReplayResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -429,6 +555,40 @@ extension Vpsgateway_Admin_V1_GatewayAdmin {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "Replay" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Sends finished requests of the journal again, with their own request ids.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Vpsgateway_Admin_V1_ReplayRequest` message.
+        ///   - serializer: A serializer for `Vpsgateway_Admin_V1_ReplayRequest` messages.
+        ///   - deserializer: A deserializer for `Vpsgateway_Admin_V1_ReplayResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func replay<Result>(
+            request: GRPCCore.ClientRequest<Vpsgateway_Admin_V1_ReplayRequest>,
+            serializer: some GRPCCore.MessageSerializer<Vpsgateway_Admin_V1_ReplayRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Vpsgateway_Admin_V1_ReplayResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Vpsgateway_Admin_V1_ReplayResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Vpsgateway_Admin_V1_GatewayAdmin.Method.Replay.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -488,6 +648,35 @@ extension Vpsgateway_Admin_V1_GatewayAdmin.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Vpsgateway_Admin_V1_ListClientsRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Vpsgateway_Admin_V1_ListClientsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Replay" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Sends finished requests of the journal again, with their own request ids.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Vpsgateway_Admin_V1_ReplayRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func replay<Result>(
+        request: GRPCCore.ClientRequest<Vpsgateway_Admin_V1_ReplayRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Vpsgateway_Admin_V1_ReplayResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.replay(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Vpsgateway_Admin_V1_ReplayRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Vpsgateway_Admin_V1_ReplayResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -557,6 +746,39 @@ extension Vpsgateway_Admin_V1_GatewayAdmin.ClientProtocol {
             metadata: metadata
         )
         return try await self.listClients(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Replay" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Sends finished requests of the journal again, with their own request ids.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func replay<Result>(
+        _ message: Vpsgateway_Admin_V1_ReplayRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Vpsgateway_Admin_V1_ReplayResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Vpsgateway_Admin_V1_ReplayRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.replay(
             request: request,
             options: options,
             onResponse: handleResponse

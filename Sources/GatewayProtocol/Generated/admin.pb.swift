@@ -99,6 +99,10 @@ public nonisolated struct Vpsgateway_Admin_V1_CallRequest: Sendable {
   /// Empty: the gateway generates one.
   public var requestID: String = String()
 
+  /// Return as soon as the request is recorded in the journal (state pending) instead of
+  /// waiting for its outcome; `vps-gateway journal show ID` tells the result later.
+  public var async: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -124,6 +128,10 @@ public nonisolated struct Vpsgateway_Admin_V1_CallResponse: Sendable {
   public var attempts: UInt32 = 0
 
   public var durationUs: UInt64 = 0
+
+  /// The journal state: pending, in_flight, completed, failed, expired; empty when the
+  /// gateway runs without a journal.
+  public var state: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -200,6 +208,41 @@ public nonisolated struct Vpsgateway_Admin_V1_ListClientsResponse: Sendable {
   public init() {}
 }
 
+public nonisolated struct Vpsgateway_Admin_V1_ReplayRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// These requests; or, when empty, every request in `state` (failed or expired).
+  public var requestIds: [String] = []
+
+  public var state: String = String()
+
+  /// Only requests created at or after this time (milliseconds since the epoch); 0 = any.
+  public var sinceMs: Int64 = 0
+
+  /// The replayed requests' new deadline from now; 0 = the gateway's default call timeout.
+  public var timeoutMs: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Vpsgateway_Admin_V1_ReplayResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var replayed: UInt32 = 0
+
+  public var requestIds: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "vpsgateway.admin.v1"
@@ -210,7 +253,7 @@ nonisolated extension Vpsgateway_Admin_V1_Outcome: SwiftProtobuf._ProtoNameProvi
 
 nonisolated extension Vpsgateway_Admin_V1_CallRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CallRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}method\0\u{1}payload\0\u{1}environment\0\u{3}instance_id\0\u{3}timeout_ms\0\u{3}request_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}method\0\u{1}payload\0\u{1}environment\0\u{3}instance_id\0\u{3}timeout_ms\0\u{3}request_id\0\u{1}async\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -224,6 +267,7 @@ nonisolated extension Vpsgateway_Admin_V1_CallRequest: SwiftProtobuf.Message, Sw
       case 4: try { try decoder.decodeSingularStringField(value: &self.instanceID) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.timeoutMs) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self.async) }()
       default: break
       }
     }
@@ -248,6 +292,9 @@ nonisolated extension Vpsgateway_Admin_V1_CallRequest: SwiftProtobuf.Message, Sw
     if !self.requestID.isEmpty {
       try visitor.visitSingularStringField(value: self.requestID, fieldNumber: 6)
     }
+    if self.async != false {
+      try visitor.visitSingularBoolField(value: self.async, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -258,6 +305,7 @@ nonisolated extension Vpsgateway_Admin_V1_CallRequest: SwiftProtobuf.Message, Sw
     if lhs.instanceID != rhs.instanceID {return false}
     if lhs.timeoutMs != rhs.timeoutMs {return false}
     if lhs.requestID != rhs.requestID {return false}
+    if lhs.async != rhs.async {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -265,7 +313,7 @@ nonisolated extension Vpsgateway_Admin_V1_CallRequest: SwiftProtobuf.Message, Sw
 
 nonisolated extension Vpsgateway_Admin_V1_CallResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CallResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}outcome\0\u{1}payload\0\u{3}responder_instance\0\u{3}responder_environment\0\u{1}error\0\u{1}attempts\0\u{3}duration_us\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}outcome\0\u{1}payload\0\u{3}responder_instance\0\u{3}responder_environment\0\u{1}error\0\u{1}attempts\0\u{3}duration_us\0\u{1}state\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -281,6 +329,7 @@ nonisolated extension Vpsgateway_Admin_V1_CallResponse: SwiftProtobuf.Message, S
       case 6: try { try decoder.decodeSingularStringField(value: &self.error) }()
       case 7: try { try decoder.decodeSingularUInt32Field(value: &self.attempts) }()
       case 8: try { try decoder.decodeSingularUInt64Field(value: &self.durationUs) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.state) }()
       default: break
       }
     }
@@ -311,6 +360,9 @@ nonisolated extension Vpsgateway_Admin_V1_CallResponse: SwiftProtobuf.Message, S
     if self.durationUs != 0 {
       try visitor.visitSingularUInt64Field(value: self.durationUs, fieldNumber: 8)
     }
+    if !self.state.isEmpty {
+      try visitor.visitSingularStringField(value: self.state, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -323,6 +375,7 @@ nonisolated extension Vpsgateway_Admin_V1_CallResponse: SwiftProtobuf.Message, S
     if lhs.error != rhs.error {return false}
     if lhs.attempts != rhs.attempts {return false}
     if lhs.durationUs != rhs.durationUs {return false}
+    if lhs.state != rhs.state {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -457,6 +510,86 @@ nonisolated extension Vpsgateway_Admin_V1_ListClientsResponse: SwiftProtobuf.Mes
 
   public static func ==(lhs: Vpsgateway_Admin_V1_ListClientsResponse, rhs: Vpsgateway_Admin_V1_ListClientsResponse) -> Bool {
     if lhs.clients != rhs.clients {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Vpsgateway_Admin_V1_ReplayRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReplayRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_ids\0\u{1}state\0\u{3}since_ms\0\u{3}timeout_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedStringField(value: &self.requestIds) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.state) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.sinceMs) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.timeoutMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.requestIds.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.requestIds, fieldNumber: 1)
+    }
+    if !self.state.isEmpty {
+      try visitor.visitSingularStringField(value: self.state, fieldNumber: 2)
+    }
+    if self.sinceMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.sinceMs, fieldNumber: 3)
+    }
+    if self.timeoutMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.timeoutMs, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Vpsgateway_Admin_V1_ReplayRequest, rhs: Vpsgateway_Admin_V1_ReplayRequest) -> Bool {
+    if lhs.requestIds != rhs.requestIds {return false}
+    if lhs.state != rhs.state {return false}
+    if lhs.sinceMs != rhs.sinceMs {return false}
+    if lhs.timeoutMs != rhs.timeoutMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Vpsgateway_Admin_V1_ReplayResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReplayResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}replayed\0\u{3}request_ids\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.replayed) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.requestIds) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.replayed != 0 {
+      try visitor.visitSingularUInt32Field(value: self.replayed, fieldNumber: 1)
+    }
+    if !self.requestIds.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.requestIds, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Vpsgateway_Admin_V1_ReplayResponse, rhs: Vpsgateway_Admin_V1_ReplayResponse) -> Bool {
+    if lhs.replayed != rhs.replayed {return false}
+    if lhs.requestIds != rhs.requestIds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import GatewayJournal
 import GatewayServer
 import Logging
 import ServiceLifecycle
@@ -19,15 +20,22 @@ struct GatewayCommand: AsyncParsableCommand {
               GATEWAY_API_SECRET_FILE   a file holding the secret
               GATEWAY_GRPC_PORT         the port when --listen is not given (default 1537)
               GATEWAY_ADMIN_SOCKET      the admin socket when --admin-socket is not given
+              GATEWAY_JOURNAL           the journal when --journal is not given
+              VPS_GATEWAY_MIGRATIONS    the journal migrations directory when --migrations is not given
               VPS_GATEWAY_LOG_LEVEL, VPS_GATEWAY_LOG_FORMAT
 
             Examples:
               GATEWAY_API_SECRET=s3cret vps-gateway gateway
               vps-gateway gateway --listen 127.0.0.1:1537 --api-secret-file /etc/vps-gateway/secret \\
-                  --admin-socket /tmp/gw.sock
+                  --admin-socket /tmp/gw.sock --journal /tmp/gw-journal.sqlite3
+              vps-gateway gateway --journal off      # no recording, no retries (for comparison)
+
+            Every call is recorded in the request journal before it is sent and retried after a \
+            crash or restart (see `vps-gateway journal --help`).
 
             Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT); 78 when the configuration is \
-            unusable (no secret, bad address, socket in use); 70 on an internal failure.
+            unusable (no secret, bad address, socket in use, a corrupt, newer or unwritable \
+            journal); 70 on an internal failure.
             """
     )
 
@@ -60,6 +68,20 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("How often the gateway pings an idle connection at the HTTP/2 level.", valueName: "duration"))
     var keepaliveInterval = DurationArgument(.seconds(60), text: "60s")
 
+    @Option(help: ArgumentHelp("The request journal (SQLite, WAL), or `off` to neither record nor retry calls. Env: GATEWAY_JOURNAL. Default: /var/lib/vps-gateway/journal.sqlite3.", valueName: "path|off"))
+    var journal: String?
+
+    @Option(help: ArgumentHelp("full: a recorded request survives power loss (default). normal: faster, but may lose the last commits on power loss (never on a crash).", valueName: "full|normal"))
+    var journalSync = "full"
+
+    @Option(help: ArgumentHelp("Finished journal rows older than this are pruned in the background.", valueName: "duration"))
+    var journalRetention = DurationArgument(.seconds(7 * 86_400), text: "7d")
+
+    @Option(help: ArgumentHelp("Attempts of a request whose attempts keep failing (a dropped stream, an internal error).", valueName: "count"))
+    var maxAttempts = 5
+
+    @OptionGroup var migrations: MigrationsOption
+
     @OptionGroup var logging: LogOptions
 
     func validate() throws {
@@ -69,6 +91,11 @@ struct GatewayCommand: AsyncParsableCommand {
         _ = try minClientPingInterval.requirePositive("--min-client-ping-interval")
         _ = try keepaliveInterval.requirePositive("--keepalive-interval")
         guard sendQueue >= 1 else { throw ValidationError("--send-queue must be at least 1, got \(sendQueue)") }
+        guard RequestJournal.Durability(rawValue: journalSync) != nil else {
+            throw ValidationError("--journal-sync '\(journalSync)' is not full or normal")
+        }
+        guard (1...100).contains(maxAttempts) else { throw ValidationError("--max-attempts must be 1-100, got \(maxAttempts)") }
+        _ = try journalRetention.requirePositive("--journal-retention")
         if let listen { _ = try ListenAddress(listen) }
     }
 
@@ -76,7 +103,8 @@ struct GatewayCommand: AsyncParsableCommand {
         let logger = try logging.makeLogger(label: "gateway")
         let gateway: Gateway
         do {
-            gateway = Gateway(configuration: try makeConfiguration(), logger: logger)
+            let configuration = try makeConfiguration()
+            gateway = Gateway(configuration: configuration, journal: try await openJournal(logger: logger), logger: logger)
         } catch {
             throw fail("\(error)", Exit.config)
         }
@@ -106,8 +134,27 @@ struct GatewayCommand: AsyncParsableCommand {
         configuration.shutdownGracePeriod = shutdownGrace.duration
         configuration.minClientPingInterval = minClientPingInterval.duration
         configuration.keepaliveInterval = keepaliveInterval.duration
+        configuration.maxAttempts = maxAttempts
+        configuration.journalRetention = journalRetention.duration
         configuration.version = BuildInfo.version
         return configuration
+    }
+
+    static let defaultJournal = "/var/lib/vps-gateway/journal.sqlite3"
+
+    /// Opens and migrates the journal, or nil for `--journal off`.
+    func openJournal(logger: Logger) async throws -> RequestJournal? {
+        let path = journal ?? Environment.value("GATEWAY_JOURNAL") ?? Self.defaultJournal
+        guard path != "off" else {
+            logger.warning("running without a request journal: calls are not recorded, retried or replayed")
+            return nil
+        }
+        return try await RequestJournal.open(
+            at: path,
+            migrations: try migrations.load(),
+            durability: RequestJournal.Durability(rawValue: journalSync) ?? .full,
+            logger: logger
+        )
     }
 
     static func portFromEnvironment() throws -> Int {

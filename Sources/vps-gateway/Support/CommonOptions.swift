@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GatewayJournal
 import Logging
 import LogOutput
 
@@ -89,4 +90,18 @@ func printJSON(_ value: some Encodable) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
     print(String(decoding: try encoder.encode(value), as: UTF8.self))
+}
+
+/// Where the journal's migrations are (see `MigrationSet.locate`).
+struct MigrationsOption: ParsableArguments {
+    @Option(help: ArgumentHelp(
+        "The journal's migrations directory. Env: VPS_GATEWAY_MIGRATIONS. Default: ../share/vps-gateway/migrations next to the binary, else migrations/ of the source tree.",
+        valueName: "dir"
+    ))
+    var migrations: String?
+
+    func load() throws -> MigrationSet {
+        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return try MigrationSet.locate(explicit: migrations ?? Environment.value("VPS_GATEWAY_MIGRATIONS"), executable: executable)
+    }
 }

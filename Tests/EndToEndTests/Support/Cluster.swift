@@ -16,6 +16,7 @@ final class Cluster: Sendable {
     private let processes = Mutex<[TestProcess]>([])
 
     var adminSocket: String { directory + "/admin.sock" }
+    var journal: String { directory + "/journal.sqlite3" }
     var gatewayURL: String { "http://127.0.0.1:\(port)" }
 
     private init() throws {
@@ -55,7 +56,8 @@ final class Cluster: Sendable {
     func startGateway(_ extraArguments: [String] = [], environment: [String: String]? = nil, waitUntilReady: Bool = true) async throws -> TestProcess {
         let process = try spawn(
             name: "gateway",
-            arguments: ["gateway", "--listen", "127.0.0.1:\(port)", "--admin-socket", adminSocket] + extraArguments,
+            arguments: ["gateway", "--listen", "127.0.0.1:\(port)", "--admin-socket", adminSocket]
+                + (extraArguments.contains("--journal") ? [] : ["--journal", journal]) + extraArguments,
             environment: environment ?? ["GATEWAY_API_SECRET": secret]
         )
         if waitUntilReady {

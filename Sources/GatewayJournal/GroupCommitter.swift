@@ -1,0 +1,149 @@
+import GRDB
+import Logging
+import Synchronization
+
+/// Shares commits between concurrent writers: everything waiting goes into one `BEGIN
+/// IMMEDIATE` transaction, one savepoint per write, and one fsync releases them all. With
+/// `synchronous=FULL` that is what keeps throughput from collapsing to the disk's fsync rate.
+final class GroupCommitter: Sendable {
+    /// Writes per transaction at most, so one commit never holds the lock for long.
+    static let maximumBatch = 1024
+
+    private struct Write: Sendable {
+        let apply: @Sendable (Database) throws -> Void
+        let done: (@Sendable ((any Error)?) -> Void)?
+    }
+
+    private struct State {
+        var queue: [Write] = []
+        var waiter: CheckedContinuation<Void, Never>?
+        var stopped = false
+    }
+
+    private let pool: DatabasePool
+    private let logger: Logger
+    private let state = Mutex(State())
+
+    init(pool: DatabasePool, logger: Logger) {
+        self.pool = pool
+        self.logger = logger
+    }
+
+    /// Applies `body` in the next group commit and returns its result once committed.
+    func commit<Result: Sendable>(_ body: @escaping @Sendable (Database) throws -> Result) async throws -> Result {
+        let box = ResultBox<Result>()
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let accepted = enqueue(Write(
+                apply: { db in box.set(try body(db)) },
+                done: { error in
+                    if let error { continuation.resume(throwing: error) } else { continuation.resume() }
+                }
+            ))
+            if !accepted {
+                continuation.resume(throwing: JournalError(code: .closed, message: "the journal's writer has stopped; nothing was recorded"))
+            }
+        }
+        return box.value!
+    }
+
+    /// Applies `body` in the next group commit without waiting for it. For state changes
+    /// whose loss in a crash only repeats work (a retry re-reads the row); failures are logged.
+    func submit(_ body: @escaping @Sendable (Database) throws -> Void) {
+        let logger = self.logger
+        _ = enqueue(Write(apply: body, done: { error in
+            if let error { logger.error("journal write failed", metadata: ["error": "\(error)"]) }
+        }))
+    }
+
+    private func enqueue(_ write: Write) -> Bool {
+        let (accepted, waiter) = state.withLock { state -> (Bool, CheckedContinuation<Void, Never>?) in
+            guard !state.stopped else { return (false, nil) }
+            state.queue.append(write)
+            defer { state.waiter = nil }
+            return (true, state.waiter)
+        }
+        waiter?.resume()
+        return accepted
+    }
+
+    /// Commits batches until cancelled; then commits what is still queued and refuses more.
+    func run() async {
+        while !Task.isCancelled {
+            await waitForWork()
+            await commitQueued()
+        }
+        let rest = state.withLock { state in
+            state.stopped = true
+            defer { state.queue = [] }
+            return state.queue
+        }
+        if !rest.isEmpty { await commit(rest) }
+    }
+
+    private func waitForWork() async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let ready = state.withLock { state in
+                    if !state.queue.isEmpty || Task.isCancelled { return true }
+                    state.waiter = continuation
+                    return false
+                }
+                if ready { continuation.resume() }
+            }
+        } onCancel: {
+            state.withLock { state in
+                defer { state.waiter = nil }
+                return state.waiter
+            }?.resume()
+        }
+    }
+
+    private func commitQueued() async {
+        let batch = state.withLock { state -> [Write] in
+            let count = min(state.queue.count, Self.maximumBatch)
+            defer { state.queue.removeFirst(count) }
+            return Array(state.queue.prefix(count))
+        }
+        if !batch.isEmpty { await commit(batch) }
+    }
+
+    private func commit(_ batch: [Write]) async {
+        do {
+            let failures = try await pool.writeWithoutTransaction { db -> [JournalError?] in
+                var failures = [JournalError?](repeating: nil, count: batch.count)
+                try db.inTransaction(.immediate) {
+                    for (index, write) in batch.enumerated() {
+                        do {
+                            try db.inSavepoint {
+                                try write.apply(db)
+                                return .commit
+                            }
+                        } catch let error as JournalError {
+                            failures[index] = error
+                        } catch {
+                            failures[index] = JournalError(code: .writeFailed, message: "a journal write was refused", cause: error)
+                        }
+                    }
+                    return .commit
+                }
+                return failures
+            }
+            for (write, failure) in zip(batch, failures) { write.done?(failure) }
+        } catch {
+            let failure = JournalError(
+                code: .writeFailed,
+                message: "the journal could not commit \(batch.count) write(s) (is the disk full or the file gone?); none of them was recorded",
+                cause: error
+            )
+            logger.error("journal commit failed", metadata: ["error": "\(error)", "writes": "\(batch.count)"])
+            for write in batch { write.done?(failure) }
+        }
+    }
+}
+
+/// Carries a write's result out of the transaction.
+private final class ResultBox<Value: Sendable>: Sendable {
+    private let storage = Mutex<Value?>(nil)
+    func set(_ value: Value) { storage.withLock { $0 = value } }
+    var value: Value? { storage.withLock { $0 } }
+}

@@ -1,0 +1,128 @@
+import Foundation
+import GRDB
+// Public: `run()` is the group-commit writer that a ServiceGroup runs.
+public import Logging
+public import ServiceLifecycle
+
+/// The SQLite request journal: every request is recorded before it is sent, and every state
+/// change after. One writer (this process), WAL readers that never block it.
+///
+/// Writes from concurrent callers share commits: ``run()`` takes every write that is waiting,
+/// applies them in one `BEGIN IMMEDIATE` transaction (each in its own savepoint, so one bad
+/// write fails alone) and then releases all their callers.
+///
+/// ```swift
+/// let journal = try await RequestJournal.open(at: path, migrations: set, durability: .full, logger: logger)
+/// try await journal.insert(record)      // returns once committed
+/// ```
+public final class RequestJournal: Service, Sendable {
+    public enum Durability: String, Sendable, CaseIterable {
+        /// `synchronous=FULL`: a committed request survives power loss.
+        case full
+        /// `synchronous=NORMAL`: may lose the last commits on power loss (not on a crash).
+        case normal
+    }
+
+    public let path: String
+    let pool: DatabasePool
+    let committer: GroupCommitter
+    let logger: Logger
+
+    private init(path: String, pool: DatabasePool, logger: Logger) {
+        self.path = path
+        self.pool = pool
+        self.logger = logger
+        self.committer = GroupCommitter(pool: pool, logger: logger)
+    }
+
+    /// Opens (creating it and its directory when missing) and migrates the journal; refuses
+    /// a corrupt file, a newer schema and edited migrations.
+    public static func open(
+        at path: String,
+        migrations: MigrationSet,
+        durability: Durability,
+        logger: Logger
+    ) async throws -> RequestJournal {
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty {
+            do {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            } catch {
+                throw JournalError(code: .cannotOpen, message: "cannot create the journal's directory '\(directory)'", cause: error)
+            }
+        }
+        let pool = try openPool(path, readonly: false)
+        do {
+            let applied = try await Migrator.migrate(pool, migrations, path: path)
+            for migration in applied {
+                logger.info("journal migration applied", metadata: ["migration": "\(migration.name)", "journal": "\(path)"])
+            }
+            let effective = try await pool.writeWithoutTransaction { db -> String in
+                // GRDB sets synchronous itself when it opens the writer; set ours after and read it back.
+                try db.execute(sql: "PRAGMA synchronous = \(durability == .full ? "FULL" : "NORMAL")")
+                return try String.fetchOne(db, sql: "PRAGMA synchronous") ?? "?"
+            }
+            let expected = durability == .full ? "2" : "1"
+            guard effective == expected else {
+                throw JournalError(code: .cannotOpen, message: "journal '\(path)' did not take synchronous=\(durability.rawValue) (reads back \(effective))")
+            }
+        } catch let error as JournalError {
+            throw error
+        } catch {
+            throw classify(error, path: path)
+        }
+        return RequestJournal(path: path, pool: pool, logger: logger)
+    }
+
+    /// Opens an existing journal for reading (`journal list|show|stats|verify`) while a gateway
+    /// may be writing it. Nothing is created or migrated.
+    public static func openExisting(at path: String, writable: Bool, logger: Logger) throws -> RequestJournal {
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw JournalError(code: .cannotOpen, message: "no journal at '\(path)'; give --journal PATH (the gateway's --journal)")
+        }
+        let pool = try openPool(path, readonly: !writable)
+        do {
+            _ = try pool.read { db in try Migrator.applied(db) }
+        } catch {
+            throw classify(error, path: path)
+        }
+        return RequestJournal(path: path, pool: pool, logger: logger)
+    }
+
+    private static func openPool(_ path: String, readonly: Bool) throws -> DatabasePool {
+        var configuration = Configuration()
+        configuration.label = "journal"
+        configuration.readonly = readonly
+        configuration.busyMode = .timeout(5)
+        configuration.maximumReaderCount = 4
+        do {
+            return try DatabasePool(path: path, configuration: configuration)
+        } catch {
+            throw classify(error, path: path)
+        }
+    }
+
+    static func classify(_ error: any Error, path: String) -> JournalError {
+        if let error = error as? DatabaseError {
+            switch error.resultCode {
+            case .SQLITE_NOTADB, .SQLITE_CORRUPT:
+                return JournalError(code: .corrupt, message: "journal '\(path)' is not a usable SQLite database; move it aside (the gateway then starts a new one) or restore it from a backup", cause: error)
+            case .SQLITE_CANTOPEN, .SQLITE_READONLY, .SQLITE_PERM, .SQLITE_IOERR:
+                return JournalError(code: .cannotOpen, message: "cannot open journal '\(path)' for writing; check that its directory exists and is writable by this user", cause: error)
+            default:
+                break
+            }
+        }
+        return JournalError(code: .cannotOpen, message: "cannot open journal '\(path)'", cause: error)
+    }
+
+    /// The group-commit writer; writes wait for it, so it runs for the gateway's lifetime.
+    public func run() async throws {
+        await committer.run()
+    }
+
+    /// The schema version recorded in the file.
+    public func schemaVersion() throws -> Int {
+        try pool.read { db in try Migrator.applied(db).last?.version ?? 0 }
+    }
+}

@@ -1,0 +1,211 @@
+import Foundation
+import GatewayJournal
+import GatewayProtocol
+import Logging
+import Synchronization
+
+/// Runs journaled requests: every attempt goes through the fan-out, every state change into
+/// the journal, failed attempts are retried with backoff until the request's deadline or
+/// attempt budget, and callers waiting for a request id get its final row.
+///
+/// The runner owns its executions: `run()` takes submitted requests and runs each as a child
+/// task, at most `maxConcurrentRequests` at a time. When it is cancelled (gateway shutdown)
+/// unfinished requests are left pending in the journal for the next start.
+final class RequestRunner: Sendable {
+    /// How a waiting caller learns the end of a request.
+    enum Completion: Sendable {
+        case finished(JournalRecord)
+        /// The outcome is known but could not be recorded.
+        case unrecorded(JournalError)
+        /// The gateway stopped first; the request stays pending in the journal.
+        case interrupted
+    }
+
+    private let journal: RequestJournal
+    private let router: CallRouter
+    private let configuration: Gateway.Configuration
+    private let logger: Logger
+    /// Who holds in-flight rows: this process.
+    private let owner = "pid \(ProcessInfo.processInfo.processIdentifier)@\(ProcessInfo.processInfo.hostName)"
+    private let queue = MessageQueue<JournalRecord>(capacity: Int.max)
+    private let waiters = Mutex<[String: [CheckedContinuation<Completion, Never>]]>([:])
+    private let slots: ConcurrencyLimit
+
+    init(journal: RequestJournal, router: CallRouter, configuration: Gateway.Configuration, logger: Logger) {
+        self.journal = journal
+        self.router = router
+        self.configuration = configuration
+        self.logger = logger
+        self.slots = ConcurrencyLimit(configuration.maxConcurrentJournalRequests)
+    }
+
+    /// Queues a recorded request for execution.
+    func submit(_ record: JournalRecord) {
+        queue.enqueue(record)
+    }
+
+    /// Queues a recorded request and waits for its end.
+    func submitAndWait(_ record: JournalRecord) async -> Completion {
+        await withCheckedContinuation { continuation in
+            addWaiter(record.requestID, continuation)
+            queue.enqueue(record)
+        }
+    }
+
+    /// Waits for a request that is already running (a repeat of its request id).
+    func waitForRunning(_ requestID: String) async -> Completion {
+        await withCheckedContinuation { continuation in
+            addWaiter(requestID, continuation)
+            // It may have finished between the caller's look at the journal and now.
+            if let record = try? journal.record(requestID), record.state.isTerminal {
+                resolve(requestID, .finished(record))
+            }
+        }
+    }
+
+    private func addWaiter(_ requestID: String, _ continuation: CheckedContinuation<Completion, Never>) {
+        waiters.withLock { $0[requestID, default: []].append(continuation) }
+    }
+
+    private func resolve(_ requestID: String, _ completion: Completion) {
+        for waiter in waiters.withLock({ $0.removeValue(forKey: requestID) ?? [] }) { waiter.resume(returning: completion) }
+    }
+
+    /// Runs submitted requests until cancelled.
+    func run() async {
+        await withDiscardingTaskGroup { group in
+            while let batch = await queue.nextBatch() {
+                for record in batch {
+                    guard await slots.acquire() else { break }
+                    group.addTask {
+                        defer { self.slots.release() }
+                        await self.execute(record)
+                    }
+                }
+            }
+        }
+        let stranded = waiters.withLock { waiters in
+            defer { waiters = [:] }
+            return waiters
+        }
+        for waiter in stranded.values.joined() { waiter.resume(returning: .interrupted) }
+    }
+
+    /// Attempts until an answer, the deadline or the attempt budget.
+    private func execute(_ record: JournalRecord) async {
+        let requestID = record.requestID
+        let deadline = Self.instant(ofWallClock: record.deadlineAt)
+        var attempts = record.attempts
+        var last: CallResult?
+        while true {
+            if ContinuousClock.now >= deadline {
+                await finish(record, .expired, outcome: last?.outcome.rawValue ?? CallResult.Outcome.deadlineExceeded.rawValue,
+                             attempts: attempts, result: last, note: "deadline passed before an answer")
+                return
+            }
+            attempts += 1
+            journal.markInFlight(requestID, attempt: attempts, owner: owner)
+            let result = await router.call(OutgoingCall(
+                requestID: requestID, method: record.method, payload: record.payload,
+                target: CallTarget(environment: record.targetEnvironment, instanceID: record.targetInstance),
+                deadline: deadline, attempt: UInt32(clamping: attempts)
+            ))
+            // Shutting down: leave the row unfinished; the next start retries it.
+            if Task.isCancelled { return }
+            last = result
+            switch result.outcome {
+            case .ok, .notFound:
+                await finish(record, .completed, outcome: result.outcome.rawValue, attempts: attempts, result: result)
+                return
+            case .noReceivers, .deadlineExceeded:
+                await finish(record, .expired, outcome: result.outcome.rawValue, attempts: attempts, result: result)
+                return
+            case .failed where !result.retryable || attempts >= configuration.maxAttempts:
+                await finish(record, .failed, outcome: result.outcome.rawValue, attempts: attempts, result: result,
+                             note: result.retryable ? "gave up after \(attempts) attempt(s)" : nil)
+                return
+            case .failed:
+                let delay = retryDelay(afterAttempt: attempts)
+                logger.info("request attempt failed; retrying", metadata: [
+                    "request_id": "\(requestID)", "method": "\(record.method)", "attempt": "\(attempts)",
+                    "retry_in_ms": "\(delay.components.seconds * 1000 + delay.components.attoseconds / 1_000_000_000_000_000)",
+                    "error": "\(result.error)",
+                ])
+                journal.scheduleRetry(requestID, at: JournalClock.now() + Int64(delay.components.seconds * 1000 + delay.components.attoseconds / 1_000_000_000_000_000), outcome: result.outcome.rawValue, error: result.error)
+                do { try await Task.sleep(for: delay) } catch { return }
+            }
+        }
+    }
+
+    private func finish(
+        _ record: JournalRecord,
+        _ state: JournalRecord.State,
+        outcome: String,
+        attempts: Int,
+        result: CallResult?,
+        note: String? = nil
+    ) async {
+        let error = [result?.error, note].compactMap { $0 }.filter { !$0.isEmpty }.joined(separator: "; ")
+        do {
+            let final = try await journal.finish(
+                record.requestID, state: state, outcome: outcome, attempts: attempts,
+                responderInstance: result?.responder?.instanceID, responderEnvironment: result?.responder?.environment,
+                resultPayload: result?.outcome == .ok ? result?.payload : nil, error: error.isEmpty ? nil : error
+            )
+            resolve(record.requestID, .finished(final))
+        } catch let failure as JournalError {
+            logger.error("could not record the end of a request", metadata: ["request_id": "\(record.requestID)", "error": "\(failure)"])
+            resolve(record.requestID, .unrecorded(failure))
+        } catch {
+            resolve(record.requestID, .unrecorded(JournalError(code: .writeFailed, message: "could not record the end of the request", cause: error)))
+        }
+    }
+
+    /// 100 ms doubling per attempt up to the configured cap, ±20 % jitter.
+    private func retryDelay(afterAttempt attempt: Int) -> Duration {
+        let base = configuration.retryInitialDelay * Double(1 << min(attempt - 1, 16))
+        let capped = min(base, configuration.retryMaxDelay)
+        return capped * Double.random(in: 0.8...1.2)
+    }
+
+    /// A wall-clock deadline (journal milliseconds) on the monotonic clock.
+    static func instant(ofWallClock milliseconds: Int64) -> ContinuousClock.Instant {
+        .now + .milliseconds(milliseconds - JournalClock.now())
+    }
+}
+
+/// At most `limit` holders at once; `acquire()` waits for a slot and is cancellable.
+final class ConcurrencyLimit: Sendable {
+    private let state: Mutex<(available: Int, waiters: [CheckedContinuation<Bool, Never>])>
+
+    init(_ limit: Int) {
+        state = Mutex((max(limit, 1), []))
+    }
+
+    /// True with a slot; false when the task was cancelled while waiting.
+    func acquire() async -> Bool {
+        if Task.isCancelled { return false }
+        return await withCheckedContinuation { continuation in
+            let granted = state.withLock { state -> Bool in
+                if state.available > 0 {
+                    state.available -= 1
+                    return true
+                }
+                state.waiters.append(continuation)
+                return false
+            }
+            if granted { continuation.resume(returning: true) }
+        }
+    }
+
+    func release() {
+        let next = state.withLock { state -> CheckedContinuation<Bool, Never>? in
+            if state.waiters.isEmpty {
+                state.available += 1
+                return nil
+            }
+            return state.waiters.removeFirst()
+        }
+        next?.resume(returning: true)
+    }
+}

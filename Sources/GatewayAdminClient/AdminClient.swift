@@ -54,6 +54,15 @@ public struct AdminClient: Sendable {
         }
     }
 
+    /// Sends finished journal requests again; returns what was queued.
+    public func replay(_ request: AdminReplayRequest) async throws -> AdminReplayResponse {
+        do {
+            return try await admin.replay(request)
+        } catch let error as RPCError {
+            throw AdminClientError(rpc: error, socketPath: socketPath)
+        }
+    }
+
     /// The connected instances, optionally of one environment.
     public func listClients(environment: String = "") async throws -> [AdminClientInfo] {
         do {

@@ -137,6 +137,13 @@ final class StreamSession: Sendable {
             ])
         case .request:
             let request = message.request
+            if let answered = worker.responses.response(for: request.requestID) {
+                logger.debug("answered a repeated request id from the response cache", metadata: [
+                    "request_id": "\(request.requestID)", "attempt": "\(request.attempt)",
+                ])
+                outbound.enqueue(.response(answered))
+                return
+            }
             if let refusal = refusal(for: request) {
                 outbound.enqueue(.response(refusal))
                 return
@@ -195,6 +202,9 @@ final class StreamSession: Sendable {
             attempt: max(request.attempt, 1), environment: configuration.environment
         )
         let started = ContinuousClock.now
+        logger.debug("handler started", metadata: [
+            "request_id": "\(request.requestID)", "method": "\(request.method)", "attempt": "\(request.attempt)",
+        ])
         await withTaskGroup(of: Ending.self) { group in
             group.addTask {
                 do {
@@ -225,7 +235,10 @@ final class StreamSession: Sendable {
                 response = .failure(requestID: request.requestID, code: .deadlineExceeded, error: "the handler did not finish before the request's deadline")
             case .cancelled: response = nil
             }
-            if let response { outbound.enqueue(.response(response)) }
+            if let response {
+                self.worker.responses.store(response)
+                outbound.enqueue(.response(response))
+            }
             self.logger.debug("request handled", metadata: [
                 "request_id": "\(request.requestID)", "method": "\(request.method)",
                 "code": "\(response.map { $0.code } ?? "cancelled")",

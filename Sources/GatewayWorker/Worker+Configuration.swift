@@ -31,6 +31,11 @@ extension Worker {
         public var keepaliveTimeout: Duration
         /// On shutdown, how long in-flight requests get after `drain`. Default 5 s.
         public var shutdownGracePeriod: Duration
+        /// Final answers remembered by request id, so a repeated id is answered without
+        /// running its handler again. Default 100,000 (0 turns the cache off).
+        public var responseCacheSize: Int
+        /// How long an answer is remembered. Default 10 min.
+        public var responseCacheLifetime: Duration
 
         public init(endpoints: [GatewayEndpoint], apiSecret: String, instanceID: String, environment: String) {
             self.endpoints = endpoints
@@ -48,6 +53,8 @@ extension Worker {
             self.keepaliveInterval = .seconds(30)
             self.keepaliveTimeout = .seconds(20)
             self.shutdownGracePeriod = .seconds(5)
+            self.responseCacheSize = 100_000
+            self.responseCacheLifetime = .seconds(600)
         }
 
         func validate() throws {

@@ -19,11 +19,15 @@ public final class Worker: Service, Sendable {
     public let configuration: Configuration
     let handlers: HandlerRegistry
     let logger: Logger
+    /// Shared by every stream, so a retry that arrives on another gateway's stream or after
+    /// a reconnect is answered from it too.
+    let responses: ResponseCache
 
     public init(configuration: Configuration, handlers: HandlerRegistry, logger: Logger) {
         self.configuration = configuration
         self.handlers = handlers
         self.logger = logger
+        self.responses = ResponseCache(capacity: configuration.responseCacheSize, lifetime: configuration.responseCacheLifetime)
     }
 
     /// Keeps one stream per endpoint until graceful shutdown or cancellation.

@@ -10,14 +10,16 @@ struct VPSGatewayCommand: AsyncParsableCommand {
             VPS-service side that answers from an inventory, and `call`, `lookup`, `clients` and \
             `bench` talk to a running gateway over its admin socket.
 
-            Exit codes: 0 success; 1 not found (lookup, call); 2 no receivers, deadline exceeded \
-            or failed; 64 usage error; 65 bad input data; 69 the gateway's admin socket is \
-            unreachable; 70 internal error; 78 configuration error (a role refused to start).
+            Exit codes: 0 success; 1 not found (lookup, call, journal show); 2 no receivers, \
+            deadline exceeded or failed; 64 usage error; 65 bad input data or a corrupt journal; \
+            66 no journal at the path; 69 the gateway's admin socket is unreachable; 70 internal \
+            error; 74 a write failed; 78 configuration error (a role refused to start, a journal \
+            newer than this binary).
             """,
         version: BuildInfo.version,
         subcommands: [
             GatewayCommand.self, WorkerCommand.self, LookupCommand.self, CallCommand.self,
-            ClientsCommand.self, BenchCommand.self, InventoryCommand.self,
+            ClientsCommand.self, JournalCommand.self, BenchCommand.self, InventoryCommand.self,
         ]
     )
 }

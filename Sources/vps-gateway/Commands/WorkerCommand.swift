@@ -72,6 +72,12 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Largest reconnect delay.", valueName: "duration"))
     var backoffMax = DurationArgument(.seconds(60), text: "60s")
 
+    @Option(help: ArgumentHelp("Final answers remembered by request id, so a request the gateway repeats (after its crash) is answered without running the handler again; 0 turns it off.", valueName: "count"))
+    var responseCacheSize = 100_000
+
+    @Option(help: ArgumentHelp("How long an answer stays in the response cache.", valueName: "duration"))
+    var responseCacheTTL = DurationArgument(.seconds(600), text: "10m")
+
     @Option(help: ArgumentHelp("For tests and benchmarks: delay every answer by this long, as a slow database would.", valueName: "duration"))
     var simulateLatency: DurationArgument?
 
@@ -85,6 +91,7 @@ struct WorkerCommand: AsyncParsableCommand {
         guard backoffMax.duration >= backoffInitial.duration else {
             throw ValidationError("--backoff-max (\(backoffMax)) must not be below --backoff-initial (\(backoffInitial))")
         }
+        guard responseCacheSize >= 0 else { throw ValidationError("--response-cache-size must not be negative") }
         guard maxConcurrent >= 1 else { throw ValidationError("--max-concurrent must be at least 1, got \(maxConcurrent)") }
     }
 
@@ -142,6 +149,8 @@ struct WorkerCommand: AsyncParsableCommand {
         configuration.maxConcurrentRequests = maxConcurrent
         configuration.heartbeatInterval = heartbeatInterval.duration
         configuration.keepaliveInterval = keepaliveInterval.duration
+        configuration.responseCacheSize = responseCacheSize
+        configuration.responseCacheLifetime = responseCacheTTL.duration
         configuration.backoff = Backoff.Configuration(initial: backoffInitial.duration, maximum: backoffMax.duration)
         return configuration
     }

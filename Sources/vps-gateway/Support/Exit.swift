@@ -13,10 +13,14 @@ enum Exit {
     static let usage = ExitCode(64)
     /// EX_DATAERR: input data (a payload file, hex) is wrong.
     static let dataError = ExitCode(65)
+    /// EX_NOINPUT: a file to read (the journal) does not exist or cannot be opened.
+    static let noInput = ExitCode(66)
     /// EX_UNAVAILABLE: the gateway's admin socket cannot be reached.
     static let unavailable = ExitCode(69)
     /// EX_SOFTWARE: an internal error.
     static let software = ExitCode(70)
+    /// EX_IOERR: a write failed (a full disk).
+    static let ioError = ExitCode(74)
     /// EX_CONFIG: a role refused to start because of its configuration.
     static let config = ExitCode(78)
 }

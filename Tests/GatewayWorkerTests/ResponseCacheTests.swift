@@ -1,0 +1,35 @@
+import Foundation
+import GatewayProtocol
+@testable import GatewayWorker
+import Testing
+
+@Suite("Worker response cache")
+struct ResponseCacheTests {
+    @Test("final answers are remembered by request id until they expire")
+    func remembersUntilExpiry() {
+        let cache = ResponseCache(capacity: 10, lifetime: .seconds(60))
+        let now = ContinuousClock.now
+        cache.store(.success(requestID: "r1", payload: Data([1])), now: now)
+        #expect(cache.response(for: "r1", now: now + .seconds(59))?.payload == Data([1]))
+        #expect(cache.response(for: "r1", now: now + .seconds(61)) == nil)
+    }
+
+    @Test("only answers a retry would not change are kept", arguments: [
+        (ResponseCode.ok, true), (.notFound, true), (.invalidArgument, true), (.unimplemented, true),
+        (.unavailable, false), (.deadlineExceeded, false), (.internal, false),
+    ])
+    func onlyFinalAnswers(code: ResponseCode, kept: Bool) {
+        let cache = ResponseCache(capacity: 10, lifetime: .seconds(60))
+        cache.store(code == .ok ? .success(requestID: "r", payload: Data()) : .failure(requestID: "r", code: code, error: "x"))
+        #expect((cache.response(for: "r") != nil) == kept)
+    }
+
+    @Test("beyond its capacity the oldest answers are dropped first")
+    func evictsOldest() {
+        let cache = ResponseCache(capacity: 3, lifetime: .seconds(60))
+        for index in 1...5 { cache.store(.success(requestID: "r\(index)", payload: Data())) }
+        #expect(cache.count == 3)
+        #expect(cache.response(for: "r1") == nil && cache.response(for: "r2") == nil)
+        #expect(cache.response(for: "r5") != nil)
+    }
+}

@@ -12,7 +12,6 @@ final class StreamSession: Sendable {
     private let worker: Worker
     private let endpoint: GatewayEndpoint
     private let logger: Logger
-    private let inFlight = InFlightRequests()
     private let state = Mutex(State())
 
     private struct State {
@@ -95,12 +94,9 @@ final class StreamSession: Sendable {
     ) async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                try await withThrowingDiscardingTaskGroup { handlers in
-                    for try await message in messages {
-                        self.receive(message, outbound: outbound, handlers: &handlers)
-                    }
-                    // The gateway ended the stream: nobody is left to read an answer.
-                    handlers.cancelAll()
+                // Requests run on the worker, not here: they outlive a dropped stream.
+                for try await message in messages {
+                    self.receive(message, outbound: outbound)
                 }
             }
             group.addTask {
@@ -122,11 +118,7 @@ final class StreamSession: Sendable {
         }
     }
 
-    private func receive(
-        _ message: GatewayMessage,
-        outbound: MessageQueue<GatewayMessage>,
-        handlers: inout ThrowingDiscardingTaskGroup<any Error>
-    ) {
+    private func receive(_ message: GatewayMessage, outbound: MessageQueue<GatewayMessage>) {
         switch message.messageType {
         case .registered:
             state.withLock { $0.registeredAt = .now }
@@ -148,16 +140,11 @@ final class StreamSession: Sendable {
                 outbound.enqueue(.response(refusal))
                 return
             }
-            guard let signal = inFlight.begin(request.requestID) else {
-                logger.debug("ignored a repeat of a request still in flight", metadata: ["request_id": "\(request.requestID)"])
-                return
-            }
-            handlers.addTask {
-                defer { self.inFlight.end(request.requestID) }
-                await self.handle(request, cancel: signal, outbound: outbound)
+            if !worker.executions.start(request, replyTo: outbound) {
+                logger.debug("joined a run of the same request id", metadata: ["request_id": "\(request.requestID)"])
             }
         case .cancel:
-            inFlight.cancel(message.request.requestID)
+            worker.executions.cancel(message.request.requestID, replyTo: outbound)
         case .drain:
             logger.info("the gateway is draining; it will close the stream")
         case .heartbeat:
@@ -176,7 +163,7 @@ final class StreamSession: Sendable {
         if state.withLock({ $0.draining }) {
             return .failure(requestID: request.requestID, code: .unavailable, error: "worker \(configuration.instanceID) is draining")
         }
-        if inFlight.count >= configuration.maxConcurrentRequests {
+        if worker.executions.count >= configuration.maxConcurrentRequests {
             return .failure(
                 requestID: request.requestID, code: .unavailable,
                 error: "worker \(configuration.instanceID) is busy (\(configuration.maxConcurrentRequests) requests in flight)"
@@ -191,82 +178,18 @@ final class StreamSession: Sendable {
         return nil
     }
 
-    /// Runs the handler under the request's deadline; answers as soon as the handler, the
-    /// deadline or a `cancel` decides (a cancelled request gets no answer).
-    private func handle(_ request: GatewayRequest, cancel: CancelSignal, outbound: MessageQueue<GatewayMessage>) async {
-        enum Ending: Sendable { case answered(GatewayResponse), deadline, cancelled }
-        let handler = worker.handlers.handler(for: request.method)!
-        let deadline = self.deadline(of: request)
-        let handlerRequest = HandlerRequest(
-            requestID: request.requestID, method: request.method, payload: request.payload,
-            attempt: max(request.attempt, 1), environment: configuration.environment
-        )
-        let started = ContinuousClock.now
-        logger.debug("handler started", metadata: [
-            "request_id": "\(request.requestID)", "method": "\(request.method)", "attempt": "\(request.attempt)",
-        ])
-        await withTaskGroup(of: Ending.self) { group in
-            group.addTask {
-                do {
-                    let payload = try await handler.handle(handlerRequest)
-                    return .answered(.success(requestID: request.requestID, payload: payload))
-                } catch let error as HandlerError {
-                    return .answered(.failure(requestID: request.requestID, code: error.code, error: error.message))
-                } catch is CancellationError {
-                    return .cancelled
-                } catch {
-                    return .answered(.failure(requestID: request.requestID, code: .internal, error: "\(error)"))
-                }
-            }
-            group.addTask {
-                try? await Task.sleep(until: deadline, clock: .continuous)
-                return .deadline
-            }
-            group.addTask {
-                await cancel.wait()
-                return .cancelled
-            }
-            let ending = await group.next()!
-            group.cancelAll()
-            let response: GatewayResponse?
-            switch ending {
-            case .answered(let answer): response = answer
-            case .deadline:
-                response = .failure(requestID: request.requestID, code: .deadlineExceeded, error: "the handler did not finish before the request's deadline")
-            case .cancelled: response = nil
-            }
-            if let response {
-                self.worker.responses.store(response)
-                outbound.enqueue(.response(response))
-            }
-            self.logger.debug("request handled", metadata: [
-                "request_id": "\(request.requestID)", "method": "\(request.method)",
-                "code": "\(response.map { $0.code } ?? "cancelled")",
-                "duration_us": "\(Int((ContinuousClock.now - started).milliseconds * 1000))",
-            ])
-        }
-    }
-
-    private func deadline(of request: GatewayRequest) -> ContinuousClock.Instant {
-        guard request.hasDeadline else { return .now + configuration.defaultRequestTimeout }
-        let remaining = request.deadline.date.timeIntervalSinceNow
-        // A deadline far in the future (or a skewed clock) is capped at the default.
-        let seconds = min(max(remaining, 0), configuration.defaultRequestTimeout.seconds)
-        return .now + .milliseconds(Int64(seconds * 1000))
-    }
-
     /// Tells the gateway to send nothing new, lets the requests in flight finish within the
     /// grace period, then closes this side of the stream.
     private func drain(_ outbound: MessageQueue<GatewayMessage>) async throws {
         state.withLock { $0.draining = true }
         outbound.enqueue(.drain)
-        logger.info("draining", metadata: ["in_flight": "\(inFlight.count)"])
+        logger.info("draining", metadata: ["in_flight": "\(worker.executions.count)"])
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.inFlight.waitUntilEmpty() }
+            group.addTask { await self.worker.executions.waitUntilEmpty() }
             group.addTask { try? await Task.sleep(for: self.configuration.shutdownGracePeriod) }
             await group.next()
             group.cancelAll()
-            self.inFlight.releaseWaiters()
+            self.worker.executions.releaseWaiters()
         }
         outbound.finish()
         // The gateway ends the stream once it sees our side closed; do not wait forever.

@@ -22,6 +22,8 @@ public final class Worker: Service, Sendable {
     /// Shared by every stream, so a retry that arrives on another gateway's stream or after
     /// a reconnect is answered from it too.
     let responses: ResponseCache
+    /// The requests running, across streams.
+    let executions = RequestExecutions()
 
     public init(configuration: Configuration, handlers: HandlerRegistry, logger: Logger) {
         self.configuration = configuration
@@ -33,9 +35,24 @@ public final class Worker: Service, Sendable {
     /// Keeps one stream per endpoint until graceful shutdown or cancellation.
     public func run() async throws {
         try configuration.validate()
-        await withDiscardingTaskGroup { group in
+        await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                await self.executions.run { request, signal, answer in
+                    await self.execute(request, cancel: signal, answer: answer)
+                }
+                return false
+            }
             for endpoint in configuration.endpoints {
-                group.addTask { await self.maintainStream(to: endpoint) }
+                group.addTask {
+                    await self.maintainStream(to: endpoint)
+                    return true
+                }
+            }
+            // Once every stream loop has ended (shutdown), stop running requests too.
+            var streams = configuration.endpoints.count
+            while let isStream = await group.next() {
+                if isStream { streams -= 1 }
+                if streams == 0 { group.cancelAll() }
             }
         }
         logger.info("worker stopped")

@@ -118,7 +118,7 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "vps-gateway", "GatewayProtocol", "GatewayAdminClient", "LeaseInventory",
+                "vps-gateway", "GatewayProtocol", "GatewayAdminClient", "GatewayJournal", "LeaseInventory", logging,
                 grpcCore, grpcTransport, protobuf, grdb,
             ],
             swiftSettings: swiftSettings

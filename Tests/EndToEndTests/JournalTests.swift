@@ -1,0 +1,260 @@
+import Foundation
+import GatewayAdminClient
+import GatewayJournal
+import GatewayProtocol
+import GRDB
+import LeaseInventory
+import Logging
+import SwiftProtobuf
+import Synchronization
+import Testing
+
+/// The request journal with real processes: crashes, outages, replays, bad files.
+@Suite("Request journal", .serialized, .timeLimit(.minutes(4)))
+struct JournalTests {
+    let vps = SampleInventory.Entry("vps-j", mac: "52:54:00:dd:00:01", ip: "10.4.0.1")
+
+    func lookupRequest(id: String, timeoutMs: UInt32 = 30_000, async: Bool = false) -> AdminCallRequest {
+        .with {
+            $0.method = GatewayMethod.findVPSByLease
+            $0.payload = try! FindVPSByLeaseRequest.with { $0.mac = vps.mac }.serializedBytes()
+            $0.timeoutMs = timeoutMs
+            $0.requestID = id
+            $0.async = async
+        }
+    }
+
+    func openJournal(_ cluster: Cluster) throws -> RequestJournal {
+        try RequestJournal.openExisting(at: cluster.journal, writable: false, logger: Logger(label: "test"))
+    }
+
+    /// Handler runs per request id, from the worker's debug log.
+    func handlerRuns(_ worker: TestProcess) -> [String: Int] {
+        var runs: [String: Int] = [:]
+        for line in worker.log.split(separator: "\n") where line.contains("handler started") {
+            guard let range = line.range(of: "request_id=") else { continue }
+            let id = line[range.upperBound...].prefix { $0 != " " }
+            runs[String(id), default: 0] += 1
+        }
+        return runs
+    }
+
+    @Test("SIGKILL of the gateway at random points: every accepted request ends terminal, once, with at most one handler run per id")
+    func gatewayCrashes() async throws {
+        try await Cluster.with { cluster in
+            let worker = try cluster.startWorker(
+                environment: "production", inventory: try cluster.inventory("production", [vps]),
+                ["--simulate-latency", "40ms", "--log-level", "debug", "--max-concurrent", "1024"]
+            )
+            let accepted = AcceptedIDs()
+            for round in 0..<6 {
+                let gateway = try await cluster.startGateway()
+                try await cluster.waitForClients(["production-1"])
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for index in 0..<30 {
+                        let id = "crash-\(round)-\(index)"
+                        group.addTask {
+                            // Async calls return once recorded; sync ones once answered. Either
+                            // reply means the journal took the request.
+                            if (try? await cluster.call(lookupRequest(id: id, async: index % 3 != 0))) != nil {
+                                accepted.insert(id)
+                            }
+                        }
+                    }
+                    // Kill somewhere between "nothing recorded yet" and "all answered".
+                    try await Task.sleep(for: .milliseconds(Int.random(in: 0...120)))
+                    gateway.signal(SIGKILL)
+                    try await group.waitForAll()
+                }
+                await gateway.waitForExit()
+            }
+            try await cluster.startGateway()
+            let journal = try openJournal(cluster)
+            let settled = await poll(timeout: .seconds(60)) {
+                ((try? journal.unfinished().isEmpty) ?? false)
+            }
+            #expect(settled, "unfinished rows remain: \((try? journal.unfinished().map(\.requestID)) ?? [])")
+            let rows = try journal.list(.init(limit: 10_000))
+            #expect(Set(rows.map(\.requestID)).count == rows.count, "a request id appears twice")
+            let byID = Dictionary(uniqueKeysWithValues: rows.map { ($0.requestID, $0) })
+            let acceptedIDs = accepted.ids
+            #expect(acceptedIDs.count > 0)
+            for id in acceptedIDs {
+                let row = try #require(byID[id], "accepted request \(id) is missing from the journal")
+                #expect(row.state == .completed && row.outcome == "ok", "\(id): \(row.state) \(row.outcome ?? "-") \(row.error ?? "")")
+            }
+            for row in rows { #expect(row.state.isTerminal) }
+            let retried = rows.filter { $0.attempts > 1 }.count
+            print("crash test: \(rows.count) rows, \(acceptedIDs.count) accepted, \(retried) needed more than one attempt")
+            let runs = handlerRuns(worker)
+            for (id, count) in runs { #expect(count <= 1, "the handler ran \(count) times for \(id)") }
+            #expect(runs.count >= acceptedIDs.count)
+        }
+    }
+
+    @Test("a worker killed mid-request: the request completes after the worker restarts")
+    func workerRestart() async throws {
+        try await Cluster.with { cluster in
+            try await cluster.startGateway()
+            let inventory = try cluster.inventory("production", [vps])
+            let slow = try cluster.startWorker(environment: "production", inventory: inventory, ["--simulate-latency", "10s"])
+            try await cluster.waitForClients(["production-1"])
+            async let call = cluster.call(lookupRequest(id: "survivor", timeoutMs: 20_000))
+            try await Task.sleep(for: .milliseconds(400))
+            slow.signal(SIGKILL)
+            await slow.waitForExit()
+            try await Task.sleep(for: .milliseconds(500))
+            try cluster.startWorker(environment: "production", inventory: inventory)
+            let response = try await call
+            #expect(response.outcome == .ok)
+            #expect(response.state == "completed")
+            #expect(response.attempts >= 2)
+        }
+    }
+
+    @Test("an outage longer than the retry backoff: requests wait pending, complete when a worker returns; expired ones replay")
+    func outageAndReplay() async throws {
+        try await Cluster.with { cluster in
+            try await cluster.startGateway()
+            // No worker at all: one request with room to wait, one that will expire.
+            let waiting = try await cluster.call(lookupRequest(id: "patient", timeoutMs: 30_000, async: true))
+            #expect(waiting.state == "pending")
+            let doomed = try await cluster.call(lookupRequest(id: "doomed", timeoutMs: 500, async: true))
+            #expect(doomed.state == "pending")
+            let journal = try openJournal(cluster)
+            #expect(await poll(timeout: .seconds(5)) { (try? journal.record("doomed"))??.state == .expired })
+            try await Task.sleep(for: .seconds(6))  // beyond the 5 s retry backoff cap
+            #expect(try journal.record("patient")?.state.isTerminal == false)
+
+            try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production", [vps]))
+            #expect(await poll(timeout: .seconds(15)) { (try? journal.record("patient"))??.state == .completed })
+
+            let replay = try await cluster.run(["journal", "replay", "--state", "expired", "--journal", cluster.journal, "--admin-socket", cluster.adminSocket, "--json"])
+            #expect(replay.status == 0)
+            #expect(replay.output.contains("\"doomed\""))
+            #expect(await poll(timeout: .seconds(10)) { (try? journal.record("doomed"))??.state == .completed })
+            let replayed = try #require(try journal.record("doomed"))
+            #expect(replayed.origin == "replay")
+            #expect(replayed.outcome == "ok")
+        }
+    }
+
+    @Test("a repeated request id gets the first outcome without running the handler again")
+    func idempotentRepeat() async throws {
+        try await Cluster.with { cluster in
+            try await cluster.startGateway()
+            let worker = try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production", [vps]), ["--log-level", "debug"])
+            try await cluster.waitForClients(["production-1"])
+            let first = try await cluster.call(lookupRequest(id: "same-id"))
+            let second = try await cluster.call(lookupRequest(id: "same-id"))
+            #expect(first.outcome == .ok && second.outcome == .ok)
+            #expect(first.payload == second.payload)
+            #expect(handlerRuns(worker)["same-id"] == 1)
+        }
+    }
+
+    @Test("an async call returns at once as pending; journal show tells the outcome later")
+    func asyncCall() async throws {
+        try await Cluster.with { cluster in
+            try await cluster.startGateway()
+            try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production", [vps]), ["--simulate-latency", "300ms"])
+            try await cluster.waitForClients(["production-1"])
+            let started = ContinuousClock.now
+            let response = try await cluster.call(lookupRequest(id: "later", async: true))
+            #expect(response.state == "pending")
+            #expect(ContinuousClock.now - started < .milliseconds(250))
+            let shown = await poll(timeout: .seconds(5)) {
+                let result = try? await cluster.run(["journal", "show", "later", "--journal", cluster.journal])
+                return result?.output.contains("vps-j") == true
+            }
+            #expect(shown)
+            let json = try await cluster.run(["journal", "show", "later", "--json", "--journal", cluster.journal])
+            #expect(json.output.contains("\"state\":\"completed\""))
+        }
+    }
+
+    @Test("journal list, stats, verify and prune work beside a running gateway")
+    func maintenanceCommands() async throws {
+        try await Cluster.with { cluster in
+            try await cluster.startGateway()
+            try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production", [vps]))
+            try await cluster.waitForClients(["production-1"])
+            for index in 0..<5 { _ = try await cluster.call(lookupRequest(id: "m-\(index)")) }
+            let journalFlag = ["--journal", cluster.journal]
+            let stats = try await cluster.run(["journal", "stats", "--json"] + journalFlag)
+            #expect(stats.status == 0)
+            #expect(stats.output.contains("\"completed\":5"))
+            let list = try await cluster.run(["journal", "list", "--state", "completed", "--since", "1h"] + journalFlag)
+            #expect(list.output.contains("m-4"))
+            let verify = try await cluster.run(["journal", "verify"] + journalFlag)
+            #expect(verify.status == 0)
+            #expect(verify.output.contains("integrity  ok"))
+            try await Task.sleep(for: .milliseconds(20))
+            let prune = try await cluster.run(["journal", "prune", "--older-than", "1ms", "--json"] + journalFlag)
+            #expect(prune.status == 0)
+            #expect(prune.output.contains("\"deleted\":5"))
+            let unknown = try await cluster.run(["journal", "show", "no-such-id"] + journalFlag)
+            #expect(unknown.status == 1)
+            #expect(unknown.output.contains("no request 'no-such-id'"))
+        }
+    }
+
+    @Test("the gateway refuses a journal it cannot trust, with exit 78 and what to do", arguments: [
+        "garbage", "newer-schema", "edited-migration", "read-only-directory",
+    ])
+    func badJournals(kind: String) async throws {
+        try await Cluster.with { cluster in
+            var arguments: [String] = []
+            var environment = ["GATEWAY_API_SECRET": cluster.secret]
+            let expected: String
+            switch kind {
+            case "garbage":
+                _ = FileManager.default.createFile(atPath: cluster.journal, contents: Data(repeating: 0x5a, count: 8192))
+                expected = "is not a usable SQLite database"
+            case "newer-schema":
+                let database = try DatabaseQueue(path: cluster.journal)
+                try await database.write { db in
+                    try db.execute(sql: "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT, checksum TEXT, applied_at TEXT)")
+                    try db.execute(sql: "INSERT INTO schema_migrations VALUES (99, '0099_future.sql', 'x', 'now')")
+                }
+                try database.close()
+                expected = "schema version 99"
+            case "edited-migration":
+                // Apply the real migrations once, then run with a changed copy of them.
+                let first = try await cluster.startGateway()
+                first.signal(SIGTERM)
+                await first.waitForExit()
+                let copy = cluster.directory + "/migrations"
+                try FileManager.default.createDirectory(atPath: copy, withIntermediateDirectories: true)
+                let source = URL(fileURLWithPath: TestBinary.path).deletingLastPathComponent()
+                let original = try MigrationSet.locate(explicit: nil, executable: source.appendingPathComponent("vps-gateway").path)
+                for migration in original.migrations {
+                    try (migration.sql + "\n-- edited\n").write(toFile: copy + "/" + migration.name, atomically: true, encoding: .utf8)
+                }
+                environment["VPS_GATEWAY_MIGRATIONS"] = copy
+                expected = "changed after it was applied"
+            default:
+                let directory = cluster.directory + "/locked"
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o500])
+                arguments = ["--journal", directory + "/journal.sqlite3"]
+                expected = "cannot open journal"
+            }
+            if kind == "read-only-directory" && getuid() == 0 {
+                // root writes through directory permissions; use a path under a file instead.
+                let file = cluster.directory + "/not-a-directory"
+                _ = FileManager.default.createFile(atPath: file, contents: Data())
+                arguments = ["--journal", file + "/journal.sqlite3"]
+            }
+            let gateway = try await cluster.startGateway(arguments, environment: environment, waitUntilReady: false)
+            #expect(await gateway.waitForExit() == 78)
+            #expect(gateway.log.contains(expected) || (kind == "read-only-directory" && gateway.log.contains("journal")), "log: \(gateway.log)")
+        }
+    }
+}
+
+/// Request ids whose call got a reply, collected from concurrent callers.
+final class AcceptedIDs: Sendable {
+    private let storage = Mutex<Set<String>>([])
+    func insert(_ id: String) { storage.withLock { _ = $0.insert(id) } }
+    var ids: Set<String> { storage.withLock { $0 } }
+}

@@ -1,116 +1,163 @@
 #!/usr/bin/env bash
-# Measures the README's benchmark table on this machine: a release build of the gateway,
-# 1 and 3 environment workers, concurrency 1 and 64, and the gateway's resident memory with
-# 1,000 idle registered clients. Prints a Markdown table; raw JSON lines go to $BENCH_OUT
-# (default: a temp file). BENCH_DURATION (default 10s) sets the length of each run.
+# Measures the README's benchmark tables on this machine, release build:
+#  1. the gateway's resident memory, fresh and with 1,000 idle registered clients;
+#  2. lookups with 1 and 3 environment workers at concurrency 1 and 64 (journal FULL, the default);
+#  3. the same lookups with the journal off, FULL and NORMAL, side by side (1 worker);
+#  4. how long a restarted gateway takes to replay 100,000 pending journal rows.
+# Prints Markdown; raw JSON lines go to $BENCH_OUT (default: a temp file).
+# BENCH_DURATION (default 10s) sets each run; BENCH_IDLE_CLIENTS and BENCH_REPLAY_ROWS the sizes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 duration="${BENCH_DURATION:-10s}"
 idle="${BENCH_IDLE_CLIENTS:-1000}"
+replay_rows="${BENCH_REPLAY_ROWS:-100000}"
 swift build -c release --product vps-gateway 2>&1 | tail -n 1
 bin="$(swift build -c release --show-bin-path)/vps-gateway"
 work="$(mktemp -d /tmp/vps-gateway-bench.XXXXXX)"
 out="${BENCH_OUT:-$work/results.jsonl}"
 pids=()
-workers=()
 cleanup() {
-    for pid in "${workers[@]}" "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    [ -z "${BENCH_OUT:-}" ] && rm -rf "$work" || true
+    if [ -z "${BENCH_OUT:-}" ]; then rm -rf "$work"; fi
 }
 trap cleanup EXIT INT TERM
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-export GATEWAY_API_SECRET="bench-secret" VPS_GATEWAY_API_SECRET="bench-secret"
-export GATEWAY_ADMIN_SOCKET="$work/admin.sock" VPS_GATEWAY_LOG_LEVEL=warning
-"$bin" gateway --listen "127.0.0.1:$port" 2>"$work/gateway.log" &
-gateway_pid=$!
-pids+=("$gateway_pid")
-for env in production beta dev; do
-    "$bin" inventory create "$work/$env.sqlite3" --environment "$env" --sample-rows 1000 >/dev/null
-done
+export GATEWAY_API_SECRET="bench-secret" VPS_GATEWAY_API_SECRET="bench-secret" VPS_GATEWAY_LOG_LEVEL=warning
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-wait_for_clients() {
-    for _ in $(seq 1 300); do
-        [ "$("$bin" clients --json 2>/dev/null | grep -o '"instance_id"' | wc -l)" -eq "$1" ] && return 0
-        sleep 0.1
-    done
-    echo "workers did not register" >&2
-    exit 1
+# Gateways by name: the journal mode each runs with.
+declare -A port socket gateway_pid
+start_gateway() {  # name, journal argument
+    port[$1]=$(free_port)
+    socket[$1]="$work/$1.sock"
+    "$bin" gateway --listen "127.0.0.1:${port[$1]}" --admin-socket "${socket[$1]}" --journal "$2" 2>"$work/gateway-$1.log" &
+    gateway_pid[$1]=$!
+    pids+=("$!")
+    for _ in $(seq 1 100); do [ -S "${socket[$1]}" ] && return 0; sleep 0.1; done
+    echo "gateway $1 did not start:" >&2; cat "$work/gateway-$1.log" >&2; exit 1
 }
 
-start_workers() {
-    workers=()
+clients_of() { "$bin" clients --admin-socket "${socket[$1]}" --json 2>/dev/null | grep -o '"instance_id"' | wc -l; }
+wait_for_clients() {  # gateway, count
+    for _ in $(seq 1 300); do [ "$(clients_of "$1")" -eq "$2" ] && return 0; sleep 0.1; done
+    echo "gateway $1: expected $2 clients" >&2; exit 1
+}
+
+workers=()
+start_workers() {  # endpoints, environments...
+    local endpoints="$1"; shift
     for env in "$@"; do
-        "$bin" worker --env "$env" --instance-id "$env-bench" --gateway-url "http://127.0.0.1:$port" \
-            --inventory "sqlite:$work/$env.sqlite3" 2>"$work/worker-$env.log" &
+        VPS_NODE_GATEWAY_ENDPOINTS="$endpoints" "$bin" worker --env "$env" --instance-id "$env-bench" \
+            --inventory "sqlite:$work/$env.sqlite3" --backoff-max 1s 2>"$work/worker-$env.log" &
         workers+=($!)
+        pids+=("$!")
     done
-    wait_for_clients "$#"
 }
-
 stop_workers() {
     for pid in "${workers[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${workers[@]}"; do wait "$pid" 2>/dev/null || true; done
     workers=()
-    wait_for_clients 0
 }
 
-cpu_ticks() {  # utime+stime of a pid, in clock ticks
-    awk '{print $14 + $15}' "/proc/$1/stat"
-}
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-run() {  # label, bench arguments...
-    local label="$1"; shift
+run() {  # table, label, gateway, bench arguments...
+    local table="$1" label="$2" gateway="$3"; shift 3
     echo "measuring: $label" >&2
-    printf '{"label":"%s","result":%s}\n' "$label" "$("$bin" bench --duration "$duration" --json "$@")" >>"$out"
+    printf '{"table":"%s","label":"%s","result":%s}\n' "$table" "$label" \
+        "$("$bin" bench --admin-socket "${socket[$gateway]}" --duration "$duration" --json "$@")" >>"$out"
 }
 
 : >"$out"
-# Memory first, on the fresh gateway: after the call runs its heap stays grown.
+for env in production beta dev; do
+    "$bin" inventory create "$work/$env.sqlite3" --environment "$env" --sample-rows 1000 >/dev/null
+done
+start_gateway full "$work/journal-full.sqlite3"
+start_gateway off off
+start_gateway normal "$work/journal-normal.sqlite3"
+"$bin" gateway --help >/dev/null  # warm the binary's pages before timing anything
+all="full:http://127.0.0.1:${port[full]},off:http://127.0.0.1:${port[off]},normal:http://127.0.0.1:${port[normal]}"
+
+# 1. Memory first, on a fresh gateway: after load its heap stays grown.
 echo "measuring: $idle idle clients" >&2
-idle_json="$("$bin" bench --idle-clients "$idle" --gateway-url "http://127.0.0.1:$port" --gateway-pid "$gateway_pid" --json)"
-wait_for_clients 0
-# A MAC only production knows: with 3 workers the other two answer not_found and are cancelled.
-start_workers production
-run "1 worker, c=1, FindVPSByLease" --concurrency 1 --mac 52:54:00:01:00:2a
-run "1 worker, c=64, FindVPSByLease" --concurrency 64 --mac 52:54:00:01:00:2a
-stop_workers
-start_workers production beta dev
-run "3 workers, c=1, FindVPSByLease" --concurrency 1 --mac 52:54:00:01:00:2a
-# Where the CPU goes at c=64: ticks per process around the run.
+idle_json="$("$bin" bench --admin-socket "${socket[full]}" --idle-clients "$idle" \
+    --gateway-url "http://127.0.0.1:${port[full]}" --gateway-pid "${gateway_pid[full]}" --json)"
+wait_for_clients full 0
+
+# 2 and 3. A MAC only production knows: with 3 workers the other two answer not_found or are cancelled.
+mac=52:54:00:01:00:2a
+start_workers "$all" production
+wait_for_clients full 1; wait_for_clients off 1; wait_for_clients normal 1
+run main "1 worker, c=1" full --concurrency 1 --mac "$mac"
+run main "1 worker, c=64" full --concurrency 64 --mac "$mac"
+for mode in off full normal; do
+    run journal "journal $mode, c=1" "$mode" --concurrency 1 --mac "$mac"
+    run journal "journal $mode, c=64" "$mode" --concurrency 64 --mac "$mac"
+done
+start_workers "$all" beta dev
+wait_for_clients full 3
+run main "3 workers, c=1" full --concurrency 1 --mac "$mac"
 cpu_before=()
-for pid in "$gateway_pid" "${workers[@]}"; do cpu_before+=("$(cpu_ticks "$pid")"); done
-run "3 workers, c=64, FindVPSByLease" --concurrency 64 --mac 52:54:00:01:00:2a
+for pid in "${gateway_pid[full]}" "${workers[@]}"; do cpu_before+=("$(cpu_ticks "$pid")"); done
+run main "3 workers, c=64" full --concurrency 64 --mac "$mac"
 cpu_report="$work/cpu.txt"
 : >"$cpu_report"
 index=0
-for pid in "$gateway_pid" "${workers[@]}"; do
+for pid in "${gateway_pid[full]}" "${workers[@]}"; do
     echo "$pid $(( $(cpu_ticks "$pid") - ${cpu_before[$index]} ))" >>"$cpu_report"
     index=$((index + 1))
 done
-run "3 workers, c=64, Ping (no database)" --concurrency 64 --method Ping --payload-hex 00
+run main "3 workers, c=64, Ping (no database)" full --concurrency 64 --method Ping --payload-hex 00
 stop_workers
 
+# 4. Replay: pending rows written while no gateway uses the file, then a gateway started on it.
+echo "measuring: replay of $replay_rows pending rows" >&2
+replay_journal="$work/journal-replay.sqlite3"
+"$bin" journal generate --journal "$replay_journal" --count "$replay_rows" --method Ping --payload-hex 00 --deadline 10m >/dev/null
+replay_start=$(date +%s.%N)
+start_gateway replay "$replay_journal"
+start_workers "replay:http://127.0.0.1:${port[replay]}" production
+unfinished="$replay_rows"
+for _ in $(seq 1 1200); do  # at most 10 minutes
+    unfinished=$("$bin" journal stats --journal "$replay_journal" --json | python3 -c 'import json,sys; c=json.load(sys.stdin)["counts_by_state"]; print(c["pending"]+c["in_flight"])')
+    [ "$unfinished" -eq 0 ] && break
+    [ -t 2 ] && echo "  $unfinished unfinished" >&2
+    sleep 0.5
+done
+replay_seconds=$(python3 -c "import time; print(round(time.time() - $replay_start, 1))")
+replay_counts=$("$bin" journal stats --journal "$replay_journal" --json)
+stop_workers
 
-python3 - "$out" "$idle_json" "$cpu_report" "$(getconf CLK_TCK)" <<'PY'
+python3 - "$out" "$idle_json" "$cpu_report" "$(getconf CLK_TCK)" "$replay_rows" "$replay_seconds" "$replay_counts" <<'PY'
 import json, sys
-print("| run | calls/s | p50 µs | p90 µs | p99 µs | max µs | errors |")
-print("|---|---:|---:|---:|---:|---:|---:|")
-for line in open(sys.argv[1]):
-    row = json.loads(line); r = row["result"]
-    print(f'| {row["label"]} | {r["throughput_rps"]:.0f} | {r["p50_us"]} | {r["p90_us"]} | {r["p99_us"]} | {r["max_us"]} | {r["errors"]} |')
 rows = [json.loads(line) for line in open(sys.argv[1])]
-c64 = next(r["result"] for r in rows if r["label"].startswith("3 workers, c=64, Find"))
+def table(name):
+    print("| run | calls/s | p50 µs | p90 µs | p99 µs | max µs | errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        if row["table"] != name: continue
+        r = row["result"]
+        print(f'| {row["label"]} | {r["throughput_rps"]:.0f} | {r["p50_us"]} | {r["p90_us"]} | {r["p99_us"]} | {r["max_us"]} | {r["errors"]} |')
+print("Lookups (journal FULL):\n"); table("main")
+c64 = next(r["result"] for r in rows if r["label"] == "3 workers, c=64")
 ticks = [int(line.split()[1]) for line in open(sys.argv[3])]
 per_call = [t / int(sys.argv[4]) * 1e6 / c64["requests"] for t in ticks]
-print()
-print(f'CPU per call at 3 workers, c=64: gateway {per_call[0]:.0f} µs, workers ' + ", ".join(f"{p:.0f}" for p in per_call[1:])
+print(f'\nCPU per call at 3 workers, c=64: gateway {per_call[0]:.0f} µs, workers ' + ", ".join(f"{p:.0f}" for p in per_call[1:])
       + f' µs (production, beta, dev), bench client {c64["client_cpu_us_per_call"]:.0f} µs.')
+print("\nJournal off / FULL / NORMAL (1 worker):\n"); table("journal")
+get = lambda label: next(r["result"] for r in rows if r["label"] == label)
+for c in (1, 64):
+    off, full = get(f"journal off, c={c}"), get(f"journal full, c={c}")
+    print(f'\n- c={c}: FULL keeps {full["throughput_rps"] / off["throughput_rps"] * 100:.0f} % of the journal-off throughput', end="")
+print()
 idle = json.loads(sys.argv[2])
 mib = lambda kb: f"{kb/1024:.1f} MiB" if kb is not None else "?"
-print()
-print(f'Gateway resident memory: {mib(idle["gateway_rss_kb_before"])} freshly started, {mib(idle["gateway_rss_kb_after"])} with {idle["registered"]} registered idle clients '
+print(f'\nGateway resident memory: {mib(idle["gateway_rss_kb_before"])} freshly started, {mib(idle["gateway_rss_kb_after"])} with {idle["registered"]} registered idle clients '
       f'({idle["per_client_kb"]} KiB per client; all registered in {idle["seconds_to_register"]:.1f} s).')
+counts = json.loads(sys.argv[7])["counts_by_state"]
+n, seconds = int(sys.argv[5]), float(sys.argv[6])
+print(f'\nReplay: {n} pending rows (Ping, 1 worker) finished {seconds} s after the gateway started '
+      f'({n / seconds:.0f} rows/s; completed {counts["completed"]}, failed {counts["failed"]}, expired {counts["expired"]}).')
 PY

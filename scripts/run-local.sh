@@ -24,7 +24,7 @@ export GATEWAY_API_SECRET="local-dev-secret" VPS_GATEWAY_API_SECRET="local-dev-s
 export GATEWAY_ADMIN_SOCKET="$work/admin.sock"
 port="${GATEWAY_GRPC_PORT:-1537}"
 
-"$bin" gateway --listen "127.0.0.1:$port" 2> >(sed 's/^/[gateway] /' >&2) &
+"$bin" gateway --listen "127.0.0.1:$port" --journal "$work/journal.sqlite3" 2> >(sed 's/^/[gateway] /' >&2) &
 pids+=($!)
 for env in production beta dev; do
     "$bin" inventory create "$work/$env.sqlite3" --environment "$env" --sample-rows 100 >/dev/null

@@ -3,7 +3,8 @@ import Logging
 import Synchronization
 
 /// Shares commits between concurrent writers: everything waiting goes into one `BEGIN
-/// IMMEDIATE` transaction, one savepoint per write, and one fsync releases them all. With
+/// IMMEDIATE` transaction and one fsync releases them all; when a write is refused, the
+/// batch is applied again with a savepoint per write so only that one fails. With
 /// `synchronous=FULL` that is what keeps throughput from collapsing to the disk's fsync rate.
 final class GroupCommitter: Sendable {
     /// Writes per transaction at most, so one commit never holds the lock for long.
@@ -110,23 +111,18 @@ final class GroupCommitter: Sendable {
     private func commit(_ batch: [Write]) async {
         do {
             let failures = try await pool.writeWithoutTransaction { db -> [JournalError?] in
-                var failures = [JournalError?](repeating: nil, count: batch.count)
-                try db.inTransaction(.immediate) {
-                    for (index, write) in batch.enumerated() {
-                        do {
-                            try db.inSavepoint {
-                                try write.apply(db)
-                                return .commit
-                            }
-                        } catch let error as JournalError {
-                            failures[index] = error
-                        } catch {
-                            failures[index] = JournalError(code: .writeFailed, message: "a journal write was refused", cause: error)
-                        }
+                do {
+                    // The common case: every write applies; one transaction, no savepoints.
+                    try db.inTransaction(.immediate) {
+                        for write in batch { try write.apply(db) }
+                        return .commit
                     }
-                    return .commit
+                    return [JournalError?](repeating: nil, count: batch.count)
+                } catch {
+                    // One write was refused and the transaction rolled back: apply them one by
+                    // one, each in its own savepoint, so only the bad one fails.
+                    return try Self.applySeparately(batch, db)
                 }
-                return failures
             }
             for (write, failure) in zip(batch, failures) { write.done?(failure) }
         } catch {
@@ -138,6 +134,26 @@ final class GroupCommitter: Sendable {
             logger.error("journal commit failed", metadata: ["error": "\(error)", "writes": "\(batch.count)"])
             for write in batch { write.done?(failure) }
         }
+    }
+
+    private static func applySeparately(_ batch: [Write], _ db: Database) throws -> [JournalError?] {
+        var failures = [JournalError?](repeating: nil, count: batch.count)
+        try db.inTransaction(.immediate) {
+            for (index, write) in batch.enumerated() {
+                do {
+                    try db.inSavepoint {
+                        try write.apply(db)
+                        return .commit
+                    }
+                } catch let error as JournalError {
+                    failures[index] = error
+                } catch {
+                    failures[index] = JournalError(code: .writeFailed, message: "a journal write was refused", cause: error)
+                }
+            }
+            return .commit
+        }
+        return failures
     }
 }
 

@@ -109,12 +109,14 @@ extension JournalRecord {
         try Row.fetchAll(db, sql: sql, arguments: arguments).map(JournalRecord.init(row:))
     }
 
+    /// Inserts the row unless its request id exists (then `db.changesCount` is 0).
     func insert(_ db: Database) throws {
         try db.cachedStatement(sql: """
             INSERT INTO requests (request_id, method, target_environment, target_instance, payload, origin, state, attempts,
                 created_at, updated_at, next_attempt_at, deadline_at, lease_owner, responder_instance, responder_environment,
                 outcome, result_payload, error)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (request_id) DO NOTHING
             """).execute(arguments: [
                 requestID, method, targetEnvironment, targetInstance, payload, origin, state.rawValue, attempts,
                 createdAt, updatedAt, nextAttemptAt, deadlineAt, leaseOwner, responderInstance, responderEnvironment,

@@ -13,9 +13,12 @@ extension RequestJournal {
     /// Records a new pending request; returns once committed.
     public func insert(_ record: JournalRecord) async throws -> Insertion {
         try await committer.commit { db in
-            if let existing = try JournalRecord.fetchOne(db, key: record.requestID) { return .exists(existing) }
             try record.insert(db)
-            return .inserted
+            if db.changesCount > 0 { return .inserted }
+            guard let existing = try JournalRecord.fetchOne(db, key: record.requestID) else {
+                throw JournalError(code: .writeFailed, message: "request '\(record.requestID)' was neither inserted nor found")
+            }
+            return .exists(existing)
         }
     }
 
@@ -24,10 +27,9 @@ extension RequestJournal {
     public func markInFlight(_ requestID: String, attempt: Int, owner: String) {
         let now = JournalClock.now()
         committer.submit { db in
-            try db.execute(
-                sql: "UPDATE requests SET state = 'in_flight', attempts = ?, lease_owner = ?, updated_at = ? WHERE request_id = ? AND state IN ('pending', 'in_flight')",
-                arguments: [attempt, owner, now, requestID]
-            )
+            try db.cachedStatement(
+                sql: "UPDATE requests SET state = 'in_flight', attempts = ?, lease_owner = ?, updated_at = ? WHERE request_id = ? AND state IN ('pending', 'in_flight')"
+            ).execute(arguments: [attempt, owner, now, requestID])
         }
     }
 
@@ -36,40 +38,25 @@ extension RequestJournal {
     public func scheduleRetry(_ requestID: String, at nextAttempt: Int64, outcome: String, error: String) {
         let now = JournalClock.now()
         committer.submit { db in
-            try db.execute(
-                sql: "UPDATE requests SET state = 'pending', next_attempt_at = ?, outcome = ?, error = ?, updated_at = ? WHERE request_id = ? AND state IN ('pending', 'in_flight')",
-                arguments: [nextAttempt, outcome, error, now, requestID]
-            )
+            try db.cachedStatement(
+                sql: "UPDATE requests SET state = 'pending', next_attempt_at = ?, outcome = ?, error = ?, updated_at = ? WHERE request_id = ? AND state IN ('pending', 'in_flight')"
+            ).execute(arguments: [nextAttempt, outcome, error, now, requestID])
         }
     }
 
-    /// The final state of a request, with what the last attempt gave. Returns the row once
-    /// committed.
-    public func finish(
-        _ requestID: String,
-        state: JournalRecord.State,
-        outcome: String,
-        attempts: Int,
-        responderInstance: String?,
-        responderEnvironment: String?,
-        resultPayload: Data?,
-        error: String?
-    ) async throws -> JournalRecord {
-        precondition(state.isTerminal, "finish takes a terminal state")
-        let now = JournalClock.now()
-        return try await committer.commit { db in
-            try db.execute(
-                sql: """
-                    UPDATE requests SET state = ?, outcome = ?, attempts = ?, responder_instance = ?, responder_environment = ?,
-                        result_payload = ?, error = ?, updated_at = ?, lease_owner = NULL
-                    WHERE request_id = ?
-                    """,
-                arguments: [state.rawValue, outcome, attempts, responderInstance, responderEnvironment, resultPayload, error, now, requestID]
-            )
-            guard let record = try JournalRecord.fetchOne(db, key: requestID) else {
-                throw JournalError(code: .notFound, message: "request '\(requestID)' vanished from the journal while it ran")
-            }
-            return record
+    /// Writes a request's final row (state, outcome, responder, result) in the next group
+    /// commit without waiting for it; a failed write is logged.
+    public func finish(_ final: JournalRecord) {
+        precondition(final.state.isTerminal, "finish takes a terminal state")
+        committer.submit { db in
+            try db.cachedStatement(sql: """
+                UPDATE requests SET state = ?, outcome = ?, attempts = ?, responder_instance = ?, responder_environment = ?,
+                    result_payload = ?, error = ?, updated_at = ?, lease_owner = NULL
+                WHERE request_id = ?
+                """).execute(arguments: [
+                    final.state.rawValue, final.outcome, final.attempts, final.responderInstance, final.responderEnvironment,
+                    final.resultPayload, final.error, final.updatedAt, final.requestID,
+                ])
         }
     }
 

@@ -95,13 +95,11 @@ struct AdminService: GatewayAdminService.SimpleServiceProtocol {
                 runner.submit(record)
                 return AdminCallResponse(record)
             }
-            completion = await runner.submitAndWait(record)
+            completion = await runner.runHere(record)
         }
         switch completion {
         case .finished(let final):
             return AdminCallResponse(final)
-        case .unrecorded(let error):
-            throw RPCError(code: .unavailable, message: "the request ran but its outcome could not be recorded in the journal: \(error)")
         case .interrupted:
             throw RPCError(code: .unavailable, message: "the gateway is shutting down; request \(requestID) stays pending in the journal and is retried at the next start")
         }
@@ -153,12 +151,19 @@ struct AdminService: GatewayAdminService.SimpleServiceProtocol {
         }
     }
 
-    /// 16 random bytes in hex: unique enough to be the journal's idempotency key later.
+    /// 16 random bytes in hex: unique enough to be the journal's idempotency key.
     static func newRequestID() -> String {
         var generator = SystemRandomNumberGenerator()
-        let high = generator.next() as UInt64
-        let low = generator.next() as UInt64
-        return String(format: "%016llx%016llx", high, low)
+        let digits = Array("0123456789abcdef".utf8)
+        var bytes = [UInt8](repeating: 0, count: 32)
+        for half in 0..<2 {
+            var value = generator.next() as UInt64
+            for index in (half * 16..<half * 16 + 16).reversed() {
+                bytes[index] = digits[Int(value & 0xf)]
+                value >>= 4
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 }
 

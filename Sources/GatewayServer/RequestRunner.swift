@@ -15,8 +15,6 @@ final class RequestRunner: Sendable {
     /// How a waiting caller learns the end of a request.
     enum Completion: Sendable {
         case finished(JournalRecord)
-        /// The outcome is known but could not be recorded.
-        case unrecorded(JournalError)
         /// The gateway stopped first; the request stays pending in the journal.
         case interrupted
     }
@@ -44,12 +42,13 @@ final class RequestRunner: Sendable {
         queue.enqueue(record)
     }
 
-    /// Queues a recorded request and waits for its end.
-    func submitAndWait(_ record: JournalRecord) async -> Completion {
-        await withCheckedContinuation { continuation in
-            addWaiter(record.requestID, continuation)
-            queue.enqueue(record)
-        }
+    /// Runs a recorded request in the caller's task (a synchronous admin call: no hand-off
+    /// to the runner) and returns its end. If the caller is cancelled before the end (its
+    /// client went away), the runner takes the request over so it still finishes.
+    func runHere(_ record: JournalRecord) async -> Completion {
+        let completion = await execute(record)
+        if case .interrupted = completion { queue.enqueue(record) }
+        return completion
     }
 
     /// Waits for a request that is already running (a repeat of its request id).
@@ -79,7 +78,7 @@ final class RequestRunner: Sendable {
                     guard await slots.acquire() else { break }
                     group.addTask {
                         defer { self.slots.release() }
-                        await self.execute(record)
+                        _ = await self.execute(record)
                     }
                 }
             }
@@ -91,17 +90,17 @@ final class RequestRunner: Sendable {
         for waiter in stranded.values.joined() { waiter.resume(returning: .interrupted) }
     }
 
-    /// Attempts until an answer, the deadline or the attempt budget.
-    private func execute(_ record: JournalRecord) async {
+    /// Attempts until an answer, the deadline or the attempt budget; resolves the request's
+    /// waiters and returns the same end.
+    private func execute(_ record: JournalRecord) async -> Completion {
         let requestID = record.requestID
         let deadline = Self.instant(ofWallClock: record.deadlineAt)
         var attempts = record.attempts
         var last: CallResult?
         while true {
             if ContinuousClock.now >= deadline {
-                await finish(record, .expired, outcome: last?.outcome.rawValue ?? CallResult.Outcome.deadlineExceeded.rawValue,
-                             attempts: attempts, result: last, note: "deadline passed before an answer")
-                return
+                return await finish(record, .expired, outcome: last?.outcome.rawValue ?? CallResult.Outcome.deadlineExceeded.rawValue,
+                                    attempts: attempts, result: last, note: "deadline passed before an answer")
             }
             attempts += 1
             journal.markInFlight(requestID, attempt: attempts, owner: owner)
@@ -110,20 +109,17 @@ final class RequestRunner: Sendable {
                 target: CallTarget(environment: record.targetEnvironment, instanceID: record.targetInstance),
                 deadline: deadline, attempt: UInt32(clamping: attempts)
             ))
-            // Shutting down: leave the row unfinished; the next start retries it.
-            if Task.isCancelled { return }
+            // Shutting down (or the caller left): the row stays unfinished for whoever runs it next.
+            if Task.isCancelled { return .interrupted }
             last = result
             switch result.outcome {
             case .ok, .notFound:
-                await finish(record, .completed, outcome: result.outcome.rawValue, attempts: attempts, result: result)
-                return
+                return await finish(record, .completed, outcome: result.outcome.rawValue, attempts: attempts, result: result)
             case .noReceivers, .deadlineExceeded:
-                await finish(record, .expired, outcome: result.outcome.rawValue, attempts: attempts, result: result)
-                return
+                return await finish(record, .expired, outcome: result.outcome.rawValue, attempts: attempts, result: result)
             case .failed where !result.retryable || attempts >= configuration.maxAttempts:
-                await finish(record, .failed, outcome: result.outcome.rawValue, attempts: attempts, result: result,
-                             note: result.retryable ? "gave up after \(attempts) attempt(s)" : nil)
-                return
+                return await finish(record, .failed, outcome: result.outcome.rawValue, attempts: attempts, result: result,
+                                    note: result.retryable ? "gave up after \(attempts) attempt(s)" : nil)
             case .failed:
                 let delay = retryDelay(afterAttempt: attempts)
                 logger.info("request attempt failed; retrying", metadata: [
@@ -132,11 +128,15 @@ final class RequestRunner: Sendable {
                     "error": "\(result.error)",
                 ])
                 journal.scheduleRetry(requestID, at: JournalClock.now() + Int64(delay.components.seconds * 1000 + delay.components.attoseconds / 1_000_000_000_000_000), outcome: result.outcome.rawValue, error: result.error)
-                do { try await Task.sleep(for: delay) } catch { return }
+                do { try await Task.sleep(for: delay) } catch { return .interrupted }
             }
         }
     }
 
+    /// Ends a request: its waiters get the final row at once, and the row is written in the
+    /// next group commit without waiting for it. If the gateway dies before that commit, the
+    /// row is still unfinished at the next start and runs again with the same request id,
+    /// which the worker answers from its response cache.
     private func finish(
         _ record: JournalRecord,
         _ state: JournalRecord.State,
@@ -144,21 +144,21 @@ final class RequestRunner: Sendable {
         attempts: Int,
         result: CallResult?,
         note: String? = nil
-    ) async {
+    ) async -> Completion {
         let error = [result?.error, note].compactMap { $0 }.filter { !$0.isEmpty }.joined(separator: "; ")
-        do {
-            let final = try await journal.finish(
-                record.requestID, state: state, outcome: outcome, attempts: attempts,
-                responderInstance: result?.responder?.instanceID, responderEnvironment: result?.responder?.environment,
-                resultPayload: result?.outcome == .ok ? result?.payload : nil, error: error.isEmpty ? nil : error
-            )
-            resolve(record.requestID, .finished(final))
-        } catch let failure as JournalError {
-            logger.error("could not record the end of a request", metadata: ["request_id": "\(record.requestID)", "error": "\(failure)"])
-            resolve(record.requestID, .unrecorded(failure))
-        } catch {
-            resolve(record.requestID, .unrecorded(JournalError(code: .writeFailed, message: "could not record the end of the request", cause: error)))
-        }
+        var final = record
+        final.state = state
+        final.outcome = outcome
+        final.attempts = attempts
+        final.responderInstance = result?.responder?.instanceID
+        final.responderEnvironment = result?.responder?.environment
+        final.resultPayload = result?.outcome == .ok ? result?.payload : nil
+        final.error = error.isEmpty ? nil : error
+        final.updatedAt = JournalClock.now()
+        final.leaseOwner = nil
+        journal.finish(final)
+        resolve(record.requestID, .finished(final))
+        return .finished(final)
     }
 
     /// 100 ms doubling per attempt up to the configured cap, ±20 % jitter.

@@ -9,7 +9,7 @@ PROTOS := proto/obiente/cloud/vpsgateway/v1/gateway.proto \
           proto/obiente/cloud/vps/v1/find_vps_by_lease.proto \
           proto/vpsgateway/admin/v1/admin.proto
 
-.PHONY: help deps build release test run proto check-generated bench clean
+.PHONY: help deps build release test run proto check-generated bench install clean
 
 help:
 	@echo "make run      - build, then run a gateway with three environment workers on sample inventories and look up a VPS"
@@ -17,6 +17,7 @@ help:
 	@echo "make build    - debug build;  make release - release build"
 	@echo "make bench    - release build, then the benchmark table of the README"
 	@echo "make proto    - regenerate $(GENERATED) from proto/ (needs protoc; builds the plugins)"
+	@echo "make install  - release build, then install to \$$DESTDIR\$$PREFIX (default /usr/local): bin/vps-gateway, share/vps-gateway/migrations"
 
 # Debian packages the build and the tests need. Installs them when run as root, otherwise
 # prints the command to run.
@@ -53,6 +54,12 @@ proto:
 # Regenerates and fails when the committed code differs from what proto/ produces.
 check-generated: proto
 	git diff --exit-code -- $(GENERATED)
+
+# The binary finds its migrations at ../share/vps-gateway/migrations relative to itself.
+install: release
+	install -D -m 0755 "$$($(SWIFT) build -c release --show-bin-path)/vps-gateway" "$(DESTDIR)$(PREFIX)/bin/vps-gateway"
+	install -d "$(DESTDIR)$(PREFIX)/share/vps-gateway/migrations"
+	install -m 0644 migrations/*.sql "$(DESTDIR)$(PREFIX)/share/vps-gateway/migrations/"
 
 clean:
 	rm -rf .build .build-protoc .build-release

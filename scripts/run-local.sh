@@ -51,6 +51,8 @@ cat <<MSG
 Running. Try, in another terminal:
   GATEWAY_ADMIN_SOCKET=$work/admin.sock $bin lookup --mac 52:54:00:02:00:07 --json
   GATEWAY_ADMIN_SOCKET=$work/admin.sock $bin bench --concurrency 64 --duration 5s --mac 52:54:00:03:00:01
+  $bin journal list --journal $work/journal.sqlite3
+  $bin journal stats --journal $work/journal.sqlite3
 Ctrl-C stops everything and removes $work.
 MSG
 wait

@@ -47,7 +47,7 @@ extension Gateway {
         public var retryMaxDelay: Duration
         /// Finished journal rows older than this are pruned. Default 7 days.
         public var journalRetention: Duration
-        /// How often finished rows are pruned. Default 60 s.
+        /// How often finished rows are pruned. Default 30 s.
         public var pruneInterval: Duration
         /// How often the journal's WAL is checkpointed and truncated. Default 30 s.
         public var checkpointInterval: Duration
@@ -74,7 +74,7 @@ extension Gateway {
             self.retryInitialDelay = .milliseconds(100)
             self.retryMaxDelay = .seconds(5)
             self.journalRetention = .seconds(7 * 86_400)
-            self.pruneInterval = .seconds(60)
+            self.pruneInterval = .seconds(30)
             self.checkpointInterval = .seconds(30)
         }
 

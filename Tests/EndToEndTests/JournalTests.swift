@@ -199,6 +199,50 @@ struct JournalTests {
         }
     }
 
+    @Test("finished rows older than the retention are pruned in the background and the WAL stays small")
+    func retention() async throws {
+        try await Cluster.with { cluster in
+            try await cluster.startGateway(["--journal-retention", "1s", "--journal-upkeep-interval", "300ms"])
+            try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production", [vps]))
+            try await cluster.waitForClients(["production-1"])
+            for index in 0..<50 { _ = try await cluster.call(lookupRequest(id: "old-\(index)")) }
+            let journal = try openJournal(cluster)
+            #expect(try journal.stats().countsByState["completed"] == 50)
+            let pruned = await poll(timeout: .seconds(10)) {
+                let stats = try? journal.stats()
+                return stats?.countsByState["completed"] == 0 && (stats?.walBytes ?? .max) == 0
+            }
+            #expect(pruned, "stats: \(String(describing: try? journal.stats()))")
+        }
+    }
+
+    @Test("a journal write failing at run time (file size limit, as on a full disk) fails the call clearly and records nothing")
+    func writeFailure() async throws {
+        try await Cluster.with { cluster in
+            // Ignore SIGXFSZ so writes past the limit fail with EFBIG instead of killing the process.
+            let gateway = try await cluster.startGateway(launcher: ["/bin/sh", "-c", "trap '' XFSZ; ulimit -f 256; exec \"$0\" \"$@\""])
+            try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production", [vps]))
+            try await cluster.waitForClients(["production-1"])
+            var refusal: AdminClientError?
+            var failedID = ""
+            // A bounded number of calls: each grows the WAL until a write hits the limit.
+            for index in 0..<3000 where refusal == nil {
+                do {
+                    _ = try await cluster.call(lookupRequest(id: "fill-\(index)-" + String(repeating: "x", count: 100)))
+                } catch let error as AdminClientError {
+                    refusal = error
+                    failedID = "fill-\(index)-" + String(repeating: "x", count: 100)
+                }
+            }
+            let error = try #require(refusal, "no write ever failed")
+            #expect(failedID != "fill-0-" + String(repeating: "x", count: 100), "the first call already failed: not a run-time failure")
+            #expect(error.message.contains("not recorded"), "\(error)")
+            #expect(gateway.isRunning)
+            let journal = try openJournal(cluster)
+            #expect(try journal.record(failedID) == nil, "a refused request must not be in the journal")
+        }
+    }
+
     @Test("the gateway refuses a journal it cannot trust, with exit 78 and what to do", arguments: [
         "garbage", "newer-schema", "edited-migration", "read-only-directory",
     ])

@@ -77,6 +77,9 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Finished journal rows older than this are pruned in the background.", valueName: "duration"))
     var journalRetention = DurationArgument(.seconds(7 * 86_400), text: "7d")
 
+    @Option(help: ArgumentHelp("How often finished journal rows are pruned and the WAL is checkpointed.", valueName: "duration"))
+    var journalUpkeepInterval = DurationArgument(.seconds(30), text: "30s")
+
     @Option(help: ArgumentHelp("Attempts of a request whose attempts keep failing (a dropped stream, an internal error).", valueName: "count"))
     var maxAttempts = 5
 
@@ -96,6 +99,7 @@ struct GatewayCommand: AsyncParsableCommand {
         }
         guard (1...100).contains(maxAttempts) else { throw ValidationError("--max-attempts must be 1-100, got \(maxAttempts)") }
         _ = try journalRetention.requirePositive("--journal-retention")
+        _ = try journalUpkeepInterval.requirePositive("--journal-upkeep-interval")
         if let listen { _ = try ListenAddress(listen) }
     }
 
@@ -136,6 +140,8 @@ struct GatewayCommand: AsyncParsableCommand {
         configuration.keepaliveInterval = keepaliveInterval.duration
         configuration.maxAttempts = maxAttempts
         configuration.journalRetention = journalRetention.duration
+        configuration.pruneInterval = journalUpkeepInterval.duration
+        configuration.checkpointInterval = journalUpkeepInterval.duration
         configuration.version = BuildInfo.version
         return configuration
     }

@@ -53,9 +53,10 @@ final class Cluster: Sendable {
 
     /// Starts a gateway and, unless told otherwise, waits until its admin socket answers.
     @discardableResult
-    func startGateway(_ extraArguments: [String] = [], environment: [String: String]? = nil, waitUntilReady: Bool = true) async throws -> TestProcess {
+    func startGateway(_ extraArguments: [String] = [], environment: [String: String]? = nil, waitUntilReady: Bool = true, launcher: [String] = []) async throws -> TestProcess {
         let process = try spawn(
             name: "gateway",
+            launcher: launcher,
             arguments: ["gateway", "--listen", "127.0.0.1:\(port)", "--admin-socket", adminSocket]
                 + (extraArguments.contains("--journal") ? [] : ["--journal", journal]) + extraArguments,
             environment: environment ?? ["GATEWAY_API_SECRET": secret]
@@ -90,11 +91,11 @@ final class Cluster: Sendable {
     }
 
     @discardableResult
-    func spawn(name: String, arguments: [String], environment: [String: String]) throws -> TestProcess {
+    func spawn(name: String, launcher: [String] = [], arguments: [String], environment: [String: String]) throws -> TestProcess {
         let count = processes.withLock { $0.count }
         let process = try TestProcess(
             name: name, arguments: arguments, environment: environment,
-            logPath: "\(directory)/\(count)-\(name).log"
+            logPath: "\(directory)/\(count)-\(name).log", launcher: launcher
         )
         processes.withLock { $0.append(process) }
         return process

@@ -13,10 +13,17 @@ final class TestProcess: Sendable {
     private let process: Mutex<Process>
 
     /// Starts `arguments` of the built `vps-gateway` with exactly `environment` (plus PATH).
-    init(name: String, arguments: [String], environment: [String: String], logPath: String) throws {
+    /// A `launcher` (like `["/bin/sh", "-c", "ulimit -f 100; exec \"$0\" \"$@\""]`) runs
+    /// first and gets the binary and its arguments after its own.
+    init(name: String, arguments: [String], environment: [String: String], logPath: String, launcher: [String] = []) throws {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: TestBinary.path)
-        process.arguments = arguments
+        if let first = launcher.first {
+            process.executableURL = URL(fileURLWithPath: first)
+            process.arguments = Array(launcher.dropFirst()) + [TestBinary.path] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: TestBinary.path)
+            process.arguments = arguments
+        }
         var env = environment
         env["PATH"] = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
         env["SWIFT_BACKTRACE"] = "enable=no"

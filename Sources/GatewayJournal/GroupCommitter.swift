@@ -49,11 +49,16 @@ final class GroupCommitter: Sendable {
 
     /// Applies `body` in the next group commit without waiting for it. For state changes
     /// whose loss in a crash only repeats work (a retry re-reads the row); failures are logged.
-    func submit(_ body: @escaping @Sendable (Database) throws -> Void) {
+    func submit(whenDone: @escaping @Sendable () -> Void = {}, _ body: @escaping @Sendable (Database) throws -> Void) {
         let logger = self.logger
-        _ = enqueue(Write(apply: body, done: { error in
+        let accepted = enqueue(Write(apply: body, done: { error in
             if let error { logger.error("journal write failed", metadata: ["error": "\(error)"]) }
+            whenDone()
         }))
+        if !accepted {
+            logger.error("journal write dropped: the writer has stopped")
+            whenDone()
+        }
     }
 
     private func enqueue(_ write: Write) -> Bool {

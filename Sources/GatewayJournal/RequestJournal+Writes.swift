@@ -45,10 +45,11 @@ extension RequestJournal {
     }
 
     /// Writes a request's final row (state, outcome, responder, result) in the next group
-    /// commit without waiting for it; a failed write is logged.
-    public func finish(_ final: JournalRecord) {
+    /// commit without waiting for it; a failed write is logged. `whenWritten` runs after the
+    /// commit, whether it succeeded or not.
+    public func finish(_ final: JournalRecord, whenWritten: @escaping @Sendable () -> Void = {}) {
         precondition(final.state.isTerminal, "finish takes a terminal state")
-        committer.submit { db in
+        committer.submit(whenDone: whenWritten) { db in
             try db.cachedStatement(sql: """
                 UPDATE requests SET state = ?, outcome = ?, attempts = ?, responder_instance = ?, responder_environment = ?,
                     result_payload = ?, error = ?, updated_at = ?, lease_owner = NULL

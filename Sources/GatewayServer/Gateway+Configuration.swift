@@ -37,7 +37,9 @@ extension Gateway {
         public var shutdownGracePeriod: Duration
         /// The version reported in `registered` and logs.
         public var version: String
-        /// Journaled requests executing at once (recovered and replayed ones queue). Default 1024.
+        /// Journaled requests executing at once from the runner's queue (recovered, replayed
+        /// and async ones; the rest wait). Default 256, the workers' default concurrency, so a
+        /// replay does not make them refuse work as busy.
         public var maxConcurrentJournalRequests: Int
         /// Attempts of a request whose attempts keep failing. Default 5.
         public var maxAttempts: Int
@@ -69,7 +71,7 @@ extension Gateway {
             self.minClientPingInterval = .seconds(10)
             self.shutdownGracePeriod = .seconds(5)
             self.version = "dev"
-            self.maxConcurrentJournalRequests = 1024
+            self.maxConcurrentJournalRequests = 256
             self.maxAttempts = 5
             self.retryInitialDelay = .milliseconds(100)
             self.retryMaxDelay = .seconds(5)

@@ -26,7 +26,20 @@ final class RequestRunner: Sendable {
     /// Who holds in-flight rows: this process.
     private let owner = "pid \(ProcessInfo.processInfo.processIdentifier)@\(ProcessInfo.processInfo.hostName)"
     private let queue = MessageQueue<JournalRecord>(capacity: Int.max)
-    private let waiters = Mutex<[String: [CheckedContinuation<Completion, Never>]]>([:])
+    private let runs = Mutex(Runs())
+
+    /// Who runs which request id, and who waits for it. A request id runs at most once at a
+    /// time in this process; its final row stays here until the journal has it, so a caller
+    /// arriving in between gets it without reading a stale row.
+    private struct Runs {
+        var claims: [String: Claim] = [:]
+        var waiters: [String: [CheckedContinuation<Completion, Never>]] = [:]
+    }
+
+    private enum Claim {
+        case running
+        case finished(JournalRecord)
+    }
     private let slots: ConcurrencyLimit
 
     init(journal: RequestJournal, router: CallRouter, configuration: Gateway.Configuration, logger: Logger) {
@@ -51,23 +64,49 @@ final class RequestRunner: Sendable {
         return completion
     }
 
-    /// Waits for a request that is already running (a repeat of its request id).
+    /// Waits for the end of a request id that is recorded already (a repeat of a call).
+    /// Starts it when nobody runs it (a row left pending by an earlier run, not yet
+    /// recovered).
     func waitForRunning(_ requestID: String) async -> Completion {
         await withCheckedContinuation { continuation in
-            addWaiter(requestID, continuation)
-            // It may have finished between the caller's look at the journal and now.
-            if let record = try? journal.record(requestID), record.state.isTerminal {
-                resolve(requestID, .finished(record))
+            let claim = runs.withLock { state -> Claim? in
+                let claim = state.claims[requestID]
+                if case .finished = claim { return claim }
+                state.waiters[requestID, default: []].append(continuation)
+                return claim
+            }
+            switch claim {
+            case .finished(let final):
+                continuation.resume(returning: .finished(final))
+            case .running:
+                break
+            case nil:
+                // Not running here: the journal says where it stands.
+                guard let record = try? journal.record(requestID) else {
+                    resolve(requestID, .interrupted)
+                    return
+                }
+                if record.state.isTerminal { resolve(requestID, .finished(record)) } else { queue.enqueue(record) }
             }
         }
     }
 
-    private func addWaiter(_ requestID: String, _ continuation: CheckedContinuation<Completion, Never>) {
-        waiters.withLock { $0[requestID, default: []].append(continuation) }
+    private func resolve(_ requestID: String, _ completion: Completion) {
+        let waiters = runs.withLock { $0.waiters.removeValue(forKey: requestID) ?? [] }
+        for waiter in waiters { waiter.resume(returning: completion) }
     }
 
-    private func resolve(_ requestID: String, _ completion: Completion) {
-        for waiter in waiters.withLock({ $0.removeValue(forKey: requestID) ?? [] }) { waiter.resume(returning: completion) }
+    /// Takes the run of `requestID`; false (and the known end, if any) when it is taken.
+    private func claim(_ requestID: String) -> (claimed: Bool, finished: JournalRecord?) {
+        runs.withLock { state in
+            switch state.claims[requestID] {
+            case .running: return (false, nil)
+            case .finished(let final): return (false, final)
+            case nil:
+                state.claims[requestID] = .running
+                return (true, nil)
+            }
+        }
     }
 
     /// Runs submitted requests until cancelled.
@@ -83,9 +122,9 @@ final class RequestRunner: Sendable {
                 }
             }
         }
-        let stranded = waiters.withLock { waiters in
-            defer { waiters = [:] }
-            return waiters
+        let stranded = runs.withLock { state in
+            defer { state.waiters = [:] }
+            return state.waiters
         }
         for waiter in stranded.values.joined() { waiter.resume(returning: .interrupted) }
     }
@@ -94,6 +133,11 @@ final class RequestRunner: Sendable {
     /// waiters and returns the same end.
     private func execute(_ record: JournalRecord) async -> Completion {
         let requestID = record.requestID
+        let (claimed, known) = claim(requestID)
+        guard claimed else {
+            if let known { return .finished(known) }
+            return await waitForRunning(requestID)
+        }
         let deadline = Self.instant(ofWallClock: record.deadlineAt)
         var attempts = record.attempts
         var last: CallResult?
@@ -110,7 +154,7 @@ final class RequestRunner: Sendable {
                 deadline: deadline, attempt: UInt32(clamping: attempts)
             ))
             // Shutting down (or the caller left): the row stays unfinished for whoever runs it next.
-            if Task.isCancelled { return .interrupted }
+            if Task.isCancelled { return unclaim(requestID) }
             last = result
             switch result.outcome {
             case .ok, .notFound:
@@ -128,7 +172,7 @@ final class RequestRunner: Sendable {
                     "error": "\(result.error)",
                 ])
                 journal.scheduleRetry(requestID, at: JournalClock.now() + Int64(delay.components.seconds * 1000 + delay.components.attoseconds / 1_000_000_000_000_000), outcome: result.outcome.rawValue, error: result.error)
-                do { try await Task.sleep(for: delay) } catch { return .interrupted }
+                do { try await Task.sleep(for: delay) } catch { return unclaim(requestID) }
             }
         }
     }
@@ -156,9 +200,23 @@ final class RequestRunner: Sendable {
         final.error = error.isEmpty ? nil : error
         final.updatedAt = JournalClock.now()
         final.leaseOwner = nil
-        journal.finish(final)
-        resolve(record.requestID, .finished(final))
+        let requestID = record.requestID
+        runs.withLock { $0.claims[requestID] = .finished(final) }
+        journal.finish(final) { [self] in
+            // The journal has the row now; readers get it from there.
+            runs.withLock { state in
+                if case .finished = state.claims[requestID] { state.claims[requestID] = nil }
+            }
+        }
+        resolve(requestID, .finished(final))
         return .finished(final)
+    }
+
+    /// Gives up a run without an end (shutdown, or a caller that left): the row stays
+    /// unfinished in the journal.
+    private func unclaim(_ requestID: String) -> Completion {
+        runs.withLock { _ = $0.claims.removeValue(forKey: requestID) }
+        return .interrupted
     }
 
     /// 100 ms doubling per attempt up to the configured cap, ±20 % jitter.

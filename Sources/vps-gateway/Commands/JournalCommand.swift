@@ -417,7 +417,8 @@ extension JournalCommand {
         }
 
         func run() async throws {
-            let logger = Logger(label: "journal")
+            var logger = Logger(label: "journal")
+            logger.logLevel = .warning
             let journal: RequestJournal
             do {
                 journal = try await RequestJournal.open(at: self.journal.path, migrations: try migrations.load(), durability: .normal, logger: logger)

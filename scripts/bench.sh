@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 duration="${BENCH_DURATION:-10s}"
+journal_duration="${BENCH_JOURNAL_DURATION:-5s}"
 idle="${BENCH_IDLE_CLIENTS:-1000}"
 replay_rows="${BENCH_REPLAY_ROWS:-100000}"
 swift build -c release --product vps-gateway 2>&1 | tail -n 1
@@ -67,7 +68,7 @@ run() {  # table, label, gateway, bench arguments...
     local table="$1" label="$2" gateway="$3"; shift 3
     echo "measuring: $label" >&2
     printf '{"table":"%s","label":"%s","result":%s}\n' "$table" "$label" \
-        "$("$bin" bench --admin-socket "${socket[$gateway]}" --duration "$duration" --json "$@")" >>"$out"
+        "$("$bin" bench --admin-socket "${socket[$gateway]}" --duration "${run_duration:-$duration}" --warmup 1s --json "$@")" >>"$out"
 }
 
 : >"$out"
@@ -92,10 +93,15 @@ start_workers "$all" production
 wait_for_clients full 1; wait_for_clients off 1; wait_for_clients normal 1
 run main "1 worker, c=1" full --concurrency 1 --mac "$mac"
 run main "1 worker, c=64" full --concurrency 64 --mac "$mac"
-for mode in off full normal; do
-    run journal "journal $mode, c=1" "$mode" --concurrency 1 --mac "$mac"
-    run journal "journal $mode, c=64" "$mode" --concurrency 64 --mac "$mac"
+# Interleaved repetitions: on a shared machine a single run of each says little.
+run_duration="$journal_duration"
+for rep in 1 2 3; do
+    for mode in off full normal; do
+        run journal "journal $mode, c=1 #$rep" "$mode" --concurrency 1 --mac "$mac"
+        run journal "journal $mode, c=64 #$rep" "$mode" --concurrency 64 --mac "$mac"
+    done
 done
+unset run_duration
 start_workers "$all" beta dev
 wait_for_clients full 3
 run main "3 workers, c=1" full --concurrency 1 --mac "$mac"
@@ -146,11 +152,20 @@ ticks = [int(line.split()[1]) for line in open(sys.argv[3])]
 per_call = [t / int(sys.argv[4]) * 1e6 / c64["requests"] for t in ticks]
 print(f'\nCPU per call at 3 workers, c=64: gateway {per_call[0]:.0f} µs, workers ' + ", ".join(f"{p:.0f}" for p in per_call[1:])
       + f' µs (production, beta, dev), bench client {c64["client_cpu_us_per_call"]:.0f} µs.')
-print("\nJournal off / FULL / NORMAL (1 worker):\n"); table("journal")
-get = lambda label: next(r["result"] for r in rows if r["label"] == label)
+print("\nJournal off / FULL / NORMAL (1 worker; median of 3 interleaved runs each):\n")
+import statistics
+print("| run | calls/s | p50 µs | p99 µs | calls/s of the 3 runs |")
+print("|---|---:|---:|---:|---|")
+medians = {}
 for c in (1, 64):
-    off, full = get(f"journal off, c={c}"), get(f"journal full, c={c}")
-    print(f'\n- c={c}: FULL keeps {full["throughput_rps"] / off["throughput_rps"] * 100:.0f} % of the journal-off throughput', end="")
+    for mode in ("off", "full", "normal"):
+        runs = [r["result"] for r in rows if r["label"].startswith(f"journal {mode}, c={c} #")]
+        med = lambda key: statistics.median(r[key] for r in runs)
+        medians[(mode, c)] = med("throughput_rps")
+        print(f'| journal {mode}, c={c} | {med("throughput_rps"):.0f} | {med("p50_us"):.0f} | {med("p99_us"):.0f} | '
+              + ", ".join(f'{r["throughput_rps"]:.0f}' for r in runs) + " |")
+for c in (1, 64):
+    print(f'\n- c={c}: FULL keeps {medians[("full", c)] / medians[("off", c)] * 100:.0f} %, NORMAL {medians[("normal", c)] / medians[("off", c)] * 100:.0f} % of the journal-off throughput', end="")
 print()
 idle = json.loads(sys.argv[2])
 mib = lambda kb: f"{kb/1024:.1f} MiB" if kb is not None else "?"

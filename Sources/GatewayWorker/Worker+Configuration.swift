@@ -12,7 +12,8 @@ extension Worker {
         /// The environment this worker answers for (production, beta, dev, ...). Required.
         public var environment: String
         public var version: String
-        /// Requests handled at the same time per stream; more are answered `unavailable`.
+        /// Requests the worker handles at the same time, over all its streams; more are
+        /// answered `unavailable`.
         /// Default 256.
         public var maxConcurrentRequests: Int
         /// How often the worker sends `heartbeat`. Default 30 s.

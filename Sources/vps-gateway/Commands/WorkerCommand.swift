@@ -57,7 +57,7 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("File holding the shared secret (wins over VPS_GATEWAY_API_SECRET).", valueName: "path"))
     var apiSecretFile: String?
 
-    @Option(help: ArgumentHelp("Requests handled at once per stream; more are answered `unavailable`.", valueName: "count"))
+    @Option(help: ArgumentHelp("Requests handled at once, over all streams; more are answered `unavailable` (the gateway retries them).", valueName: "count"))
     var maxConcurrent = 256
 
     @Option(help: ArgumentHelp("How often the worker sends a heartbeat.", valueName: "duration"))

@@ -191,7 +191,7 @@ public final class Gateway: Service, Sendable {
             do {
                 if sincePrune >= configuration.pruneInterval {
                     sincePrune = .zero
-                    let cutoff = JournalClock.now() - Int64(configuration.journalRetention.components.seconds * 1000)
+                    let cutoff = JournalClock.now() - Int64(configuration.journalRetention.secondsValue * 1000)
                     var deleted = 0
                     // Bounded: at most 100 batches per round; the rest waits for the next one.
                     for _ in 0..<100 {

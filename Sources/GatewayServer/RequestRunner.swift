@@ -166,12 +166,12 @@ final class RequestRunner: Sendable {
                                     note: result.retryable ? "gave up after \(attempts) attempt(s)" : nil)
             case .failed:
                 let delay = retryDelay(afterAttempt: attempts)
+                let delayMs = Int64(delay.secondsValue * 1000)
                 logger.info("request attempt failed; retrying", metadata: [
                     "request_id": "\(requestID)", "method": "\(record.method)", "attempt": "\(attempts)",
-                    "retry_in_ms": "\(delay.components.seconds * 1000 + delay.components.attoseconds / 1_000_000_000_000_000)",
-                    "error": "\(result.error)",
+                    "retry_in_ms": "\(delayMs)", "error": "\(result.error)",
                 ])
-                journal.scheduleRetry(requestID, at: JournalClock.now() + Int64(delay.components.seconds * 1000 + delay.components.attoseconds / 1_000_000_000_000_000), outcome: result.outcome.rawValue, error: result.error)
+                journal.scheduleRetry(requestID, at: JournalClock.now() + delayMs, outcome: result.outcome.rawValue, error: result.error)
                 do { try await Task.sleep(for: delay) } catch { return unclaim(requestID) }
             }
         }

@@ -45,10 +45,7 @@ struct ClientsCommand: AsyncParsableCommand {
                     "\(client.inFlight)", client.methods.joined(separator: ","), client.remoteAddress,
                 ]
             }
-        let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
-        for row in rows {
-            print(zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  "))
-        }
+        printTable(rows)
     }
 
     static func age(_ date: Date, _ now: Date) -> String {

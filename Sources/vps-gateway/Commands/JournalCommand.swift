@@ -61,7 +61,7 @@ struct SinceArgument: ExpressibleByArgument {
 
     init?(argument: String) {
         if let duration = DurationArgument(argument: argument) {
-            milliseconds = JournalClock.now() - Int64(duration.duration.components.seconds * 1000)
+            milliseconds = JournalClock.now() - duration.totalMilliseconds
         } else if let date = try? Date(argument, strategy: .iso8601) {
             milliseconds = Int64(date.timeIntervalSince1970 * 1000)
         } else {
@@ -281,7 +281,7 @@ extension JournalCommand {
                 do {
                     replayed = try await journal.resetForReplayOffline(
                         .init(requestIDs: ids, state: state?.state, since: since?.milliseconds),
-                        deadline: JournalClock.now() + Int64(timeout.milliseconds)
+                        deadline: JournalClock.now() + timeout.totalMilliseconds
                     ).map(\.requestID)
                 } catch let error as JournalError {
                     throw fail(error.message, journalExitCode(error))
@@ -330,7 +330,7 @@ extension JournalCommand {
 
         func run() async throws {
             let journal = try self.journal.open(writable: true)
-            let cutoff = JournalClock.now() - Int64(olderThan.duration.components.seconds * 1000)
+            let cutoff = JournalClock.now() - olderThan.totalMilliseconds
             let showProgress = isatty(2) == 1
             var deleted = 0
             do {
@@ -429,7 +429,7 @@ extension JournalCommand {
             let total = count
             try await journal.generatePending(
                 count: count, method: method, payload: Data(hex: payloadHex) ?? Data(),
-                deadline: JournalClock.now() + Int64(deadline.duration.components.seconds * 1000), prefix: prefix
+                deadline: JournalClock.now() + deadline.totalMilliseconds, prefix: prefix
             ) { written in
                 if showProgress { printError("  \(written) / \(total)") }
             }

@@ -29,6 +29,12 @@ struct DurationArgument: ExpressibleByArgument, Sendable, CustomStringConvertibl
 
     var description: String { text }
 
+    /// Whole milliseconds, for journal times.
+    var totalMilliseconds: Int64 {
+        let (seconds, attoseconds) = duration.components
+        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+    }
+
     /// Whole milliseconds, as the admin API's `timeout_ms` takes them.
     var milliseconds: UInt32 {
         let (seconds, attoseconds) = duration.components

@@ -7,8 +7,9 @@ struct VPSGatewayCommand: AsyncParsableCommand {
         abstract: "The node gateway between dnsmasq and the platform's VPS-service instances.",
         discussion: """
             One binary, several roles: `gateway` accepts the VPS-service streams, `worker` is the \
-            VPS-service side that answers from an inventory, and `call`, `lookup`, `clients` and \
-            `bench` talk to a running gateway over its admin socket.
+            VPS-service side that answers from an inventory, `call`, `lookup`, `clients` and \
+            `bench` talk to a running gateway over its admin socket, and `journal` inspects the \
+            request journal.
 
             Exit codes: 0 success; 1 not found (lookup, call, journal show); 2 no receivers, \
             deadline exceeded or failed; 64 usage error; 65 bad input data or a corrupt journal; \

@@ -53,13 +53,19 @@ let package = Package(
         // The gateway: stream registry, fan-out and the admin API.
         .target(
             name: "GatewayServer",
-            dependencies: ["GatewayProtocol", "GatewayJournal", grpcCore, grpcTransport, protobuf, logging, lifecycle],
+            dependencies: ["GatewayProtocol", "GatewayJournal", "DHCPLeases", grpcCore, grpcTransport, protobuf, logging, lifecycle],
             swiftSettings: swiftSettings
         ),
         // The request journal: migrations, group commit, recovery queries, maintenance.
         .target(
             name: "GatewayJournal",
             dependencies: [grdb, crypto, logging, lifecycle],
+            swiftSettings: swiftSettings
+        ),
+        // dnsmasq's lease file, the hosts file it serves, and the watcher between them.
+        .target(
+            name: "DHCPLeases",
+            dependencies: ["GatewayProtocol", logging, nioCore, nioPosix],
             swiftSettings: swiftSettings
         ),
         // The VPS-service side: dials gateways, registers, dispatches requests to handlers.
@@ -95,7 +101,7 @@ let package = Package(
         .executableTarget(
             name: "vps-gateway",
             dependencies: [
-                "GatewayProtocol", "GatewayServer", "GatewayJournal", "GatewayWorker", "LeaseInventory",
+                "GatewayProtocol", "GatewayServer", "GatewayJournal", "DHCPLeases", "GatewayWorker", "LeaseInventory",
                 "GatewayAdminClient", "GatewayBench", "LogOutput", argumentParser, logging, lifecycle, unixSignals, protobuf, nioPosix, nioCore,
             ],
             swiftSettings: swiftSettings

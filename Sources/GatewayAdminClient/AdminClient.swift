@@ -63,6 +63,15 @@ public struct AdminClient: Sendable {
         }
     }
 
+    /// The DHCP leases the gateway watches and what each resolved to.
+    public func listLeases() async throws -> AdminListLeasesResponse {
+        do {
+            return try await admin.listLeases(AdminListLeasesRequest())
+        } catch let error as RPCError {
+            throw AdminClientError(rpc: error, socketPath: socketPath)
+        }
+    }
+
     /// The connected instances, optionally of one environment.
     public func listClients(environment: String = "") async throws -> [AdminClientInfo] {
         do {

@@ -15,6 +15,9 @@ public typealias AdminListClientsRequest = Vpsgateway_Admin_V1_ListClientsReques
 public typealias AdminListClientsResponse = Vpsgateway_Admin_V1_ListClientsResponse
 public typealias AdminReplayRequest = Vpsgateway_Admin_V1_ReplayRequest
 public typealias AdminReplayResponse = Vpsgateway_Admin_V1_ReplayResponse
+public typealias AdminListLeasesRequest = Vpsgateway_Admin_V1_ListLeasesRequest
+public typealias AdminListLeasesResponse = Vpsgateway_Admin_V1_ListLeasesResponse
+public typealias AdminLeaseInfo = Vpsgateway_Admin_V1_LeaseInfo
 public typealias GatewayAdminService = Vpsgateway_Admin_V1_GatewayAdmin
 
 /// The name of the one method every environment answers today.

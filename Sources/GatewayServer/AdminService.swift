@@ -1,3 +1,4 @@
+import DHCPLeases
 import Foundation
 import GatewayJournal
 import GatewayProtocol
@@ -77,32 +78,21 @@ struct AdminService: GatewayAdminService.SimpleServiceProtocol {
             targetEnvironment: target.environment, targetInstance: target.instanceID, origin: "admin",
             now: now, deadline: now + Int64(timeout.secondsValue * 1000)
         )
-        let insertion: RequestJournal.Insertion
         do {
-            insertion = try await journal.insert(record)
+            return AdminCallResponse(try await runner.call(record, waitForEnd: !request.async))
         } catch {
-            throw RPCError(code: .unavailable, message: "the request was not recorded in the journal, so it was not sent: \(error)")
-        }
-        let completion: RequestRunner.Completion
-        switch insertion {
-        case .exists(let existing) where existing.state.isTerminal:
-            return AdminCallResponse(existing)
-        case .exists(let existing):
-            if request.async { return AdminCallResponse(existing) }
-            completion = await runner.waitForRunning(requestID)
-        case .inserted:
-            if request.async {
-                runner.submit(record)
-                return AdminCallResponse(record)
+            switch error {
+            case .notRecorded(let cause):
+                throw RPCError(code: .unavailable, message: "the request was not recorded in the journal, so it was not sent: \(cause)")
+            case .interrupted:
+                throw RPCError(code: .unavailable, message: "the gateway is shutting down; request \(requestID) stays pending in the journal and is retried at the next start")
             }
-            completion = await runner.runHere(record)
         }
-        switch completion {
-        case .finished(let final):
-            return AdminCallResponse(final)
-        case .interrupted:
-            throw RPCError(code: .unavailable, message: "the gateway is shutting down; request \(requestID) stays pending in the journal and is retried at the next start")
-        }
+    }
+
+    func listLeases(request: AdminListLeasesRequest, context: ServerContext) async throws -> AdminListLeasesResponse {
+        guard let watcher = gateway.leaseWatcher else { return .with { $0.watching = false } }
+        return AdminListLeasesResponse(watcher.status, configuration: watcher.configuration)
     }
 
     func replay(request: AdminReplayRequest, context: ServerContext) async throws -> AdminReplayResponse {

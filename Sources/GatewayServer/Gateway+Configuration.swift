@@ -1,3 +1,6 @@
+// Public: the configuration carries the lease watcher's.
+public import DHCPLeases
+
 extension Gateway {
     /// Everything the gateway needs to know to run. The CLI maps flags and environment
     /// variables onto it; tests set fields directly.
@@ -53,6 +56,10 @@ extension Gateway {
         public var pruneInterval: Duration
         /// How often the journal's WAL is checkpointed and truncated. Default 30 s.
         public var checkpointInterval: Duration
+        /// The DHCP lease watcher; nil runs the gateway without one.
+        public var dhcp: LeaseWatcher.Configuration?
+        /// How long a lease lookup may take. Default 30 s.
+        public var leaseLookupTimeout: Duration
 
         public init(apiSecret: String) {
             self.listenHost = "0.0.0.0"
@@ -78,6 +85,8 @@ extension Gateway {
             self.journalRetention = .seconds(7 * 86_400)
             self.pruneInterval = .seconds(30)
             self.checkpointInterval = .seconds(30)
+            self.dhcp = nil
+            self.leaseLookupTimeout = .seconds(30)
         }
 
         /// A stream silent for longer than this is evicted.

@@ -1,3 +1,4 @@
+import DHCPLeases
 import Foundation
 // Public: the gateway is given its journal.
 public import GatewayJournal
@@ -30,6 +31,8 @@ public final class Gateway: Service, Sendable {
     /// Nil when the gateway runs with `--journal off`.
     let journal: RequestJournal?
     let runner: RequestRunner?
+    /// Nil when the gateway runs without a lease file.
+    let leaseWatcher: LeaseWatcher?
     private let shuttingDown = Atomic<Bool>(false)
 
     /// - Parameters:
@@ -42,7 +45,12 @@ public final class Gateway: Service, Sendable {
         self.router = router
         self.secretCheck = SecretCheck(secret: configuration.apiSecret)
         self.journal = journal
-        self.runner = journal.map { RequestRunner(journal: $0, router: router, configuration: configuration, logger: logger) }
+        let runner = journal.map { RequestRunner(journal: $0, router: router, configuration: configuration, logger: logger) }
+        self.runner = runner
+        let lookups = LeaseLookups(router: router, runner: runner, timeout: configuration.leaseLookupTimeout)
+        self.leaseWatcher = configuration.dhcp.map { dhcp in
+            LeaseWatcher(configuration: dhcp, lookup: { lease, requestID in await lookups(lease, requestID) }, logger: logger)
+        }
     }
 
     /// Checks the configuration, binds both sockets and serves until graceful shutdown (then
@@ -113,6 +121,12 @@ public final class Gateway: Service, Sendable {
                 group.addTask {
                     try await self.recover(journal, runner)
                     await self.maintain(journal)
+                    return .background
+                }
+            }
+            if let leaseWatcher {
+                group.addTask {
+                    await leaseWatcher.run()
                     return .background
                 }
             }

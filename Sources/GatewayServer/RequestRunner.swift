@@ -50,6 +50,43 @@ final class RequestRunner: Sendable {
         self.slots = ConcurrencyLimit(configuration.maxConcurrentJournalRequests)
     }
 
+    /// Why ``call(_:waitForEnd:)`` has no row to give.
+    enum CallFailure: Error {
+        /// The pending row could not be committed: nothing was sent.
+        case notRecorded(JournalError)
+        /// The gateway is stopping; the row stays pending for the next start.
+        case interrupted
+    }
+
+    /// Records a new request as pending (returning only once that is committed) and runs it.
+    /// With `waitForEnd` it returns the final row, else the pending one at once. A request id
+    /// already in the journal is not recorded again: its row is returned, or awaited while it
+    /// runs.
+    func call(_ record: JournalRecord, waitForEnd: Bool) async throws(CallFailure) -> JournalRecord {
+        let insertion: RequestJournal.Insertion
+        do {
+            insertion = try await journal.insert(record)
+        } catch {
+            throw .notRecorded(error as? JournalError ?? JournalError(code: .writeFailed, message: "the journal refused the request", cause: error))
+        }
+        let completion: Completion
+        switch insertion {
+        case .exists(let existing) where existing.state.isTerminal || !waitForEnd:
+            return existing
+        case .exists:
+            completion = await waitForRunning(record.requestID)
+        case .inserted where !waitForEnd:
+            submit(record)
+            return record
+        case .inserted:
+            completion = await runHere(record)
+        }
+        switch completion {
+        case .finished(let final): return final
+        case .interrupted: throw .interrupted
+        }
+    }
+
     /// Queues a recorded request for execution.
     func submit(_ record: JournalRecord) {
         queue.enqueue(record)

@@ -20,7 +20,7 @@ struct VPSGatewayCommand: AsyncParsableCommand {
         version: BuildInfo.version,
         subcommands: [
             GatewayCommand.self, WorkerCommand.self, LookupCommand.self, CallCommand.self,
-            ClientsCommand.self, JournalCommand.self, BenchCommand.self, InventoryCommand.self,
+            ClientsCommand.self, LeasesCommand.self, JournalCommand.self, BenchCommand.self, InventoryCommand.self,
         ]
     )
 }

@@ -62,11 +62,25 @@ public enum Vpsgateway_Admin_V1_GatewayAdmin: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "ListLeases" metadata.
+        public enum ListLeases: Sendable {
+            /// Request type for "ListLeases".
+            public typealias Input = Vpsgateway_Admin_V1_ListLeasesRequest
+            /// Response type for "ListLeases".
+            public typealias Output = Vpsgateway_Admin_V1_ListLeasesResponse
+            /// Descriptor for "ListLeases".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "vpsgateway.admin.v1.GatewayAdmin"),
+                method: "ListLeases",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "vpsgateway.admin.v1.GatewayAdmin" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Call.descriptor,
             ListClients.descriptor,
-            Replay.descriptor
+            Replay.descriptor,
+            ListLeases.descriptor
         ]
     }
 }
@@ -146,6 +160,24 @@ extension Vpsgateway_Admin_V1_GatewayAdmin {
             request: GRPCCore.StreamingServerRequest<Vpsgateway_Admin_V1_ReplayRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Vpsgateway_Admin_V1_ReplayResponse>
+
+        /// Handle the "ListLeases" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The DHCP leases the gateway watches and what each resolved to.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Vpsgateway_Admin_V1_ListLeasesRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Vpsgateway_Admin_V1_ListLeasesResponse` messages.
+        func listLeases(
+            request: GRPCCore.StreamingServerRequest<Vpsgateway_Admin_V1_ListLeasesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Vpsgateway_Admin_V1_ListLeasesResponse>
     }
 
     /// Service protocol for the "vpsgateway.admin.v1.GatewayAdmin" service.
@@ -209,6 +241,24 @@ extension Vpsgateway_Admin_V1_GatewayAdmin {
             request: GRPCCore.ServerRequest<Vpsgateway_Admin_V1_ReplayRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Vpsgateway_Admin_V1_ReplayResponse>
+
+        /// Handle the "ListLeases" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The DHCP leases the gateway watches and what each resolved to.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Vpsgateway_Admin_V1_ListLeasesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Vpsgateway_Admin_V1_ListLeasesResponse` message.
+        func listLeases(
+            request: GRPCCore.ServerRequest<Vpsgateway_Admin_V1_ListLeasesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Vpsgateway_Admin_V1_ListLeasesResponse>
     }
 
     /// Simple service protocol for the "vpsgateway.admin.v1.GatewayAdmin" service.
@@ -270,6 +320,24 @@ extension Vpsgateway_Admin_V1_GatewayAdmin {
             request: Vpsgateway_Admin_V1_ReplayRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Vpsgateway_Admin_V1_ReplayResponse
+
+        /// Handle the "ListLeases" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The DHCP leases the gateway watches and what each resolved to.
+        ///
+        /// - Parameters:
+        ///   - request: A `Vpsgateway_Admin_V1_ListLeasesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Vpsgateway_Admin_V1_ListLeasesResponse` to respond with.
+        func listLeases(
+            request: Vpsgateway_Admin_V1_ListLeasesRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Vpsgateway_Admin_V1_ListLeasesResponse
     }
 }
 
@@ -305,6 +373,17 @@ extension Vpsgateway_Admin_V1_GatewayAdmin.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Vpsgateway_Admin_V1_ReplayResponse>(),
             handler: { request, context in
                 try await self.replay(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Vpsgateway_Admin_V1_GatewayAdmin.Method.ListLeases.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Vpsgateway_Admin_V1_ListLeasesRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Vpsgateway_Admin_V1_ListLeasesResponse>(),
+            handler: { request, context in
+                try await self.listLeases(
                     request: request,
                     context: context
                 )
@@ -348,6 +427,17 @@ extension Vpsgateway_Admin_V1_GatewayAdmin.ServiceProtocol {
         )
         return GRPCCore.StreamingServerResponse(single: response)
     }
+
+    public func listLeases(
+        request: GRPCCore.StreamingServerRequest<Vpsgateway_Admin_V1_ListLeasesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Vpsgateway_Admin_V1_ListLeasesResponse> {
+        let response = try await self.listLeases(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
 }
 
 // Default implementation of methods from 'ServiceProtocol'.
@@ -385,6 +475,19 @@ extension Vpsgateway_Admin_V1_GatewayAdmin.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Vpsgateway_Admin_V1_ReplayResponse> {
         return GRPCCore.ServerResponse<Vpsgateway_Admin_V1_ReplayResponse>(
             message: try await self.replay(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listLeases(
+        request: GRPCCore.ServerRequest<Vpsgateway_Admin_V1_ListLeasesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Vpsgateway_Admin_V1_ListLeasesResponse> {
+        return GRPCCore.ServerResponse<Vpsgateway_Admin_V1_ListLeasesResponse>(
+            message: try await self.listLeases(
                 request: request.message,
                 context: context
             ),
@@ -469,6 +572,29 @@ extension Vpsgateway_Admin_V1_GatewayAdmin {
             deserializer: some GRPCCore.MessageDeserializer<Vpsgateway_Admin_V1_ReplayResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Vpsgateway_Admin_V1_ReplayResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListLeases" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The DHCP leases the gateway watches and what each resolved to.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Vpsgateway_Admin_V1_ListLeasesRequest` message.
+        ///   - serializer: A serializer for `Vpsgateway_Admin_V1_ListLeasesRequest` messages.
+        ///   - deserializer: A deserializer for `Vpsgateway_Admin_V1_ListLeasesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listLeases<Result>(
+            request: GRPCCore.ClientRequest<Vpsgateway_Admin_V1_ListLeasesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Vpsgateway_Admin_V1_ListLeasesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Vpsgateway_Admin_V1_ListLeasesResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Vpsgateway_Admin_V1_ListLeasesResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -589,6 +715,40 @@ extension Vpsgateway_Admin_V1_GatewayAdmin {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "ListLeases" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The DHCP leases the gateway watches and what each resolved to.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Vpsgateway_Admin_V1_ListLeasesRequest` message.
+        ///   - serializer: A serializer for `Vpsgateway_Admin_V1_ListLeasesRequest` messages.
+        ///   - deserializer: A deserializer for `Vpsgateway_Admin_V1_ListLeasesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listLeases<Result>(
+            request: GRPCCore.ClientRequest<Vpsgateway_Admin_V1_ListLeasesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Vpsgateway_Admin_V1_ListLeasesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Vpsgateway_Admin_V1_ListLeasesResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Vpsgateway_Admin_V1_ListLeasesResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Vpsgateway_Admin_V1_GatewayAdmin.Method.ListLeases.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -677,6 +837,35 @@ extension Vpsgateway_Admin_V1_GatewayAdmin.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Vpsgateway_Admin_V1_ReplayRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Vpsgateway_Admin_V1_ReplayResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListLeases" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The DHCP leases the gateway watches and what each resolved to.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Vpsgateway_Admin_V1_ListLeasesRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listLeases<Result>(
+        request: GRPCCore.ClientRequest<Vpsgateway_Admin_V1_ListLeasesRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Vpsgateway_Admin_V1_ListLeasesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listLeases(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Vpsgateway_Admin_V1_ListLeasesRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Vpsgateway_Admin_V1_ListLeasesResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -779,6 +968,39 @@ extension Vpsgateway_Admin_V1_GatewayAdmin.ClientProtocol {
             metadata: metadata
         )
         return try await self.replay(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListLeases" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The DHCP leases the gateway watches and what each resolved to.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listLeases<Result>(
+        _ message: Vpsgateway_Admin_V1_ListLeasesRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Vpsgateway_Admin_V1_ListLeasesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Vpsgateway_Admin_V1_ListLeasesRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listLeases(
             request: request,
             options: options,
             onResponse: handleResponse

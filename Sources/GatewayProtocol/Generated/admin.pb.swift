@@ -243,6 +243,109 @@ public nonisolated struct Vpsgateway_Admin_V1_ReplayResponse: Sendable {
   public init() {}
 }
 
+public nonisolated struct Vpsgateway_Admin_V1_ListLeasesRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Vpsgateway_Admin_V1_LeaseInfo: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var mac: String = String()
+
+  public var ip: String = String()
+
+  /// Empty when the client sent none.
+  public var hostname: String = String()
+
+  /// Unset for a lease that never expires.
+  public var expiresAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_expiresAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_expiresAt = newValue}
+  }
+  /// Returns true if `expiresAt` has been explicitly set.
+  public var hasExpiresAt: Bool {self._expiresAt != nil}
+  /// Clears the value of `expiresAt`. Subsequent reads from it will return its default value.
+  public mutating func clearExpiresAt() {self._expiresAt = nil}
+
+  /// vps_hostname (no lookup needed), pending, found, not_found, failed.
+  public var state: String = String()
+
+  public var vpsID: String = String()
+
+  public var organizationID: String = String()
+
+  /// When the lookup ended (or, while pending, started).
+  public var resolvedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_resolvedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_resolvedAt = newValue}
+  }
+  /// Returns true if `resolvedAt` has been explicitly set.
+  public var hasResolvedAt: Bool {self._resolvedAt != nil}
+  /// Clears the value of `resolvedAt`. Subsequent reads from it will return its default value.
+  public mutating func clearResolvedAt() {self._resolvedAt = nil}
+
+  public var requestID: String = String()
+
+  public var error: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _expiresAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  fileprivate var _resolvedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
+public nonisolated struct Vpsgateway_Admin_V1_ListLeasesResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// False when the gateway runs without a lease file.
+  public var watching: Bool = false
+
+  public var leaseFile: String = String()
+
+  public var hostsFile: String = String()
+
+  public var leases: [Vpsgateway_Admin_V1_LeaseInfo] = []
+
+  public var expiredLines: UInt32 = 0
+
+  public var malformedLines: UInt32 = 0
+
+  public var ipv6Lines: UInt32 = 0
+
+  public var hostsEntries: UInt32 = 0
+
+  public var lastReconcile: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_lastReconcile ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_lastReconcile = newValue}
+  }
+  /// Returns true if `lastReconcile` has been explicitly set.
+  public var hasLastReconcile: Bool {self._lastReconcile != nil}
+  /// Clears the value of `lastReconcile`. Subsequent reads from it will return its default value.
+  public mutating func clearLastReconcile() {self._lastReconcile = nil}
+
+  public var lastReconcileUs: UInt64 = 0
+
+  public var lastError: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _lastReconcile: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "vpsgateway.admin.v1"
@@ -590,6 +693,188 @@ nonisolated extension Vpsgateway_Admin_V1_ReplayResponse: SwiftProtobuf.Message,
   public static func ==(lhs: Vpsgateway_Admin_V1_ReplayResponse, rhs: Vpsgateway_Admin_V1_ReplayResponse) -> Bool {
     if lhs.replayed != rhs.replayed {return false}
     if lhs.requestIds != rhs.requestIds {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Vpsgateway_Admin_V1_ListLeasesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListLeasesRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Vpsgateway_Admin_V1_ListLeasesRequest, rhs: Vpsgateway_Admin_V1_ListLeasesRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Vpsgateway_Admin_V1_LeaseInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LeaseInfo"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}mac\0\u{1}ip\0\u{1}hostname\0\u{3}expires_at\0\u{1}state\0\u{3}vps_id\0\u{3}organization_id\0\u{3}resolved_at\0\u{3}request_id\0\u{1}error\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.mac) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.ip) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.hostname) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._expiresAt) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.state) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.vpsID) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.organizationID) }()
+      case 8: try { try decoder.decodeSingularMessageField(value: &self._resolvedAt) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
+      case 10: try { try decoder.decodeSingularStringField(value: &self.error) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.mac.isEmpty {
+      try visitor.visitSingularStringField(value: self.mac, fieldNumber: 1)
+    }
+    if !self.ip.isEmpty {
+      try visitor.visitSingularStringField(value: self.ip, fieldNumber: 2)
+    }
+    if !self.hostname.isEmpty {
+      try visitor.visitSingularStringField(value: self.hostname, fieldNumber: 3)
+    }
+    try { if let v = self._expiresAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    if !self.state.isEmpty {
+      try visitor.visitSingularStringField(value: self.state, fieldNumber: 5)
+    }
+    if !self.vpsID.isEmpty {
+      try visitor.visitSingularStringField(value: self.vpsID, fieldNumber: 6)
+    }
+    if !self.organizationID.isEmpty {
+      try visitor.visitSingularStringField(value: self.organizationID, fieldNumber: 7)
+    }
+    try { if let v = self._resolvedAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    } }()
+    if !self.requestID.isEmpty {
+      try visitor.visitSingularStringField(value: self.requestID, fieldNumber: 9)
+    }
+    if !self.error.isEmpty {
+      try visitor.visitSingularStringField(value: self.error, fieldNumber: 10)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Vpsgateway_Admin_V1_LeaseInfo, rhs: Vpsgateway_Admin_V1_LeaseInfo) -> Bool {
+    if lhs.mac != rhs.mac {return false}
+    if lhs.ip != rhs.ip {return false}
+    if lhs.hostname != rhs.hostname {return false}
+    if lhs._expiresAt != rhs._expiresAt {return false}
+    if lhs.state != rhs.state {return false}
+    if lhs.vpsID != rhs.vpsID {return false}
+    if lhs.organizationID != rhs.organizationID {return false}
+    if lhs._resolvedAt != rhs._resolvedAt {return false}
+    if lhs.requestID != rhs.requestID {return false}
+    if lhs.error != rhs.error {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Vpsgateway_Admin_V1_ListLeasesResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListLeasesResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}watching\0\u{3}lease_file\0\u{3}hosts_file\0\u{1}leases\0\u{3}expired_lines\0\u{3}malformed_lines\0\u{3}ipv6_lines\0\u{3}hosts_entries\0\u{3}last_reconcile\0\u{3}last_reconcile_us\0\u{3}last_error\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBoolField(value: &self.watching) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.leaseFile) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.hostsFile) }()
+      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.leases) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.expiredLines) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.malformedLines) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.ipv6Lines) }()
+      case 8: try { try decoder.decodeSingularUInt32Field(value: &self.hostsEntries) }()
+      case 9: try { try decoder.decodeSingularMessageField(value: &self._lastReconcile) }()
+      case 10: try { try decoder.decodeSingularUInt64Field(value: &self.lastReconcileUs) }()
+      case 11: try { try decoder.decodeSingularStringField(value: &self.lastError) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.watching != false {
+      try visitor.visitSingularBoolField(value: self.watching, fieldNumber: 1)
+    }
+    if !self.leaseFile.isEmpty {
+      try visitor.visitSingularStringField(value: self.leaseFile, fieldNumber: 2)
+    }
+    if !self.hostsFile.isEmpty {
+      try visitor.visitSingularStringField(value: self.hostsFile, fieldNumber: 3)
+    }
+    if !self.leases.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.leases, fieldNumber: 4)
+    }
+    if self.expiredLines != 0 {
+      try visitor.visitSingularUInt32Field(value: self.expiredLines, fieldNumber: 5)
+    }
+    if self.malformedLines != 0 {
+      try visitor.visitSingularUInt32Field(value: self.malformedLines, fieldNumber: 6)
+    }
+    if self.ipv6Lines != 0 {
+      try visitor.visitSingularUInt32Field(value: self.ipv6Lines, fieldNumber: 7)
+    }
+    if self.hostsEntries != 0 {
+      try visitor.visitSingularUInt32Field(value: self.hostsEntries, fieldNumber: 8)
+    }
+    try { if let v = self._lastReconcile {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+    } }()
+    if self.lastReconcileUs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.lastReconcileUs, fieldNumber: 10)
+    }
+    if !self.lastError.isEmpty {
+      try visitor.visitSingularStringField(value: self.lastError, fieldNumber: 11)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Vpsgateway_Admin_V1_ListLeasesResponse, rhs: Vpsgateway_Admin_V1_ListLeasesResponse) -> Bool {
+    if lhs.watching != rhs.watching {return false}
+    if lhs.leaseFile != rhs.leaseFile {return false}
+    if lhs.hostsFile != rhs.hostsFile {return false}
+    if lhs.leases != rhs.leases {return false}
+    if lhs.expiredLines != rhs.expiredLines {return false}
+    if lhs.malformedLines != rhs.malformedLines {return false}
+    if lhs.ipv6Lines != rhs.ipv6Lines {return false}
+    if lhs.hostsEntries != rhs.hostsEntries {return false}
+    if lhs._lastReconcile != rhs._lastReconcile {return false}
+    if lhs.lastReconcileUs != rhs.lastReconcileUs {return false}
+    if lhs.lastError != rhs.lastError {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,4 +1,6 @@
 import ArgumentParser
+import DHCPLeases
+import Foundation
 import GatewayJournal
 import GatewayServer
 import Logging
@@ -21,6 +23,9 @@ struct GatewayCommand: AsyncParsableCommand {
               GATEWAY_GRPC_PORT         the port when --listen is not given (default 1537)
               GATEWAY_ADMIN_SOCKET      the admin socket when --admin-socket is not given
               GATEWAY_JOURNAL           the journal when --journal is not given
+              GATEWAY_DHCP_LEASES_DIR   the directory of dnsmasq's lease file (default /var/lib/vps-gateway)
+              GATEWAY_DNSMASQ_PID_FILE  dnsmasq's pid file when --dnsmasq-pid-file is not given
+              GATEWAY_RECONCILE_INTERVAL  how often the lease file is re-read (default 30s)
               VPS_GATEWAY_MIGRATIONS    the journal migrations directory when --migrations is not given
               VPS_GATEWAY_LOG_LEVEL, VPS_GATEWAY_LOG_FORMAT
 
@@ -29,9 +34,16 @@ struct GatewayCommand: AsyncParsableCommand {
               vps-gateway gateway --listen 127.0.0.1:1537 --api-secret-file /etc/vps-gateway/secret \\
                   --admin-socket /tmp/gw.sock --journal /tmp/gw-journal.sqlite3
               vps-gateway gateway --journal off      # no recording, no retries (for comparison)
+              vps-gateway gateway --dhcp-leases /var/lib/misc/dnsmasq.leases --dhcp-hosts /etc/dnsmasq.hosts/vps \\
+                  --dnsmasq-pid-file /run/dnsmasq/dnsmasq.pid
 
             Every call is recorded in the request journal before it is sent and retried after a \
             crash or restart (see `vps-gateway journal --help`).
+
+            The gateway watches dnsmasq's lease file; for every active lease whose hostname \
+            does not name a VPS it asks the environments (FindVPSByLease, through the journal) \
+            and writes `<ip> <vps-id>` lines to the hosts file dnsmasq serves, then SIGHUPs \
+            that dnsmasq (`vps-gateway leases` shows the state).
 
             Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT); 78 when the configuration is \
             unusable (no secret, bad address, socket in use, a corrupt, newer or unwritable \
@@ -85,6 +97,24 @@ struct GatewayCommand: AsyncParsableCommand {
 
     @OptionGroup var migrations: MigrationsOption
 
+    @Option(help: ArgumentHelp("dnsmasq's lease file to watch, or `off`. Env: GATEWAY_DHCP_LEASES_DIR sets its directory. Default: /var/lib/vps-gateway/dnsmasq.leases.", valueName: "path|off"))
+    var dhcpLeases: String?
+
+    @Option(help: ArgumentHelp("The hosts file dnsmasq reads (addn-hosts) that the gateway writes. Default: vps-hosts beside the lease file.", valueName: "path"))
+    var dhcpHosts: String?
+
+    @Option(help: ArgumentHelp("dnsmasq's pid file; the gateway sends that dnsmasq SIGHUP after the hosts file changed. Env: GATEWAY_DNSMASQ_PID_FILE. Default: no signal.", valueName: "path"))
+    var dnsmasqPidFile: String?
+
+    @Option(help: ArgumentHelp("Re-read the lease file at least this often (inotify wakes it sooner). Env: GATEWAY_RECONCILE_INTERVAL.", valueName: "duration"))
+    var reconcileInterval: DurationArgument?
+
+    @Option(help: ArgumentHelp("Leases whose hostname matches this glob already name a VPS and are not looked up.", valueName: "glob"))
+    var vpsHostnamePattern = "vps-*"
+
+    @Option(help: ArgumentHelp("How long a lease nobody owns is believed unowned before asking again.", valueName: "duration"))
+    var negativeCacheTTL = DurationArgument(.seconds(300), text: "5m")
+
     @OptionGroup var logging: LogOptions
 
     func validate() throws {
@@ -100,6 +130,8 @@ struct GatewayCommand: AsyncParsableCommand {
         guard (1...100).contains(maxAttempts) else { throw ValidationError("--max-attempts must be 1-100, got \(maxAttempts)") }
         _ = try journalRetention.requirePositive("--journal-retention")
         _ = try journalUpkeepInterval.requirePositive("--journal-upkeep-interval")
+        _ = try negativeCacheTTL.requirePositive("--negative-cache-ttl")
+        _ = try reconcileInterval?.requirePositive("--reconcile-interval")
         if let listen { _ = try ListenAddress(listen) }
     }
 
@@ -140,6 +172,7 @@ struct GatewayCommand: AsyncParsableCommand {
         configuration.keepaliveInterval = keepaliveInterval.duration
         configuration.maxAttempts = maxAttempts
         configuration.journalRetention = journalRetention.duration
+        configuration.dhcp = try dhcpConfiguration()
         configuration.pruneInterval = journalUpkeepInterval.duration
         configuration.checkpointInterval = journalUpkeepInterval.duration
         configuration.version = BuildInfo.version
@@ -147,6 +180,28 @@ struct GatewayCommand: AsyncParsableCommand {
     }
 
     static let defaultJournal = "/var/lib/vps-gateway/journal.sqlite3"
+
+    /// The lease watcher's settings, or nil for `--dhcp-leases off`.
+    func dhcpConfiguration() throws -> LeaseWatcher.Configuration? {
+        let directory = Environment.value("GATEWAY_DHCP_LEASES_DIR") ?? "/var/lib/vps-gateway"
+        let leases = dhcpLeases ?? "\(directory)/dnsmasq.leases"
+        guard leases != "off" else { return nil }
+        let hosts = dhcpHosts ?? ((leases as NSString).deletingLastPathComponent + "/vps-hosts")
+        guard hosts != leases else { throw ConfigurationProblem("--dhcp-hosts and --dhcp-leases are the same file '\(hosts)'") }
+        var configuration = LeaseWatcher.Configuration(leaseFile: leases, hostsFile: hosts)
+        configuration.dnsmasqPidFile = dnsmasqPidFile ?? Environment.value("GATEWAY_DNSMASQ_PID_FILE")
+        if let reconcileInterval {
+            configuration.reconcileInterval = reconcileInterval.duration
+        } else if let text = Environment.value("GATEWAY_RECONCILE_INTERVAL") {
+            guard let parsed = DurationArgument(argument: text), parsed.duration > .zero else {
+                throw ConfigurationProblem("GATEWAY_RECONCILE_INTERVAL '\(text)' is not a positive duration like 30s")
+            }
+            configuration.reconcileInterval = parsed.duration
+        }
+        configuration.vpsHostnamePattern = HostnamePattern(vpsHostnamePattern)
+        configuration.negativeCacheTTL = negativeCacheTTL.duration
+        return configuration
+    }
 
     /// Opens and migrates the journal, or nil for `--journal off`.
     func openJournal(logger: Logger) async throws -> RequestJournal? {

@@ -58,7 +58,8 @@ final class Cluster: Sendable {
             name: "gateway",
             launcher: launcher,
             arguments: ["gateway", "--listen", "127.0.0.1:\(port)", "--admin-socket", adminSocket]
-                + (extraArguments.contains("--journal") ? [] : ["--journal", journal]) + extraArguments,
+                + (extraArguments.contains("--journal") ? [] : ["--journal", journal])
+                + (extraArguments.contains("--dhcp-leases") ? [] : ["--dhcp-leases", "off"]) + extraArguments,
             environment: environment ?? ["GATEWAY_API_SECRET": secret]
         )
         if waitUntilReady {

@@ -1,0 +1,175 @@
+// Public: keys hold parsed MAC addresses.
+public import GatewayProtocol
+import Foundation
+
+/// What the gateway knows about each active lease: whether its owner was looked up, is being
+/// looked up, or is known. A pure state machine; ``LeaseWatcher`` does the I/O.
+public struct LeaseTable: Sendable {
+    public struct Settings: Sendable {
+        /// Leases whose hostname matches need no lookup: the name already identifies a VPS.
+        public var vpsHostname: HostnamePattern
+        /// How long a `not_found` is believed before asking again, in seconds.
+        public var negativeTTL: Int64
+        /// How long after a failed lookup to try again, in seconds.
+        public var failureRetry: Int64
+
+        public init(vpsHostname: HostnamePattern, negativeTTL: Int64, failureRetry: Int64) {
+            self.vpsHostname = vpsHostname
+            self.negativeTTL = negativeTTL
+            self.failureRetry = failureRetry
+        }
+    }
+
+    /// A lease is known by its MAC and IP: the same MAC with a new IP is a new lease.
+    public struct Key: Hashable, Sendable {
+        public var mac: MACAddress
+        public var ip: String
+    }
+
+    public enum Resolution: Sendable, Hashable {
+        case vpsHostname
+        case pending(requestID: String, since: Int64)
+        case found(vpsID: String, organizationID: String, at: Int64)
+        case notFound(at: Int64, retryAt: Int64)
+        case failed(error: String, at: Int64, retryAt: Int64)
+    }
+
+    public struct Entry: Sendable, Hashable {
+        public var lease: DHCPLease
+        public var resolution: Resolution?
+    }
+
+    /// A lookup to start.
+    public struct Lookup: Sendable, Hashable {
+        public var key: Key
+        public var lease: DHCPLease
+        public var requestID: String
+    }
+
+    public let settings: Settings
+    public private(set) var entries: [Key: Entry] = [:]
+
+    public init(settings: Settings) {
+        self.settings = settings
+    }
+
+    /// Takes the lease file's active leases: forgets leases that are gone and returns the
+    /// lookups to start, at most `limit`. A lease with a lookup pending, a known owner or a
+    /// fresh `not_found` is not looked up again.
+    public mutating func observe(_ leases: [DHCPLease], now: Int64, limit: Int) -> [Lookup] {
+        var current: [Key: DHCPLease] = [:]
+        for lease in leases { current[Key(mac: lease.mac, ip: lease.ip)] = lease }
+        for key in entries.keys where current[key] == nil { entries[key] = nil }
+        var lookups: [Lookup] = []
+        // Sorted, so which leases wait when the limit is reached does not depend on hashing.
+        for (key, lease) in current.sorted(by: { ($0.key.ip, $0.key.mac.canonical) < ($1.key.ip, $1.key.mac.canonical) }) {
+            var entry = entries[key] ?? Entry(lease: lease, resolution: nil)
+            entry.lease = lease
+            if let hostname = lease.hostname, settings.vpsHostname.matches(hostname) {
+                entry.resolution = .vpsHostname
+            } else if needsLookup(entry.resolution, now: now), lookups.count < limit {
+                let requestID = Self.requestID(for: key, now: now, bucket: settings.negativeTTL)
+                entry.resolution = .pending(requestID: requestID, since: now)
+                lookups.append(Lookup(key: key, lease: lease, requestID: requestID))
+            }
+            entries[key] = entry
+        }
+        return lookups
+    }
+
+    private func needsLookup(_ resolution: Resolution?, now: Int64) -> Bool {
+        switch resolution {
+        case nil, .vpsHostname: true
+        case .pending, .found: false
+        case .notFound(_, let retryAt), .failed(_, _, let retryAt): now >= retryAt
+        }
+    }
+
+    public enum Outcome: Sendable, Hashable {
+        case found(vpsID: String, organizationID: String)
+        case notFound
+        case failed(String)
+    }
+
+    /// Records a lookup's outcome; ignored when the lease is gone or a newer lookup replaced
+    /// it. Returns whether the hosts entries may have changed.
+    @discardableResult
+    public mutating func resolved(_ lookup: Lookup, _ outcome: Outcome, now: Int64) -> Bool {
+        guard var entry = entries[lookup.key], case .pending(let requestID, _) = entry.resolution, requestID == lookup.requestID else {
+            return false
+        }
+        switch outcome {
+        case .found(let vpsID, let organizationID):
+            entry.resolution = .found(vpsID: vpsID, organizationID: organizationID, at: now)
+        case .notFound:
+            entry.resolution = .notFound(at: now, retryAt: now + settings.negativeTTL)
+        case .failed(let error):
+            entry.resolution = .failed(error: error, at: now, retryAt: now + settings.failureRetry)
+        }
+        entries[lookup.key] = entry
+        return true
+    }
+
+    /// `<ip> <vps-id>` for every lease that is active and has an owner.
+    public func hostsEntries(now: Int64) -> [HostsFile.Entry] {
+        entries.values.compactMap { entry in
+            guard entry.lease.isActive(at: now), case .found(let vpsID, _, _) = entry.resolution else { return nil }
+            return HostsFile.Entry(ip: entry.lease.ip, name: vpsID)
+        }
+    }
+
+    /// The earliest moment after `now` that a lease expires or a cached answer runs out, so
+    /// the watcher can wake for it instead of waiting for the next reconcile.
+    public func nextEvent(after now: Int64) -> Int64? {
+        var times: [Int64] = []
+        for entry in entries.values {
+            if entry.lease.expiry > now { times.append(entry.lease.expiry) }
+            switch entry.resolution {
+            case .notFound(_, let retryAt), .failed(_, _, let retryAt): if retryAt > now { times.append(retryAt) }
+            default: break
+            }
+        }
+        return times.min()
+    }
+
+    /// One lookup's request id per lease and time bucket: a restarted gateway asking again
+    /// within the bucket gets the journal's answer (or joins the run it recovered) instead of
+    /// starting another lookup.
+    static func requestID(for key: Key, now: Int64, bucket: Int64) -> String {
+        "dhcp-\(key.mac.canonical.replacingOccurrences(of: ":", with: ""))-\(key.ip)-\(now / max(bucket, 1))"
+    }
+}
+
+/// A hostname glob: `*` any run of characters, `?` one; compared case-insensitively.
+public struct HostnamePattern: Sendable, Hashable, CustomStringConvertible {
+    public let pattern: String
+    private let characters: [Character]
+
+    public init(_ pattern: String) {
+        self.pattern = pattern
+        self.characters = Array(pattern.lowercased())
+    }
+
+    public func matches(_ hostname: String) -> Bool {
+        Self.match(characters[...], Array(hostname.lowercased())[...])
+    }
+
+    private static func match(_ pattern: ArraySlice<Character>, _ text: ArraySlice<Character>) -> Bool {
+        guard let first = pattern.first else { return text.isEmpty }
+        switch first {
+        case "*":
+            var rest = text
+            while true {
+                if match(pattern.dropFirst(), rest) { return true }
+                guard !rest.isEmpty else { return false }
+                rest = rest.dropFirst()
+            }
+        case "?":
+            return !text.isEmpty && match(pattern.dropFirst(), text.dropFirst())
+        default:
+            return text.first == first && match(pattern.dropFirst(), text.dropFirst())
+        }
+    }
+
+    public var description: String { pattern }
+}

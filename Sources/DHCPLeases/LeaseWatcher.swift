@@ -1,0 +1,278 @@
+public import Foundation
+import GatewayProtocol
+public import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Watches dnsmasq's lease file, looks up the owner of each lease whose hostname does not
+/// name a VPS, and keeps the hosts file dnsmasq serves in step: `<ip> <vps-id>` for every
+/// active lease with an owner. Reacts to inotify events on the lease file's directory and
+/// reconciles on a timer as well (and when a lease expires), so a missed event costs at most
+/// one interval.
+public final class LeaseWatcher: Sendable {
+    public struct Configuration: Sendable {
+        /// dnsmasq's `dhcp-leasefile`.
+        public var leaseFile: String
+        /// The `addn-hosts` file the gateway writes.
+        public var hostsFile: String
+        /// dnsmasq's `--pid-file`, to SIGHUP it after the hosts file changed; nil: no signal.
+        public var dnsmasqPidFile: String?
+        /// Reconcile at least this often. Default 30 s.
+        public var reconcileInterval: Duration
+        /// Believe a `not_found` this long before asking again. Default 5 min.
+        public var negativeCacheTTL: Duration
+        /// Ask again this long after a failed lookup. Default 30 s.
+        public var failureRetryDelay: Duration
+        /// Hostnames that already name a VPS; those leases need no lookup. Default `vps-*`.
+        public var vpsHostnamePattern: HostnamePattern
+        /// Lookups in flight at once. Default 64.
+        public var maxConcurrentLookups: Int
+        /// A lease file larger than this is refused (and the hosts file left alone). Default 64 MiB.
+        public var maxLeaseFileBytes: Int
+
+        public init(leaseFile: String, hostsFile: String) {
+            self.leaseFile = leaseFile
+            self.hostsFile = hostsFile
+            self.dnsmasqPidFile = nil
+            self.reconcileInterval = .seconds(30)
+            self.negativeCacheTTL = .seconds(300)
+            self.failureRetryDelay = .seconds(30)
+            self.vpsHostnamePattern = HostnamePattern("vps-*")
+            self.maxConcurrentLookups = 64
+            self.maxLeaseFileBytes = 64 << 20
+        }
+    }
+
+    /// Looks up the owner of `lease` with `requestID`.
+    public typealias Lookup = @Sendable (_ lease: DHCPLease, _ requestID: String) async -> LeaseTable.Outcome
+
+    /// What `vps-gateway leases` shows.
+    public struct Status: Sendable {
+        public var entries: [LeaseTable.Entry]
+        public var summary: LeaseFileSummary
+        public var lastReconcile: Date?
+        public var lastReconcileMicros: Int
+        public var hostsEntries: Int
+        public var lastError: String?
+    }
+
+    public let configuration: Configuration
+    private let lookup: Lookup
+    private let logger: Logger
+    private let state: Mutex<State>
+    private let hosts: HostsFile
+    /// Wakes the loop; one pending wake is enough, more coalesce.
+    private let wake = MessageQueue<Void>(capacity: 1)
+
+    private struct State {
+        var table: LeaseTable
+        var summary = LeaseFileSummary()
+        var inFlight = 0
+        var lastReconcile: Date?
+        var lastReconcileMicros = 0
+        var hostsEntries = 0
+        var lastError: String?
+    }
+
+    public init(configuration: Configuration, lookup: @escaping Lookup, logger: Logger) {
+        self.configuration = configuration
+        self.lookup = lookup
+        self.logger = logger
+        self.hosts = HostsFile(path: configuration.hostsFile)
+        self.state = Mutex(State(table: LeaseTable(settings: .init(
+            vpsHostname: configuration.vpsHostnamePattern,
+            negativeTTL: Int64(configuration.negativeCacheTTL.components.seconds),
+            failureRetry: Int64(configuration.failureRetryDelay.components.seconds)
+        ))))
+    }
+
+    public var status: Status {
+        state.withLock { state in
+            Status(
+                entries: state.table.entries.values.sorted { ($0.lease.ip, $0.lease.mac.canonical) < ($1.lease.ip, $1.lease.mac.canonical) },
+                summary: state.summary, lastReconcile: state.lastReconcile,
+                lastReconcileMicros: state.lastReconcileMicros, hostsEntries: state.hostsEntries, lastError: state.lastError
+            )
+        }
+    }
+
+    /// Watches and reconciles until cancelled.
+    public func run() async {
+        logger.info("watching DHCP leases", metadata: [
+            "lease_file": "\(configuration.leaseFile)", "hosts_file": "\(configuration.hostsFile)",
+            "dnsmasq_pid_file": "\(configuration.dnsmasqPidFile ?? "none")",
+        ])
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.watchDirectory() }
+            while !Task.isCancelled {
+                for lookup in reconcile() {
+                    group.addTask { await self.resolve(lookup) }
+                }
+                await waitForWake()
+            }
+            group.cancelAll()
+        }
+    }
+
+    /// Reads the lease file and returns the lookups to start.
+    private func reconcile() -> [LeaseTable.Lookup] {
+        let started = ContinuousClock.now
+        let now = Int64(Date().timeIntervalSince1970)
+        let leases: [DHCPLease]
+        let summary: LeaseFileSummary
+        do {
+            (leases, summary) = try readLeases(now: now)
+        } catch {
+            state.withLock { $0.lastError = error.description }
+            logger.error("cannot read the DHCP lease file; the hosts file is left as it was", metadata: ["error": "\(error)"])
+            return []
+        } 
+        let (lookups, changedSummary) = state.withLock { state -> ([LeaseTable.Lookup], Bool) in
+            let lookups = state.table.observe(leases, now: now, limit: max(0, configuration.maxConcurrentLookups - state.inFlight))
+            state.inFlight += lookups.count
+            let changed = state.summary != summary
+            state.summary = summary
+            return (lookups, changed)
+        }
+        if changedSummary && (summary.malformed > 0 || summary.expired > 0) {
+            logger.info("lease file read", metadata: [
+                "active": "\(summary.active)", "expired": "\(summary.expired)", "malformed": "\(summary.malformed)", "ipv6": "\(summary.ipv6)",
+            ])
+        }
+        publishHosts(now: now)
+        let micros = Int((ContinuousClock.now - started).components.attoseconds / 1_000_000_000_000) + Int((ContinuousClock.now - started).components.seconds) * 1_000_000
+        state.withLock {
+            $0.lastReconcile = Date()
+            $0.lastReconcileMicros = micros
+        }
+        return lookups
+    }
+
+    /// A missing file is no leases (dnsmasq has not written one yet).
+    private func readLeases(now: Int64) throws(DHCPError) -> ([DHCPLease], LeaseFileSummary) {
+        var info = stat()
+        guard stat(configuration.leaseFile, &info) == 0 else {
+            if errno == ENOENT { return ([], LeaseFileSummary()) }
+            throw .syscall(.leaseFileUnreadable, "stat(\(configuration.leaseFile))", errno, "cannot read the lease file")
+        }
+        guard info.st_mode & S_IFMT == S_IFREG else {
+            throw DHCPError(code: .leaseFileUnreadable, message: "lease file '\(configuration.leaseFile)' is not a regular file")
+        }
+        guard Int(info.st_size) <= configuration.maxLeaseFileBytes else {
+            throw DHCPError(code: .leaseFileUnreadable, message: "lease file '\(configuration.leaseFile)' is \(info.st_size) bytes, above the \(configuration.maxLeaseFileBytes)-byte limit")
+        }
+        guard let data = FileManager.default.contents(atPath: configuration.leaseFile) else {
+            throw DHCPError(code: .leaseFileUnreadable, message: "cannot read the lease file '\(configuration.leaseFile)'")
+        }
+        let text = String(decoding: data.prefix(configuration.maxLeaseFileBytes), as: UTF8.self)
+        let parsed = LeaseFile.parse(text[...], now: now)
+        return (parsed.leases, parsed.summary)
+    }
+
+    private func resolve(_ lookup: LeaseTable.Lookup) async {
+        let outcome = await self.lookup(lookup.lease, lookup.requestID)
+        let now = Int64(Date().timeIntervalSince1970)
+        let changed = state.withLock { state in
+            state.inFlight -= 1
+            return state.table.resolved(lookup, outcome, now: now)
+        }
+        logger.debug("lease looked up", metadata: [
+            "mac": "\(lookup.lease.mac)", "ip": "\(lookup.lease.ip)", "request_id": "\(lookup.requestID)", "outcome": "\(outcome)",
+        ])
+        if changed { publishHosts(now: now) }
+        // Slots freed: leases waiting for one can start.
+        wake.enqueue(())
+    }
+
+    /// Serializes hosts file writes (lookups finish concurrently).
+    private let publishing = Mutex(())
+
+    private func publishHosts(now: Int64) {
+        publishing.withLock { _ in
+            let entries = state.withLock { $0.table.hostsEntries(now: now) }
+            // No lease file yet and nothing known: leave any existing hosts file alone.
+            if entries.isEmpty && !FileManager.default.fileExists(atPath: configuration.leaseFile) { return }
+            do {
+                guard try hosts.replace(with: HostsFile.render(entries)) else { return }
+                state.withLock {
+                    $0.hostsEntries = entries.count
+                    $0.lastError = nil
+                }
+                logger.info("hosts file updated", metadata: ["entries": "\(entries.count)", "hosts_file": "\(configuration.hostsFile)"])
+                if let pidFile = configuration.dnsmasqPidFile {
+                    let pid = try DnsmasqReload(pidFile: pidFile).signal()
+                    logger.debug("dnsmasq told to reload", metadata: ["pid": "\(pid)"])
+                }
+            } catch {
+                state.withLock { $0.lastError = "\(error)" }
+                logger.error("cannot publish the hosts file", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// Returns on an inotify event, a freed lookup slot, the next lease expiry or cache
+    /// expiry, or the reconcile interval, whichever comes first.
+    private func waitForWake() async {
+        let now = Int64(Date().timeIntervalSince1970)
+        let next = state.withLock { $0.table.nextEvent(after: now) }
+        let timeout = next.map { min(configuration.reconcileInterval, .seconds($0 - now) + .milliseconds(10)) }
+            ?? configuration.reconcileInterval
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { _ = await self.wake.nextBatch() }
+            group.addTask { try? await Task.sleep(for: timeout) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// Feeds inotify events on the lease file's directory into the wake queue. Without
+    /// inotify (or the directory) the timer still reconciles.
+    private func watchDirectory() async {
+        let directory = (configuration.leaseFile as NSString).deletingLastPathComponent.isEmpty
+            ? "." : (configuration.leaseFile as NSString).deletingLastPathComponent
+        let fd = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
+        guard fd >= 0 else {
+            logger.warning("inotify unavailable; reconciling on the timer only", metadata: ["errno": "\(errno)"])
+            return
+        }
+        let mask = UInt32(IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_MODIFY)
+        guard inotify_add_watch(fd, directory, mask) >= 0 else {
+            logger.warning("cannot watch the lease file's directory; reconciling on the timer only", metadata: [
+                "directory": "\(directory)", "error": "\(String(cString: strerror(errno)))",
+            ])
+            close(fd)
+            return
+        }
+        do {
+            // inotify descriptors work with epoll, so NIO reads them like a pipe: no thread
+            // of our own blocks on read().
+            let channel = try await NIOPipeBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .takingOwnershipOfDescriptor(input: fd) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try NIOAsyncChannel<ByteBuffer, Never>(wrappingChannelSynchronously: channel)
+                    }
+                }
+            try await channel.executeThenClose { inbound in
+                for try await _ in inbound { wake.enqueue(()) }
+            }
+        } catch {
+            if !Task.isCancelled {
+                logger.warning("inotify watch ended; reconciling on the timer only", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+}
+
+extension LeaseTable.Outcome: CustomStringConvertible {
+    public var description: String {
+        switch self {
+        case .found(let vpsID, _): "found \(vpsID)"
+        case .notFound: "not_found"
+        case .failed(let error): "failed: \(error)"
+        }
+    }
+}

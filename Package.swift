@@ -122,6 +122,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "DHCPLeasesTests",
+            dependencies: ["DHCPLeases", "GatewayProtocol"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "EndToEndTests",
             dependencies: [
                 "vps-gateway", "GatewayProtocol", "GatewayAdminClient", "GatewayJournal", "LeaseInventory", logging,

@@ -1,0 +1,95 @@
+import DHCPLeases
+import GatewayProtocol
+import Testing
+
+@Suite("Lease table")
+struct LeaseTableTests {
+    let settings = LeaseTable.Settings(vpsHostname: HostnamePattern("vps-*"), negativeTTL: 300, failureRetry: 30)
+
+    func lease(_ mac: String, _ ip: String, hostname: String? = "client", expiry: Int64 = 2_000_000_000) -> DHCPLease {
+        DHCPLease(expiry: expiry, mac: MACAddress(mac)!, ip: ip, hostname: hostname, clientID: nil)
+    }
+
+    @Test("a new lease is looked up once; while pending it is not asked again")
+    func dedupe() {
+        var table = LeaseTable(settings: settings)
+        let leases = [lease("52:54:00:00:00:01", "10.0.0.1")]
+        let first = table.observe(leases, now: 1000, limit: 10)
+        let second = table.observe(leases, now: 1001, limit: 10)
+        #expect(first.count == 1)
+        #expect(second.isEmpty)
+    }
+
+    @Test("a lease whose hostname names a VPS needs no lookup")
+    func vpsHostname() {
+        var table = LeaseTable(settings: settings)
+        let named = table.observe([lease("52:54:00:00:00:01", "10.0.0.1", hostname: "VPS-123")], now: 1000, limit: 10)
+        let anonymous = table.observe([lease("52:54:00:00:00:02", "10.0.0.2", hostname: nil)], now: 1000, limit: 10)
+        #expect(named.isEmpty)
+        #expect(anonymous.count == 1)
+    }
+
+    @Test("a found owner goes into the hosts entries until the lease ends")
+    func foundThenGone() {
+        var table = LeaseTable(settings: settings)
+        let active = lease("52:54:00:00:00:01", "10.0.0.1", expiry: 2000)
+        let lookup = table.observe([active], now: 1000, limit: 10)[0]
+        let changed = table.resolved(lookup, .found(vpsID: "vps-1", organizationID: "o"), now: 1001)
+        #expect(changed)
+        #expect(table.hostsEntries(now: 1500) == [HostsFile.Entry(ip: "10.0.0.1", name: "vps-1")])
+        #expect(table.hostsEntries(now: 2000).isEmpty, "expired leases drop out")
+        _ = table.observe([], now: 1600, limit: 10)
+        #expect(table.hostsEntries(now: 1600).isEmpty, "released leases drop out")
+    }
+
+    @Test("not_found is remembered for the negative TTL, then asked again with a new request id")
+    func negativeCache() {
+        var table = LeaseTable(settings: settings)
+        let leases = [lease("52:54:00:00:00:01", "10.0.0.1")]
+        let first = table.observe(leases, now: 1000, limit: 10)[0]
+        table.resolved(first, .notFound, now: 1000)
+        let tooSoon = table.observe(leases, now: 1299, limit: 10)
+        #expect(tooSoon.isEmpty)
+        let second = table.observe(leases, now: 1300, limit: 10)
+        #expect(second.count == 1)
+        #expect(second[0].requestID != first.requestID)
+    }
+
+    @Test("a restarted gateway asks with the same request id within the bucket")
+    func stableRequestIDs() {
+        var before = LeaseTable(settings: settings)
+        var after = LeaseTable(settings: settings)
+        let leases = [lease("52:54:00:00:00:01", "10.0.0.1")]
+        let first = before.observe(leases, now: 1200, limit: 10)[0].requestID
+        let second = after.observe(leases, now: 1250, limit: 10)[0].requestID
+        #expect(first == second)
+    }
+
+    @Test("at most `limit` lookups start; the rest wait for the next observe")
+    func limit() {
+        var table = LeaseTable(settings: settings)
+        let leases = (1...5).map { lease("52:54:00:00:00:0\($0)", "10.0.0.\($0)") }
+        let first = table.observe(leases, now: 1000, limit: 2)
+        let rest = table.observe(leases, now: 1000, limit: 10)
+        #expect(first.count == 2)
+        #expect(rest.count == 3)
+    }
+
+    @Test("an outcome for a lease that changed its IP meanwhile is ignored")
+    func staleOutcome() {
+        var table = LeaseTable(settings: settings)
+        let lookup = table.observe([lease("52:54:00:00:00:01", "10.0.0.1")], now: 1000, limit: 10)[0]
+        _ = table.observe([lease("52:54:00:00:00:01", "10.0.0.2")], now: 1001, limit: 10)
+        let changed = table.resolved(lookup, .found(vpsID: "vps-1", organizationID: "o"), now: 1002)
+        #expect(!changed)
+        #expect(table.hostsEntries(now: 1002).isEmpty)
+    }
+
+    @Test("hostname globs", arguments: [
+        ("vps-*", "vps-123", true), ("vps-*", "VPS-abc", true), ("vps-*", "myvps-1", false), ("vps-*", "vps", false),
+        ("*.vps.internal", "a.vps.internal", true), ("host-??", "host-01", true), ("host-??", "host-1", false),
+    ])
+    func globs(pattern: String, hostname: String, matches: Bool) {
+        #expect(HostnamePattern(pattern).matches(hostname) == matches)
+    }
+}

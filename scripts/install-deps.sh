@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the build, the local run and the tests need. As root it runs
+# Installs the Debian packages the build, the local run and the tests need (the DHCP
+# end-to-end tests run a real dnsmasq and busybox udhcpc in network namespaces). As root it runs
 # apt-get itself; otherwise it prints the exact command and fails when something is missing.
 set -euo pipefail
 
-packages=(libsqlite3-dev)
+packages=(libsqlite3-dev iproute2 dnsmasq-base dnsmasq-utils busybox)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -12,11 +12,16 @@ public struct LeaseTable: Sendable {
         public var negativeTTL: Int64
         /// How long after a failed lookup to try again, in seconds.
         public var failureRetry: Int64
+        /// How long a lease must be missing from the file before it is dropped, in seconds:
+        /// dnsmasq rewrites the file in place, and a read in the middle of that can miss a
+        /// line that is still there.
+        public var vanishGrace: Int64
 
-        public init(vpsHostname: HostnamePattern, negativeTTL: Int64, failureRetry: Int64) {
+        public init(vpsHostname: HostnamePattern, negativeTTL: Int64, failureRetry: Int64, vanishGrace: Int64 = 3) {
             self.vpsHostname = vpsHostname
             self.negativeTTL = negativeTTL
             self.failureRetry = failureRetry
+            self.vanishGrace = vanishGrace
         }
     }
 
@@ -37,6 +42,8 @@ public struct LeaseTable: Sendable {
     public struct Entry: Sendable, Hashable {
         public var lease: DHCPLease
         public var resolution: Resolution?
+        /// When the lease was last missing from the file, while within the grace period.
+        public var missingSince: Int64?
     }
 
     /// A lookup to start.
@@ -59,13 +66,29 @@ public struct LeaseTable: Sendable {
     public mutating func observe(_ leases: [DHCPLease], now: Int64, limit: Int) -> [Lookup] {
         var current: [Key: DHCPLease] = [:]
         for lease in leases { current[Key(mac: lease.mac, ip: lease.ip)] = lease }
-        for key in entries.keys where current[key] == nil { entries[key] = nil }
+        let currentMACs = Set(current.keys.map(\.mac))
+        for (key, entry) in entries where current[key] == nil {
+            if currentMACs.contains(key.mac) {
+                entries[key] = nil  // the MAC holds another address now: this lease is over
+            } else if let missingSince = entry.missingSince {
+                if now - missingSince >= settings.vanishGrace { entries[key] = nil }
+            } else {
+                entries[key]?.missingSince = now
+            }
+        }
         var lookups: [Lookup] = []
         // Sorted, so which leases wait when the limit is reached does not depend on hashing.
         for (key, lease) in current.sorted(by: { ($0.key.ip, $0.key.mac.canonical) < ($1.key.ip, $1.key.mac.canonical) }) {
             var entry = entries[key] ?? Entry(lease: lease, resolution: nil)
             entry.lease = lease
+            entry.missingSince = nil
             if let hostname = lease.hostname, settings.vpsHostname.matches(hostname) {
+                // dnsmasq names a lease after the hosts file entry for its address, so a lease
+                // we resolved comes back carrying the VPS id as its hostname: keep what we know.
+                if case .found(let vpsID, _, _) = entry.resolution, vpsID.lowercased() == hostname.lowercased() {
+                    entries[key] = entry
+                    continue
+                }
                 entry.resolution = .vpsHostname
             } else if needsLookup(entry.resolution, now: now), lookups.count < limit {
                 let requestID = Self.requestID(for: key, now: now, bucket: settings.negativeTTL)
@@ -124,6 +147,7 @@ public struct LeaseTable: Sendable {
         var times: [Int64] = []
         for entry in entries.values {
             if entry.lease.expiry > now { times.append(entry.lease.expiry) }
+            if let missingSince = entry.missingSince { times.append(max(missingSince + settings.vanishGrace, now + 1)) }
             switch entry.resolution {
             case .notFound(_, let retryAt), .failed(_, _, let retryAt): if retryAt > now { times.append(retryAt) }
             default: break

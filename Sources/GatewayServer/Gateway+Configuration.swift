@@ -60,6 +60,12 @@ extension Gateway {
         public var dhcp: LeaseWatcher.Configuration?
         /// How long a lease lookup may take. Default 30 s.
         public var leaseLookupTimeout: Duration
+        /// After a start, journal recovery and the lease watcher wait for the workers to
+        /// reconnect: at most this long. Default 10 s.
+        public var clientSettleTime: Duration
+        /// ...and they are taken to be back once no new one registered for this long.
+        /// Default 1 s.
+        public var clientQuietPeriod: Duration
 
         public init(apiSecret: String) {
             self.listenHost = "0.0.0.0"
@@ -87,6 +93,8 @@ extension Gateway {
             self.checkpointInterval = .seconds(30)
             self.dhcp = nil
             self.leaseLookupTimeout = .seconds(30)
+            self.clientSettleTime = .seconds(10)
+            self.clientQuietPeriod = .seconds(1)
         }
 
         /// A stream silent for longer than this is evicted.

@@ -126,6 +126,9 @@ public final class Gateway: Service, Sendable {
             }
             if let leaseWatcher {
                 group.addTask {
+                    // Looking leases up before the environments are back would cache wrong
+                    // "not found" answers from whichever connected first.
+                    await self.waitForClientsToSettle()
                     await leaseWatcher.run()
                     return .background
                 }
@@ -184,12 +187,43 @@ public final class Gateway: Service, Sendable {
     /// deadline become expired, the rest are retried with their own request ids.
     private func recover(_ journal: RequestJournal, _ runner: RequestRunner) async throws {
         let expired = try await journal.expireOverdue()
+        // Retried before the workers are back, a request would end "not found" by whichever
+        // environment reconnected first.
+        await waitForClientsToSettle()
         let unfinished = try journal.unfinished()
         for record in unfinished { runner.submit(record) }
         if expired > 0 || !unfinished.isEmpty {
             logger.notice("journal recovered", metadata: [
                 "retrying": "\(unfinished.count)", "expired": "\(expired)", "journal": "\(journal.path)",
             ])
+        }
+    }
+
+    /// Returns once the clients that reconnect after a (re)start have: after the first
+    /// registration, when none came for the quiet period; at the latest after the settle time.
+    func waitForClientsToSettle() async {
+        let deadline = ContinuousClock.now + configuration.clientSettleTime
+        var seen = clients.eligible(for: .all, method: "").generation
+        var anyRegistered = clients.count > 0
+        while ContinuousClock.now < deadline && !Task.isCancelled {
+            let wait = anyRegistered ? min(configuration.clientQuietPeriod, deadline - .now) : deadline - .now
+            let generation = seen
+            let registered = await withTaskGroup(of: Bool.self) { group in
+                group.addTask {
+                    await self.clients.waitForRegistration(after: generation)
+                    return !Task.isCancelled
+                }
+                group.addTask {
+                    try? await Task.sleep(for: wait)
+                    return false
+                }
+                let first = await group.next() ?? false
+                group.cancelAll()
+                return first
+            }
+            if !registered && anyRegistered { return }
+            anyRegistered = anyRegistered || registered
+            seen = clients.eligible(for: .all, method: "").generation
         }
     }
 

@@ -14,6 +14,12 @@ final class Cluster: Sendable {
     let port: Int
     let secret: String
     private let processes = Mutex<[TestProcess]>([])
+    /// Run at tear-down after the processes stopped, newest first (network namespaces...).
+    private let cleanups = Mutex<[@Sendable () -> Void]>([])
+
+    func onTearDown(_ cleanup: @escaping @Sendable () -> Void) {
+        cleanups.withLock { $0.append(cleanup) }
+    }
 
     var adminSocket: String { directory + "/admin.sock" }
     var journal: String { directory + "/journal.sqlite3" }
@@ -43,6 +49,7 @@ final class Cluster: Sendable {
     private func tearDown(printLogs: Bool) async {
         let all = processes.withLock { $0 }
         for process in all { await process.stop() }
+        for cleanup in cleanups.withLock({ $0.reversed() }) { cleanup() }
         if printLogs {
             for process in all { print("---- log of \(process.name) ----\n\(process.log.suffix(4000))") }
         }
@@ -92,11 +99,11 @@ final class Cluster: Sendable {
     }
 
     @discardableResult
-    func spawn(name: String, launcher: [String] = [], arguments: [String], environment: [String: String]) throws -> TestProcess {
+    func spawn(name: String, launcher: [String] = [], executable: String? = nil, arguments: [String], environment: [String: String]) throws -> TestProcess {
         let count = processes.withLock { $0.count }
         let process = try TestProcess(
             name: name, arguments: arguments, environment: environment,
-            logPath: "\(directory)/\(count)-\(name).log", launcher: launcher
+            logPath: "\(directory)/\(count)-\(name).log", launcher: launcher, executable: executable
         )
         processes.withLock { $0.append(process) }
         return process

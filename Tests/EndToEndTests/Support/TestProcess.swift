@@ -6,54 +6,96 @@ import Glibc
 
 /// A real child process of a test, with its output in a log file. Tests stop every one they
 /// start (``Cluster`` does it on every exit path).
+///
+/// Spawned with posix_spawn and reaped with a non-blocking waitpid: Foundation's `Process`
+/// sometimes never noticed a child that exited, which turned finished commands into timeouts.
 final class TestProcess: Sendable {
     let name: String
     let logPath: String
-    let pid: Int32
-    private let process: Mutex<Process>
+    let pid: pid_t
+    /// The raw wait status once reaped.
+    private let status = Mutex<Int32?>(nil)
 
     /// Starts `arguments` of the built `vps-gateway` with exactly `environment` (plus PATH).
     /// A `launcher` (like `["/bin/sh", "-c", "ulimit -f 100; exec \"$0\" \"$@\""]`) runs
-    /// first and gets the binary and its arguments after its own.
-    init(name: String, arguments: [String], environment: [String: String], logPath: String, launcher: [String] = []) throws {
-        let process = Process()
-        if let first = launcher.first {
-            process.executableURL = URL(fileURLWithPath: first)
-            process.arguments = Array(launcher.dropFirst()) + [TestBinary.path] + arguments
+    /// first and gets the binary and its arguments after its own; an `executable` runs
+    /// another program altogether with `arguments` as its own.
+    init(name: String, arguments: [String], environment: [String: String], logPath: String, launcher: [String] = [], executable: String? = nil) throws {
+        let argv: [String]
+        if let executable {
+            argv = [executable] + arguments
+        } else if !launcher.isEmpty {
+            argv = launcher + [TestBinary.path] + arguments
         } else {
-            process.executableURL = URL(fileURLWithPath: TestBinary.path)
-            process.arguments = arguments
+            argv = [TestBinary.path] + arguments
         }
         var env = environment
         env["PATH"] = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
         env["SWIFT_BACKTRACE"] = "enable=no"
-        process.environment = env
-        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-        process.standardOutput = log
-        process.standardError = log
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        try log.close()
         self.name = name
         self.logPath = logPath
-        self.pid = process.processIdentifier
-        self.process = Mutex(process)
+        self.pid = try Self.spawn(argv, environment: env.map { "\($0.key)=\($0.value)" }, output: logPath)
     }
 
-    var isRunning: Bool { process.withLock { $0.isRunning } }
+    private static func spawn(_ argv: [String], environment: [String], output: String) throws -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        let cArguments = argv.map { strdup($0) } + [nil]
+        let cEnvironment = environment.map { strdup($0) } + [nil]
+        defer {
+            for pointer in cArguments { free(pointer) }
+            for pointer in cEnvironment { free(pointer) }
+        }
+        // The spawning thread may be a Dispatch worker with most signals blocked; a child
+        // inherits that mask, and a dnsmasq that cannot see SIGHUP never reloads. Start every
+        // child with no signal blocked and default dispositions.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        var defaults = sigset_t()
+        sigfillset(&defaults)
+        sigdelset(&defaults, SIGKILL)
+        sigdelset(&defaults, SIGSTOP)
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        var pid: pid_t = 0
+        let result = posix_spawn(&pid, argv[0], &actions, &attributes, cArguments, cEnvironment)
+        guard result == 0 else {
+            throw ClusterError("cannot start \(argv[0]): \(String(cString: strerror(result)))")
+        }
+        return pid
+    }
+
+    /// Reaps the child if it has exited (never blocks).
+    private func reap() -> Int32? {
+        status.withLock { status in
+            if let status { return status }
+            var raw: Int32 = 0
+            if waitpid(pid, &raw, WNOHANG) == pid { status = raw }
+            return status
+        }
+    }
+
+    var isRunning: Bool { reap() == nil }
 
     func signal(_ signal: Int32) {
         if isRunning { kill(pid, signal) }
     }
 
-    /// Waits for the exit (polling with a time limit) and returns the exit status, or nil
-    /// when it is still running after `timeout`.
+    /// Waits for the exit (polling with a time limit) and returns the exit code (128 + the
+    /// signal for a signalled child), or nil when it is still running after `timeout`.
     @discardableResult
     func waitForExit(timeout: Duration = .seconds(10)) async -> Int32? {
         let exited = await poll(timeout: timeout) { !self.isRunning }
-        guard exited else { return nil }
-        return process.withLock { $0.terminationStatus }
+        guard exited, let raw = reap() else { return nil }
+        return raw & 0x7f == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)
     }
 
     /// SIGKILL and wait; used by cleanup so nothing outlives its test.

@@ -3,9 +3,11 @@
 #  1. the gateway's resident memory, fresh and with 1,000 idle registered clients;
 #  2. lookups with 1 and 3 environment workers at concurrency 1 and 64 (journal FULL, the default);
 #  3. the same lookups with the journal off, FULL and NORMAL, side by side (1 worker);
-#  4. how long a restarted gateway takes to replay 100,000 pending journal rows.
+#  4. how long a restarted gateway takes to replay 100,000 pending journal rows;
+#  5. DHCP: lease line to hosts line latency over 1,000 leases, and a reconcile of 10,000.
 # Prints Markdown; raw JSON lines go to $BENCH_OUT (default: a temp file).
-# BENCH_DURATION (default 10s) sets each run; BENCH_IDLE_CLIENTS and BENCH_REPLAY_ROWS the sizes.
+# BENCH_DURATION (default 10s) sets each run; BENCH_IDLE_CLIENTS, BENCH_REPLAY_ROWS, BENCH_LEASES
+# and BENCH_RECONCILE_LEASES the sizes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +15,8 @@ duration="${BENCH_DURATION:-10s}"
 journal_duration="${BENCH_JOURNAL_DURATION:-5s}"
 idle="${BENCH_IDLE_CLIENTS:-1000}"
 replay_rows="${BENCH_REPLAY_ROWS:-100000}"
+lease_count="${BENCH_LEASES:-1000}"
+reconcile_count="${BENCH_RECONCILE_LEASES:-10000}"
 swift build -c release --product vps-gateway 2>&1 | tail -n 1
 bin="$(swift build -c release --show-bin-path)/vps-gateway"
 work="$(mktemp -d /tmp/vps-gateway-bench.XXXXXX)"
@@ -30,14 +34,16 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # Gateways by name: the journal mode each runs with.
 declare -A port socket gateway_pid
-start_gateway() {  # name, journal argument
-    port[$1]=$(free_port)
-    socket[$1]="$work/$1.sock"
-    "$bin" gateway --listen "127.0.0.1:${port[$1]}" --admin-socket "${socket[$1]}" --journal "$2" 2>"$work/gateway-$1.log" &
-    gateway_pid[$1]=$!
+start_gateway() {  # name, journal argument, DHCP arguments (default: none)...
+    local name="$1" journal="$2"; shift 2
+    [ $# -eq 0 ] && set -- --dhcp-leases off
+    port[$name]=$(free_port)
+    socket[$name]="$work/$name.sock"
+    "$bin" gateway --listen "127.0.0.1:${port[$name]}" --admin-socket "${socket[$name]}" --journal "$journal" "$@" 2>"$work/gateway-$name.log" &
+    gateway_pid[$name]=$!
     pids+=("$!")
-    for _ in $(seq 1 100); do [ -S "${socket[$1]}" ] && return 0; sleep 0.1; done
-    echo "gateway $1 did not start:" >&2; cat "$work/gateway-$1.log" >&2; exit 1
+    for _ in $(seq 1 100); do [ -S "${socket[$name]}" ] && return 0; sleep 0.1; done
+    echo "gateway $name did not start:" >&2; cat "$work/gateway-$name.log" >&2; exit 1
 }
 
 clients_of() { "$bin" clients --admin-socket "${socket[$1]}" --json 2>/dev/null | grep -o '"instance_id"' | wc -l; }
@@ -136,7 +142,19 @@ replay_seconds=$(python3 -c "import time; print(round(time.time() - $replay_star
 replay_counts=$("$bin" journal stats --journal "$replay_journal" --json)
 stop_workers
 
-python3 - "$out" "$idle_json" "$cpu_report" "$(getconf CLK_TCK)" "$replay_rows" "$replay_seconds" "$replay_counts" <<'PY'
+# 5. DHCP: lease lines appended one at a time (as dnsmasq grants them) until each one's hosts
+# line is written, with three environments answering; then one big lease file.
+echo "measuring: lease to hosts line, $lease_count leases" >&2
+start_gateway dhcp "$work/journal-dhcp.sqlite3" --dhcp-leases "$work/dhcp.leases" --dhcp-hosts "$work/dhcp-hosts"
+start_workers "dhcp:http://127.0.0.1:${port[dhcp]}" production beta dev
+wait_for_clients dhcp 3
+sleep 2  # the watcher starts once the workers have settled
+lease_json="$("$bin" bench --admin-socket "${socket[dhcp]}" --lease-latency "$lease_count" --lease-file "$work/dhcp.leases" --hosts-file "$work/dhcp-hosts" --json)"
+echo "measuring: reconcile of $reconcile_count leases" >&2
+reconcile_json="$("$bin" bench --admin-socket "${socket[dhcp]}" --reconcile-leases "$reconcile_count" --lease-file "$work/dhcp.leases" --hosts-file "$work/dhcp-hosts" --json)"
+stop_workers
+
+python3 - "$out" "$idle_json" "$cpu_report" "$(getconf CLK_TCK)" "$replay_rows" "$replay_seconds" "$replay_counts" "$lease_json" "$reconcile_json" <<'PY'
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
 def table(name):
@@ -175,4 +193,8 @@ counts = json.loads(sys.argv[7])["counts_by_state"]
 n, seconds = int(sys.argv[5]), float(sys.argv[6])
 print(f'\nReplay: {n} pending rows (Ping, 1 worker) finished {seconds} s after the gateway started '
       f'({n / seconds:.0f} rows/s; completed {counts["completed"]}, failed {counts["failed"]}, expired {counts["expired"]}).')
+lease, reconcile = json.loads(sys.argv[8]), json.loads(sys.argv[9])
+print(f'\nDHCP: a lease line to its hosts line (3 environments, journal FULL): p50 {lease["p50_us"]} µs, p99 {lease["p99_us"]} µs, '
+      f'max {lease["max_us"]} µs over {lease["leases"]} leases ({lease["timed_out"]} timed out). '
+      f'A reconcile of {reconcile["leases"]} leases: median {reconcile["median_us"]} µs (rounds: {", ".join(map(str, reconcile["reconcile_us"]))} µs).')
 PY

@@ -76,9 +76,8 @@ public struct LeaseTable: Sendable {
                 entries[key]?.missingSince = now
             }
         }
-        var lookups: [Lookup] = []
-        // Sorted, so which leases wait when the limit is reached does not depend on hashing.
-        for (key, lease) in current.sorted(by: { ($0.key.ip, $0.key.mac.canonical) < ($1.key.ip, $1.key.mac.canonical) }) {
+        var waiting: [Key] = []
+        for (key, lease) in current {
             var entry = entries[key] ?? Entry(lease: lease, resolution: nil)
             entry.lease = lease
             entry.missingSince = nil
@@ -90,12 +89,17 @@ public struct LeaseTable: Sendable {
                     continue
                 }
                 entry.resolution = .vpsHostname
-            } else if needsLookup(entry.resolution, now: now), lookups.count < limit {
-                let requestID = Self.requestID(for: key, now: now, bucket: settings.negativeTTL)
-                entry.resolution = .pending(requestID: requestID, since: now)
-                lookups.append(Lookup(key: key, lease: lease, requestID: requestID))
+            } else if needsLookup(entry.resolution, now: now) {
+                waiting.append(key)
             }
             entries[key] = entry
+        }
+        // Sorted, so which leases wait when the limit is reached does not depend on hashing.
+        var lookups: [Lookup] = []
+        for key in waiting.sorted(by: { ($0.ip, $0.mac.canonical) < ($1.ip, $1.mac.canonical) }).prefix(max(limit, 0)) {
+            let requestID = Self.requestID(for: key, now: now, bucket: settings.negativeTTL)
+            entries[key]?.resolution = .pending(requestID: requestID, since: now)
+            lookups.append(Lookup(key: key, lease: current[key]!, requestID: requestID))
         }
         return lookups
     }

@@ -90,14 +90,19 @@ public final class LeaseWatcher: Sendable {
         ))))
     }
 
-    public var status: Status {
-        state.withLock { state in
-            Status(
-                entries: state.table.entries.values.sorted { ($0.lease.ip, $0.lease.mac.canonical) < ($1.lease.ip, $1.lease.mac.canonical) },
+    /// The current state; `withEntries` false leaves out the per-lease list (cheap).
+    public func status(withEntries: Bool = true) -> Status {
+        let (entries, status) = state.withLock { state in
+            (withEntries ? Array(state.table.entries.values) : [], Status(
+                entries: [],
                 summary: state.summary, lastReconcile: state.lastReconcile,
                 lastReconcileMicros: state.lastReconcileMicros, hostsEntries: state.hostsEntries, lastError: state.lastError
-            )
+            ))
         }
+        // Sorted outside the lock, so a large listing does not hold up a reconcile.
+        var result = status
+        result.entries = entries.sorted { ($0.lease.ip, $0.lease.mac.canonical) < ($1.lease.ip, $1.lease.mac.canonical) }
+        return result
     }
 
     /// Watches and reconciles until cancelled.

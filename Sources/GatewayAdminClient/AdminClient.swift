@@ -64,9 +64,9 @@ public struct AdminClient: Sendable {
     }
 
     /// The DHCP leases the gateway watches and what each resolved to.
-    public func listLeases() async throws -> AdminListLeasesResponse {
+    public func listLeases(summaryOnly: Bool = false) async throws -> AdminListLeasesResponse {
         do {
-            return try await admin.listLeases(AdminListLeasesRequest())
+            return try await admin.listLeases(.with { $0.summaryOnly = summaryOnly })
         } catch let error as RPCError {
             throw AdminClientError(rpc: error, socketPath: socketPath)
         }

@@ -92,7 +92,7 @@ struct AdminService: GatewayAdminService.SimpleServiceProtocol {
 
     func listLeases(request: AdminListLeasesRequest, context: ServerContext) async throws -> AdminListLeasesResponse {
         guard let watcher = gateway.leaseWatcher else { return .with { $0.watching = false } }
-        return AdminListLeasesResponse(watcher.status, configuration: watcher.configuration)
+        return AdminListLeasesResponse(watcher.status(withEntries: !request.summaryOnly), configuration: watcher.configuration, summaryOnly: request.summaryOnly)
     }
 
     func replay(request: AdminReplayRequest, context: ServerContext) async throws -> AdminReplayResponse {

@@ -62,8 +62,9 @@ struct LeaseLookups: Sendable {
 }
 
 extension AdminListLeasesResponse {
-    init(_ status: LeaseWatcher.Status, configuration: LeaseWatcher.Configuration) {
+    init(_ status: LeaseWatcher.Status, configuration: LeaseWatcher.Configuration, summaryOnly: Bool) {
         self = .with { response in
+            response.activeLeases = UInt32(clamping: status.summary.active)
             response.watching = true
             response.leaseFile = configuration.leaseFile
             response.hostsFile = configuration.hostsFile
@@ -74,6 +75,7 @@ extension AdminListLeasesResponse {
             if let last = status.lastReconcile { response.lastReconcile = .init(date: last) }
             response.lastReconcileUs = UInt64(max(0, status.lastReconcileMicros))
             response.lastError = status.lastError ?? ""
+            guard !summaryOnly else { return }
             response.leases = status.entries.map { entry in
                 AdminLeaseInfo.with { info in
                     info.mac = entry.lease.mac.canonical

@@ -248,6 +248,9 @@ public nonisolated struct Vpsgateway_Admin_V1_ListLeasesRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Only the counts and the last reconcile, not every lease.
+  public var summaryOnly: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -338,6 +341,9 @@ public nonisolated struct Vpsgateway_Admin_V1_ListLeasesResponse: Sendable {
   public var lastReconcileUs: UInt64 = 0
 
   public var lastError: String = String()
+
+  /// Active leases in the file (also when `leases` is left out).
+  public var activeLeases: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -700,18 +706,29 @@ nonisolated extension Vpsgateway_Admin_V1_ReplayResponse: SwiftProtobuf.Message,
 
 nonisolated extension Vpsgateway_Admin_V1_ListLeasesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListLeasesRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}summary_only\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    // Load everything into unknown fields
-    while try decoder.nextFieldNumber() != nil {}
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBoolField(value: &self.summaryOnly) }()
+      default: break
+      }
+    }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.summaryOnly != false {
+      try visitor.visitSingularBoolField(value: self.summaryOnly, fieldNumber: 1)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Vpsgateway_Admin_V1_ListLeasesRequest, rhs: Vpsgateway_Admin_V1_ListLeasesRequest) -> Bool {
+    if lhs.summaryOnly != rhs.summaryOnly {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -798,7 +815,7 @@ nonisolated extension Vpsgateway_Admin_V1_LeaseInfo: SwiftProtobuf.Message, Swif
 
 nonisolated extension Vpsgateway_Admin_V1_ListLeasesResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListLeasesResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}watching\0\u{3}lease_file\0\u{3}hosts_file\0\u{1}leases\0\u{3}expired_lines\0\u{3}malformed_lines\0\u{3}ipv6_lines\0\u{3}hosts_entries\0\u{3}last_reconcile\0\u{3}last_reconcile_us\0\u{3}last_error\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}watching\0\u{3}lease_file\0\u{3}hosts_file\0\u{1}leases\0\u{3}expired_lines\0\u{3}malformed_lines\0\u{3}ipv6_lines\0\u{3}hosts_entries\0\u{3}last_reconcile\0\u{3}last_reconcile_us\0\u{3}last_error\0\u{3}active_leases\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -817,6 +834,7 @@ nonisolated extension Vpsgateway_Admin_V1_ListLeasesResponse: SwiftProtobuf.Mess
       case 9: try { try decoder.decodeSingularMessageField(value: &self._lastReconcile) }()
       case 10: try { try decoder.decodeSingularUInt64Field(value: &self.lastReconcileUs) }()
       case 11: try { try decoder.decodeSingularStringField(value: &self.lastError) }()
+      case 12: try { try decoder.decodeSingularUInt32Field(value: &self.activeLeases) }()
       default: break
       }
     }
@@ -860,6 +878,9 @@ nonisolated extension Vpsgateway_Admin_V1_ListLeasesResponse: SwiftProtobuf.Mess
     if !self.lastError.isEmpty {
       try visitor.visitSingularStringField(value: self.lastError, fieldNumber: 11)
     }
+    if self.activeLeases != 0 {
+      try visitor.visitSingularUInt32Field(value: self.activeLeases, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -875,6 +896,7 @@ nonisolated extension Vpsgateway_Admin_V1_ListLeasesResponse: SwiftProtobuf.Mess
     if lhs._lastReconcile != rhs._lastReconcile {return false}
     if lhs.lastReconcileUs != rhs.lastReconcileUs {return false}
     if lhs.lastError != rhs.lastError {return false}
+    if lhs.activeLeases != rhs.activeLeases {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

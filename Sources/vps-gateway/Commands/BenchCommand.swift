@@ -3,6 +3,7 @@ import Foundation
 import GatewayBench
 import GatewayProtocol
 import GatewayWorker
+import LeaseInventory
 import SwiftProtobuf
 #if canImport(Glibc)
 import Glibc
@@ -25,6 +26,11 @@ struct BenchCommand: AsyncParsableCommand {
 
             JSON fields: requests, errors, throughput_rps, p50_us, p90_us, p99_us, max_us, \
             concurrency, duration_s, outcomes (count per outcome).
+
+            With --lease-latency N it appends N leases (production's sample MACs) one at a time to \
+            the gateway's lease file and times each until its line is in the hosts file; with \
+            --reconcile-leases N it writes N leases and reports the gateway's reconcile time.
+              vps-gateway bench --lease-latency 1000 --lease-file /tmp/l --hosts-file /tmp/h --json
 
             With --idle-clients N it measures memory instead: N registered, idle streams from \
             this one process (each its own connection and instance id, environment \
@@ -76,6 +82,18 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("With --idle-clients: how long to hold them before measuring.", valueName: "duration"))
     var hold = DurationArgument(.seconds(5), text: "5s")
 
+    @Option(help: ArgumentHelp("Measure lease-to-hosts-line latency over this many leases of production's sample inventory instead (needs --lease-file, --hosts-file).", valueName: "count"))
+    var leaseLatency: Int?
+
+    @Option(help: ArgumentHelp("Measure the gateway's reconcile of a lease file this big instead (needs --lease-file, --hosts-file).", valueName: "count"))
+    var reconcileLeases: Int?
+
+    @Option(help: ArgumentHelp("The gateway's --dhcp-leases file, which the benchmark writes.", valueName: "path"))
+    var leaseFile: String?
+
+    @Option(help: ArgumentHelp("The gateway's --dhcp-hosts file, which the benchmark reads.", valueName: "path"))
+    var hostsFile: String?
+
     func validate() throws {
         guard (1...10_000).contains(concurrency) else { throw ValidationError("--concurrency must be 1-10000, got \(concurrency)") }
         _ = try duration.requirePositive("--duration")
@@ -83,6 +101,31 @@ struct BenchCommand: AsyncParsableCommand {
         guard MACAddress(mac) != nil else { throw ValidationError("--mac '\(mac)' is not a MAC address; expected \(MACAddress.expectedFormat)") }
         if let payloadHex, Data(hex: payloadHex) == nil { throw ValidationError("--payload-hex is not hex") }
         if let idleClients, !(1...20_000).contains(idleClients) { throw ValidationError("--idle-clients must be 1-20000, got \(idleClients)") }
+    }
+
+    private func measureLeases() async throws {
+        guard let leaseFile, let hostsFile else {
+            throw fail("--lease-latency and --reconcile-leases need --lease-file and --hosts-file (the gateway's --dhcp-leases and --dhcp-hosts)", Exit.usage)
+        }
+        let benchmark = LeaseBenchmark(leaseFile: leaseFile, hostsFile: hostsFile)
+        let showProgress = isatty(2) == 1
+        if let count = leaseLatency {
+            let leases = SampleInventory.entries(environment: "production", rows: count).map {
+                LeaseBenchmark.Lease(mac: $0.mac, ip: $0.ip, vpsID: $0.vpsID)
+            }
+            let report = try await benchmark.measureLatency(leases) { done in
+                if showProgress { printError("  \(done) / \(count) leases") }
+            }
+            if json { try printJSON(report) } else {
+                print("lease to hosts line: p50 \(report.p50Us) µs, p99 \(report.p99Us) µs, max \(report.maxUs) µs over \(report.leases) leases (\(report.timedOut) timed out)")
+            }
+        }
+        if let count = reconcileLeases {
+            let report = try await withAdmin(admin) { try await benchmark.measureReconcile(count: count, rounds: 5, admin: $0) }
+            if json { try printJSON(report) } else {
+                print("reconcile of \(report.leases) leases: median \(report.medianUs) µs (rounds: \(report.reconcileUs.map(String.init).joined(separator: ", ")) µs)")
+            }
+        }
     }
 
     private func measureIdleClients(_ count: Int) async throws {
@@ -109,6 +152,7 @@ struct BenchCommand: AsyncParsableCommand {
 
     func run() async throws {
         if let idleClients { return try await measureIdleClients(idleClients) }
+        if leaseLatency != nil || reconcileLeases != nil { return try await measureLeases() }
         let payload: Data = try payloadHex.flatMap { Data(hex: $0) }
             ?? (method == GatewayMethod.findVPSByLease ? FindVPSByLeaseRequest.with { $0.mac = mac }.serializedBytes() : Data())
         let benchmark = CallBenchmark(configuration: .init(

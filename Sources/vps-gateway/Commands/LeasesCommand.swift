@@ -36,7 +36,7 @@ struct LeasesCommand: AsyncParsableCommand {
             print("the gateway watches no lease file (--dhcp-leases off)")
             return
         }
-        print("lease file \(response.leaseFile): \(response.leases.count) active, \(response.expiredLines) expired, \(response.malformedLines) malformed, \(response.ipv6Lines) IPv6 lines")
+        print("lease file \(response.leaseFile): \(response.activeLeases) active, \(response.expiredLines) expired, \(response.malformedLines) malformed, \(response.ipv6Lines) IPv6 lines")
         print("hosts file \(response.hostsFile): \(response.hostsEntries) entries\(response.lastError.isEmpty ? "" : "; last error: \(response.lastError)")")
         guard !response.leases.isEmpty else { return }
         print()
@@ -59,7 +59,7 @@ struct LeasesJSON: Encodable {
 
     var watching: Bool
     var lease_file, hosts_file, last_error: String
-    var expired_lines, malformed_lines, ipv6_lines, hosts_entries: UInt32
+    var active_leases, expired_lines, malformed_lines, ipv6_lines, hosts_entries: UInt32
     var last_reconcile: String?
     var last_reconcile_us: UInt64
     var leases: [Lease]
@@ -69,6 +69,7 @@ struct LeasesJSON: Encodable {
         lease_file = response.leaseFile
         hosts_file = response.hostsFile
         last_error = response.lastError
+        active_leases = response.activeLeases
         expired_lines = response.expiredLines
         malformed_lines = response.malformedLines
         ipv6_lines = response.ipv6Lines

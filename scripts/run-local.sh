@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs vps-gateway locally on embedded defaults: a gateway on 127.0.0.1:1537 and three
 # environment workers (production, beta, dev) with sample inventories, then looks up a VPS
-# that only production knows. Keeps running until Ctrl-C; `--once` stops after the lookup.
+# that only production knows and shows the hosts file the gateway wrote from a sample
+# dnsmasq lease file. Keeps running until Ctrl-C; `--once` stops after the lookup.
 # Everything lives in a temp directory that is removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +25,16 @@ export GATEWAY_API_SECRET="local-dev-secret" VPS_GATEWAY_API_SECRET="local-dev-s
 export GATEWAY_ADMIN_SOCKET="$work/admin.sock"
 port="${GATEWAY_GRPC_PORT:-1537}"
 
-"$bin" gateway --listen "127.0.0.1:$port" --journal "$work/journal.sqlite3" 2> >(sed 's/^/[gateway] /' >&2) &
+# A sample dnsmasq lease file: one lease production knows, one nobody knows, one named vps-*.
+expiry=$(( $(date +%s) + 3600 ))
+cat >"$work/dnsmasq.leases" <<LEASES
+$expiry 52:54:00:01:00:07 10.1.0.7 customer-box 01:52:54:00:01:00:07
+$expiry 52:54:00:99:00:01 10.9.9.9 stranger *
+$expiry 52:54:00:02:00:03 10.2.0.3 vps-beta-0003 *
+LEASES
+
+"$bin" gateway --listen "127.0.0.1:$port" --journal "$work/journal.sqlite3" \
+    --dhcp-leases "$work/dnsmasq.leases" --dhcp-hosts "$work/vps-hosts" 2> >(sed 's/^/[gateway] /' >&2) &
 pids+=($!)
 for env in production beta dev; do
     "$bin" inventory create "$work/$env.sqlite3" --environment "$env" --sample-rows 100 >/dev/null
@@ -46,6 +56,14 @@ echo
 echo "\$ vps-gateway lookup --mac 52:54:00:01:00:2a"
 "$bin" lookup --mac 52:54:00:01:00:2a
 echo
+# The lease watcher starts once the workers have settled (about a second).
+for _ in $(seq 1 100); do grep -q "10.1.0.7" "$work/vps-hosts" 2>/dev/null && break; sleep 0.1; done
+echo "\$ vps-gateway leases"
+"$bin" leases
+echo
+echo "\$ cat $work/vps-hosts"
+cat "$work/vps-hosts"
+echo
 if $once; then exit 0; fi
 cat <<MSG
 Running. Try, in another terminal:
@@ -53,6 +71,7 @@ Running. Try, in another terminal:
   GATEWAY_ADMIN_SOCKET=$work/admin.sock $bin bench --concurrency 64 --duration 5s --mac 52:54:00:03:00:01
   $bin journal list --journal $work/journal.sqlite3
   $bin journal stats --journal $work/journal.sqlite3
+  echo "\$(( \$(date +%s) + 3600 )) 52:54:00:03:00:05 10.3.0.5 laptop *" >> $work/dnsmasq.leases; cat $work/vps-hosts
 Ctrl-C stops everything and removes $work.
 MSG
 wait

@@ -12,15 +12,19 @@ public struct LeaseTable: Sendable {
         public var negativeTTL: Int64
         /// How long after a failed lookup to try again, in seconds.
         public var failureRetry: Int64
+        /// How long a found owner is trusted before it is asked again, in seconds (the VPS may
+        /// have been deleted; the old answer stays in the hosts file meanwhile).
+        public var positiveRecheck: Int64
         /// How long a lease must be missing from the file before it is dropped, in seconds:
         /// dnsmasq rewrites the file in place, and a read in the middle of that can miss a
         /// line that is still there.
         public var vanishGrace: Int64
 
-        public init(vpsHostname: HostnamePattern, negativeTTL: Int64, failureRetry: Int64, vanishGrace: Int64 = 3) {
+        public init(vpsHostname: HostnamePattern, negativeTTL: Int64, failureRetry: Int64, positiveRecheck: Int64 = 600, vanishGrace: Int64 = 3) {
             self.vpsHostname = vpsHostname
             self.negativeTTL = negativeTTL
             self.failureRetry = failureRetry
+            self.positiveRecheck = positiveRecheck
             self.vanishGrace = vanishGrace
         }
     }
@@ -31,12 +35,30 @@ public struct LeaseTable: Sendable {
         public var ip: String
     }
 
+    /// A VPS that owns a lease.
+    public struct Owner: Sendable, Hashable {
+        public var vpsID: String
+        public var organizationID: String
+    }
+
     public enum Resolution: Sendable, Hashable {
         case vpsHostname
-        case pending(requestID: String, since: Int64)
-        case found(vpsID: String, organizationID: String, at: Int64)
+        /// A lookup is running; `previous` is the owner found before (a recheck), which stays
+        /// in the hosts file until the lookup says otherwise.
+        case pending(requestID: String, since: Int64, previous: Owner?)
+        case found(Owner, at: Int64)
         case notFound(at: Int64, retryAt: Int64)
-        case failed(error: String, at: Int64, retryAt: Int64)
+        /// The lookup failed; a `previous` owner stays in the hosts file meanwhile.
+        case failed(error: String, at: Int64, retryAt: Int64, previous: Owner?)
+
+        /// The owner the hosts file shows for this resolution.
+        public var owner: Owner? {
+            switch self {
+            case .found(let owner, _): owner
+            case .pending(_, _, let previous), .failed(_, _, _, let previous): previous
+            case .vpsHostname, .notFound: nil
+            }
+        }
     }
 
     public struct Entry: Sendable, Hashable {
@@ -84,7 +106,7 @@ public struct LeaseTable: Sendable {
             if let hostname = lease.hostname, settings.vpsHostname.matches(hostname) {
                 // dnsmasq names a lease after the hosts file entry for its address, so a lease
                 // we resolved comes back carrying the VPS id as its hostname: keep what we know.
-                if case .found(let vpsID, _, _) = entry.resolution, vpsID.lowercased() == hostname.lowercased() {
+                if let owner = entry.resolution?.owner, owner.vpsID.lowercased() == hostname.lowercased() {
                     entries[key] = entry
                     continue
                 }
@@ -98,7 +120,8 @@ public struct LeaseTable: Sendable {
         var lookups: [Lookup] = []
         for key in waiting.sorted(by: { ($0.ip, $0.mac.canonical) < ($1.ip, $1.mac.canonical) }).prefix(max(limit, 0)) {
             let requestID = Self.requestID(for: key, now: now, bucket: settings.negativeTTL)
-            entries[key]?.resolution = .pending(requestID: requestID, since: now)
+            let previous = entries[key]?.resolution?.owner
+            entries[key]?.resolution = .pending(requestID: requestID, since: now, previous: previous)
             lookups.append(Lookup(key: key, lease: current[key]!, requestID: requestID))
         }
         return lookups
@@ -107,8 +130,9 @@ public struct LeaseTable: Sendable {
     private func needsLookup(_ resolution: Resolution?, now: Int64) -> Bool {
         switch resolution {
         case nil, .vpsHostname: true
-        case .pending, .found: false
-        case .notFound(_, let retryAt), .failed(_, _, let retryAt): now >= retryAt
+        case .pending: false
+        case .found(_, let at): now >= at + settings.positiveRecheck
+        case .notFound(_, let retryAt), .failed(_, _, let retryAt, _): now >= retryAt
         }
     }
 
@@ -122,16 +146,17 @@ public struct LeaseTable: Sendable {
     /// it. Returns whether the hosts entries may have changed.
     @discardableResult
     public mutating func resolved(_ lookup: Lookup, _ outcome: Outcome, now: Int64) -> Bool {
-        guard var entry = entries[lookup.key], case .pending(let requestID, _) = entry.resolution, requestID == lookup.requestID else {
+        guard var entry = entries[lookup.key], case .pending(let requestID, _, let previous) = entry.resolution, requestID == lookup.requestID else {
             return false
         }
         switch outcome {
         case .found(let vpsID, let organizationID):
-            entry.resolution = .found(vpsID: vpsID, organizationID: organizationID, at: now)
+            entry.resolution = .found(Owner(vpsID: vpsID, organizationID: organizationID), at: now)
         case .notFound:
+            // Also for a recheck: the VPS no longer owns the lease, so its line goes.
             entry.resolution = .notFound(at: now, retryAt: now + settings.negativeTTL)
         case .failed(let error):
-            entry.resolution = .failed(error: error, at: now, retryAt: now + settings.failureRetry)
+            entry.resolution = .failed(error: error, at: now, retryAt: now + settings.failureRetry, previous: previous)
         }
         entries[lookup.key] = entry
         return true
@@ -140,8 +165,8 @@ public struct LeaseTable: Sendable {
     /// `<ip> <vps-id>` for every lease that is active and has an owner.
     public func hostsEntries(now: Int64) -> [HostsFile.Entry] {
         entries.values.compactMap { entry in
-            guard entry.lease.isActive(at: now), case .found(let vpsID, _, _) = entry.resolution else { return nil }
-            return HostsFile.Entry(ip: entry.lease.ip, name: vpsID)
+            guard entry.lease.isActive(at: now), let owner = entry.resolution?.owner else { return nil }
+            return HostsFile.Entry(ip: entry.lease.ip, name: owner.vpsID)
         }
     }
 
@@ -153,7 +178,8 @@ public struct LeaseTable: Sendable {
             if entry.lease.expiry > now { times.append(entry.lease.expiry) }
             if let missingSince = entry.missingSince { times.append(max(missingSince + settings.vanishGrace, now + 1)) }
             switch entry.resolution {
-            case .notFound(_, let retryAt), .failed(_, _, let retryAt): if retryAt > now { times.append(retryAt) }
+            case .notFound(_, let retryAt), .failed(_, _, let retryAt, _): if retryAt > now { times.append(retryAt) }
+            case .found(_, let at): if at + settings.positiveRecheck > now { times.append(at + settings.positiveRecheck) }
             default: break
             }
         }

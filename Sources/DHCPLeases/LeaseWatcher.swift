@@ -27,6 +27,9 @@ public final class LeaseWatcher: Sendable {
         public var negativeCacheTTL: Duration
         /// Ask again this long after a failed lookup. Default 30 s.
         public var failureRetryDelay: Duration
+        /// Ask again this long after a lease's owner was found (the VPS may be gone).
+        /// Default 10 min.
+        public var positiveRecheck: Duration
         /// Hostnames that already name a VPS; those leases need no lookup. Default `vps-*`.
         public var vpsHostnamePattern: HostnamePattern
         /// Lookups in flight at once. Default 64.
@@ -41,6 +44,7 @@ public final class LeaseWatcher: Sendable {
             self.reconcileInterval = .seconds(30)
             self.negativeCacheTTL = .seconds(300)
             self.failureRetryDelay = .seconds(30)
+            self.positiveRecheck = .seconds(600)
             self.vpsHostnamePattern = HostnamePattern("vps-*")
             self.maxConcurrentLookups = 64
             self.maxLeaseFileBytes = 64 << 20
@@ -86,7 +90,8 @@ public final class LeaseWatcher: Sendable {
         self.state = Mutex(State(table: LeaseTable(settings: .init(
             vpsHostname: configuration.vpsHostnamePattern,
             negativeTTL: Int64(configuration.negativeCacheTTL.components.seconds),
-            failureRetry: Int64(configuration.failureRetryDelay.components.seconds)
+            failureRetry: Int64(configuration.failureRetryDelay.components.seconds),
+            positiveRecheck: Int64(configuration.positiveRecheck.components.seconds)
         ))))
     }
 
@@ -135,7 +140,7 @@ public final class LeaseWatcher: Sendable {
             state.withLock { $0.lastError = error.description }
             logger.error("cannot read the DHCP lease file; the hosts file is left as it was", metadata: ["error": "\(error)"])
             return []
-        } 
+        }
         let (lookups, changedSummary) = state.withLock { state -> ([LeaseTable.Lookup], Bool) in
             let lookups = state.table.observe(leases, now: now, limit: max(0, configuration.maxConcurrentLookups - state.inFlight))
             state.inFlight += lookups.count
@@ -149,7 +154,8 @@ public final class LeaseWatcher: Sendable {
             ])
         }
         publishHosts(now: now)
-        let micros = Int((ContinuousClock.now - started).components.attoseconds / 1_000_000_000_000) + Int((ContinuousClock.now - started).components.seconds) * 1_000_000
+        let (seconds, attoseconds) = (ContinuousClock.now - started).components
+        let micros = Int(seconds) * 1_000_000 + Int(attoseconds / 1_000_000_000_000)
         state.withLock {
             $0.lastReconcile = Date()
             $0.lastReconcileMicros = micros

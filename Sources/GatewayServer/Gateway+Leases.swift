@@ -88,22 +88,24 @@ extension AdminListLeasesResponse {
                         info.state = "waiting"
                     case .vpsHostname:
                         info.state = "vps_hostname"
-                    case .pending(let requestID, let since):
+                    case .pending(let requestID, let since, _):
                         info.state = "pending"
                         info.requestID = requestID
                         info.resolvedAt = at(since)
-                    case .found(let vpsID, let organizationID, let time):
+                    case .found(_, let time):
                         info.state = "found"
-                        info.vpsID = vpsID
-                        info.organizationID = organizationID
                         info.resolvedAt = at(time)
                     case .notFound(let time, _):
                         info.state = "not_found"
                         info.resolvedAt = at(time)
-                    case .failed(let error, let time, _):
+                    case .failed(let error, let time, _, _):
                         info.state = "failed"
                         info.error = error
                         info.resolvedAt = at(time)
+                    }
+                    if let owner = entry.resolution?.owner {
+                        info.vpsID = owner.vpsID
+                        info.organizationID = owner.organizationID
                     }
                 }
             }

@@ -66,6 +66,21 @@ struct LeaseTableTests {
         #expect(table.hostsEntries(now: 1002) == [HostsFile.Entry(ip: "10.0.0.1", name: "vps-1")])
     }
 
+    @Test("a found owner is asked again after the recheck time; it stays listed meanwhile and goes when nobody owns the lease any more")
+    func recheck() {
+        var table = LeaseTable(settings: LeaseTable.Settings(vpsHostname: HostnamePattern("vps-*"), negativeTTL: 300, failureRetry: 30, positiveRecheck: 600))
+        let leases = [lease("52:54:00:00:00:01", "10.0.0.1")]
+        let first = table.observe(leases, now: 1000, limit: 10)[0]
+        table.resolved(first, .found(vpsID: "vps-1", organizationID: "o"), now: 1000)
+        let early = table.observe(leases, now: 1599, limit: 10)
+        #expect(early.isEmpty)
+        let recheck = table.observe(leases, now: 1600, limit: 10)
+        #expect(recheck.count == 1)
+        #expect(table.hostsEntries(now: 1600) == [HostsFile.Entry(ip: "10.0.0.1", name: "vps-1")], "the old answer stays while rechecking")
+        table.resolved(recheck[0], .notFound, now: 1601)
+        #expect(table.hostsEntries(now: 1601).isEmpty, "a VPS that no longer resolves drops out")
+    }
+
     @Test("not_found is remembered for the negative TTL, then asked again with a new request id")
     func negativeCache() {
         var table = LeaseTable(settings: settings)

@@ -115,6 +115,9 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("How long a lease nobody owns is believed unowned before asking again.", valueName: "duration"))
     var negativeCacheTTL = DurationArgument(.seconds(300), text: "5m")
 
+    @Option(help: ArgumentHelp("How long a lease's owner is trusted before it is asked again (a deleted VPS then drops out of the hosts file).", valueName: "duration"))
+    var ownerRecheck = DurationArgument(.seconds(600), text: "10m")
+
     @OptionGroup var logging: LogOptions
 
     func validate() throws {
@@ -131,6 +134,7 @@ struct GatewayCommand: AsyncParsableCommand {
         _ = try journalRetention.requirePositive("--journal-retention")
         _ = try journalUpkeepInterval.requirePositive("--journal-upkeep-interval")
         _ = try negativeCacheTTL.requirePositive("--negative-cache-ttl")
+        _ = try ownerRecheck.requirePositive("--owner-recheck")
         _ = try reconcileInterval?.requirePositive("--reconcile-interval")
         if let listen { _ = try ListenAddress(listen) }
     }
@@ -200,6 +204,7 @@ struct GatewayCommand: AsyncParsableCommand {
         }
         configuration.vpsHostnamePattern = HostnamePattern(vpsHostnamePattern)
         configuration.negativeCacheTTL = negativeCacheTTL.duration
+        configuration.positiveRecheck = ownerRecheck.duration
         return configuration
     }
 

@@ -86,6 +86,18 @@ let package = Package(
             dependencies: ["GatewayProtocol", grpcCore, grpcTransport, protobuf],
             swiftSettings: swiftSettings
         ),
+        // libsystemd (Debian's libsystemd-dev): sd_notify, sd_watchdog_enabled, sd_journal_sendv.
+        .systemLibrary(
+            name: "CSystemd",
+            pkgConfig: "libsystemd",
+            providers: [.apt(["libsystemd-dev"])]
+        ),
+        // Talking to systemd (or the supervisor): readiness, status, watchdog, journald logs.
+        .target(
+            name: "SystemdSupport",
+            dependencies: ["CSystemd", logging, lifecycle],
+            swiftSettings: swiftSettings
+        ),
         // Where logs go: standard error as text or JSON lines.
         .target(
             name: "LogOutput",
@@ -102,7 +114,7 @@ let package = Package(
             name: "vps-gateway",
             dependencies: [
                 "GatewayProtocol", "GatewayServer", "GatewayJournal", "DHCPLeases", "GatewayWorker", "LeaseInventory",
-                "GatewayAdminClient", "GatewayBench", "LogOutput", argumentParser, logging, lifecycle, unixSignals, protobuf, nioPosix, nioCore,
+                "GatewayAdminClient", "GatewayBench", "LogOutput", "SystemdSupport", argumentParser, logging, lifecycle, unixSignals, protobuf, nioPosix, nioCore,
             ],
             swiftSettings: swiftSettings
         ),
@@ -124,6 +136,11 @@ let package = Package(
         .testTarget(
             name: "DHCPLeasesTests",
             dependencies: ["DHCPLeases", "GatewayProtocol"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "SystemdSupportTests",
+            dependencies: ["SystemdSupport", logging],
             swiftSettings: swiftSettings
         ),
         .testTarget(

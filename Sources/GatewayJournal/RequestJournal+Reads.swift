@@ -39,6 +39,17 @@ extension RequestJournal {
         }
     }
 
+    /// How many rows are pending and in flight (the partial index makes this cheap).
+    public func unfinishedCounts() throws -> (pending: Int, inFlight: Int) {
+        try pool.read { db in
+            var counts = (pending: 0, inFlight: 0)
+            for row in try Row.fetchAll(db, sql: "SELECT state, count(*) AS n FROM requests WHERE state IN ('pending', 'in_flight') GROUP BY state") {
+                if row["state"] == "pending" { counts.pending = row["n"] } else { counts.inFlight = row["n"] }
+            }
+            return counts
+        }
+    }
+
     /// Unfinished rows (pending or in flight), the oldest first: what a restarted gateway
     /// picks up again.
     public func unfinished(limit: Int = Int.max) throws -> [JournalRecord] {

@@ -34,6 +34,7 @@ public final class Gateway: Service, Sendable {
     /// Nil when the gateway runs without a lease file.
     let leaseWatcher: LeaseWatcher?
     private let shuttingDown = Atomic<Bool>(false)
+    private let readiness = Readiness()
 
     /// - Parameters:
     ///   - journal: the opened and migrated request journal, or nil to run without one
@@ -137,6 +138,7 @@ public final class Gateway: Service, Sendable {
                 let streamAddress = try await streamServer.listeningAddress
                 _ = try await adminServer.listeningAddress
                 try AdminSocket.restrictPermissions(path: self.configuration.adminSocketPath)
+                self.readiness.mark(.listening)
                 self.logger.info("gateway listening", metadata: [
                     "address": "\(streamAddress.map { "\($0)" } ?? "?")",
                     "admin_socket": "\(self.configuration.adminSocketPath)",
@@ -180,6 +182,29 @@ public final class Gateway: Service, Sendable {
 
     var isShuttingDown: Bool { shuttingDown.load(ordering: .sequentiallyConsistent) }
 
+    /// Returns once the gateway listens and, with a journal, has handed every unfinished row
+    /// of an earlier run back to the runner: what `READY=1` means.
+    public func waitUntilReady() async {
+        await readiness.wait(for: journal == nil ? [.listening] : [.listening, .recovered])
+    }
+
+    /// One line for `STATUS=`: clients per environment, calls in flight, unfinished journal rows.
+    public var statusLine: String {
+        let connections = clients.connections()
+        var perEnvironment: [String: Int] = [:]
+        for connection in connections { perEnvironment[connection.identity.environment, default: 0] += 1 }
+        let environments = perEnvironment.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+        var line = "\(connections.count) client(s)\(environments.isEmpty ? "" : " (\(environments))"); \(router.pendingCount) call(s) in flight"
+        if let journal, let counts = try? journal.unfinishedCounts() {
+            line += "; journal \(counts.pending) pending, \(counts.inFlight) in flight"
+        }
+        if let leaseWatcher {
+            let status = leaseWatcher.status(withEntries: false)
+            line += "; \(status.summary.active) lease(s), \(status.hostsEntries) named"
+        }
+        return line
+    }
+
     /// The parts of a running gateway, so `run()` knows when both servers have stopped.
     private enum Part: Sendable { case server, background }
 
@@ -187,11 +212,13 @@ public final class Gateway: Service, Sendable {
     /// deadline become expired, the rest are retried with their own request ids.
     private func recover(_ journal: RequestJournal, _ runner: RequestRunner) async throws {
         let expired = try await journal.expireOverdue()
+        let pending = try journal.unfinishedCounts()
         // Retried before the workers are back, a request would end "not found" by whichever
-        // environment reconnected first.
-        await waitForClientsToSettle()
+        // environment reconnected first. With nothing to retry, there is nothing to wait for.
+        if pending.pending + pending.inFlight > 0 { await waitForClientsToSettle() }
         let unfinished = try journal.unfinished()
         for record in unfinished { runner.submit(record) }
+        readiness.mark(.recovered)
         if expired > 0 || !unfinished.isEmpty {
             logger.notice("journal recovered", metadata: [
                 "retrying": "\(unfinished.count)", "expired": "\(expired)", "journal": "\(journal.path)",

@@ -44,6 +44,7 @@ final class StreamSession: Sendable {
             $0.environment = configuration.environment
             $0.methods = worker.handlers.methods
         }
+        defer { worker.unregistered(from: endpoint) }
         try await withGRPCClient(transport: try transport()) { client in
             let service = VPSGatewayService.Client(wrapping: client)
             try await service.registerGateway(
@@ -122,6 +123,7 @@ final class StreamSession: Sendable {
         switch message.messageType {
         case .registered:
             state.withLock { $0.registeredAt = .now }
+            worker.registered(with: endpoint)
             outbound.enqueue(.heartbeat())
             logger.info("registered with the gateway", metadata: [
                 "instance": "\(configuration.instanceID)", "environment": "\(configuration.environment)",

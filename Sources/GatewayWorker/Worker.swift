@@ -2,6 +2,7 @@ import Foundation
 import GatewayProtocol
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
+import Synchronization
 // Public: the worker is a `Service` that a `ServiceGroup` runs and shuts down.
 public import Logging
 public import ServiceLifecycle
@@ -24,6 +25,8 @@ public final class Worker: Service, Sendable {
     let responses: ResponseCache
     /// The requests running, across streams.
     let executions = RequestExecutions()
+    /// The gateways this worker is registered with right now, and who waits for the first.
+    private let registrations = Mutex<(current: Set<GatewayEndpoint>, waiters: [CheckedContinuation<Void, Never>])>(([], []))
 
     public init(configuration: Configuration, handlers: HandlerRegistry, logger: Logger) {
         self.configuration = configuration
@@ -79,6 +82,37 @@ public final class Worker: Service, Sendable {
             logger.info("reconnecting", metadata: ["delay_ms": "\(Int(delay.milliseconds))"])
             do { try await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) } } catch { break }
         }
+    }
+
+    func registered(with endpoint: GatewayEndpoint) {
+        let waiters = registrations.withLock { state in
+            state.current.insert(endpoint)
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    func unregistered(from endpoint: GatewayEndpoint) {
+        registrations.withLock { _ = $0.current.remove(endpoint) }
+    }
+
+    /// Returns once the worker is registered with a gateway: what `READY=1` means.
+    public func waitUntilRegistered() async {
+        await withCheckedContinuation { continuation in
+            let registered = registrations.withLock { state in
+                if !state.current.isEmpty { return true }
+                state.waiters.append(continuation)
+                return false
+            }
+            if registered { continuation.resume() }
+        }
+    }
+
+    /// One line for `STATUS=`.
+    public var statusLine: String {
+        let registered = registrations.withLock { $0.current.count }
+        return "\(configuration.environment): registered with \(registered) of \(configuration.endpoints.count) gateway(s); \(executions.count) request(s) running"
     }
 
     static func describe(_ error: any Error) -> String {

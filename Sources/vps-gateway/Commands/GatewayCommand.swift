@@ -5,6 +5,7 @@ import GatewayJournal
 import GatewayServer
 import Logging
 import ServiceLifecycle
+import SystemdSupport
 import UnixSignals
 
 struct GatewayCommand: AsyncParsableCommand {
@@ -140,7 +141,7 @@ struct GatewayCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let logger = try logging.makeLogger(label: "gateway")
+        let logger = try logging.makeLogger(label: "gateway", identifier: "vps-gateway")
         let gateway: Gateway
         do {
             let configuration = try makeConfiguration()
@@ -148,8 +149,9 @@ struct GatewayCommand: AsyncParsableCommand {
         } catch {
             throw fail("\(error)", Exit.config)
         }
+        let reporter = NotifyReporter(ready: { await gateway.waitUntilReady() }, status: { "gateway: \(gateway.statusLine)" })
         let group = ServiceGroup(configuration: .init(
-            services: [gateway], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger
+            services: [gateway, reporter], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger
         ))
         do {
             try await group.run()

@@ -4,6 +4,7 @@ import GatewayWorker
 import LeaseInventory
 import Logging
 import ServiceLifecycle
+import SystemdSupport
 import UnixSignals
 
 struct WorkerCommand: AsyncParsableCommand {
@@ -96,7 +97,8 @@ struct WorkerCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let logger = try logging.makeLogger(label: "worker")
+        let environmentName = environment ?? Environment.value("VPS_ENVIRONMENT") ?? "unknown"
+        let logger = try logging.makeLogger(label: "worker", identifier: "vps-gateway-worker-\(environmentName)")
         let worker: Worker
         do {
             let configuration = try makeConfiguration()
@@ -115,8 +117,9 @@ struct WorkerCommand: AsyncParsableCommand {
         } catch {
             throw fail("\(error)", Exit.config)
         }
+        let reporter = NotifyReporter(ready: { await worker.waitUntilRegistered() }, status: { "worker \(worker.statusLine)" })
         let group = ServiceGroup(configuration: .init(
-            services: [worker], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger
+            services: [worker, reporter], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger
         ))
         do {
             try await group.run()

@@ -3,6 +3,7 @@ import Foundation
 import GatewayJournal
 import Logging
 import LogOutput
+import SystemdSupport
 
 /// Logging flags of the long-running roles.
 struct LogOptions: ParsableArguments {
@@ -12,7 +13,7 @@ struct LogOptions: ParsableArguments {
     ))
     var logLevel: String?
 
-    @Option(help: ArgumentHelp("Log line format on stderr: text or json. Env: VPS_GATEWAY_LOG_FORMAT.", valueName: "format"))
+    @Option(help: ArgumentHelp("Where and how to log: text or json lines on stderr, or journal (native journald fields). Default: journal when stderr is journald's stream, else text. Env: VPS_GATEWAY_LOG_FORMAT.", valueName: "format"))
     var logFormat: String?
 
     func validate() throws {
@@ -28,18 +29,26 @@ struct LogOptions: ParsableArguments {
         return level
     }
 
-    func format() throws -> StderrLogHandler.Format {
-        let text = logFormat ?? Environment.value("VPS_GATEWAY_LOG_FORMAT") ?? "text"
+    /// nil: journald.
+    func format() throws -> StderrLogHandler.Format? {
+        guard let text = logFormat ?? Environment.value("VPS_GATEWAY_LOG_FORMAT") else {
+            return JournaldLogHandler.stderrIsJournal ? nil : .text
+        }
+        if text.lowercased() == "journal" { return nil }
         guard let format = StderrLogHandler.Format(rawValue: text.lowercased()) else {
-            throw ValidationError("log format '\(text)' is not one of text, json")
+            throw ValidationError("log format '\(text)' is not one of text, json, journal")
         }
         return format
     }
 
-    /// Installs the stderr backend and returns the role's logger.
-    func makeLogger(label: String) throws -> Logger {
+    /// Installs the backend and returns the role's logger; `identifier` is the journal's
+    /// `SYSLOG_IDENTIFIER` (which tells the gateway, each worker and the supervisor apart).
+    func makeLogger(label: String, identifier: String) throws -> Logger {
         let level = try level(), format = try format()
-        LoggingSystem.bootstrap { label in StderrLogHandler(label: label, format: format, level: level) }
+        LoggingSystem.bootstrap { label in
+            if let format { return StderrLogHandler(label: label, format: format, level: level) }
+            return JournaldLogHandler(identifier: identifier, level: level)
+        }
         return Logger(label: label)
     }
 }

@@ -1,0 +1,65 @@
+import Foundation
+import Logging
+// Public: the reporter is a Service beside the role it reports on.
+public import ServiceLifecycle
+
+/// Reports a role to its service manager: `READY=1` once `ready` returns, a `STATUS=` line
+/// whenever it changes, `WATCHDOG=1` at half the manager's watchdog interval for as long as
+/// the process runs (a stuck process stops pinging, and the manager acts), and `STOPPING=1`
+/// on graceful shutdown.
+public struct NotifyReporter: Service {
+    private let notifier: ServiceNotifier
+    private let ready: @Sendable () async -> Void
+    private let status: @Sendable () -> String
+    private let statusInterval: Duration
+
+    /// - Parameters:
+    ///   - ready: returns once the role is ready (listening, recovered, registered…).
+    ///   - status: the current one-line status.
+    public init(
+        notifier: ServiceNotifier = ServiceNotifier(),
+        statusInterval: Duration = .seconds(2),
+        ready: @escaping @Sendable () async -> Void,
+        status: @escaping @Sendable () -> String
+    ) {
+        self.notifier = notifier
+        self.statusInterval = statusInterval
+        self.ready = ready
+        self.status = status
+    }
+
+    public func run() async throws {
+        guard notifier.isSupervised else {
+            try? await gracefulShutdown()
+            return
+        }
+        let watchdog = notifier.watchdogInterval.map { $0 / 2 }
+        await withTaskGroup(of: Void.self) { group in
+            if let watchdog {
+                // Pings from the start: a slow start must not look like a hang.
+                group.addTask {
+                    while !Task.isCancelled {
+                        notifier.watchdog()
+                        try? await Task.sleep(for: watchdog)
+                    }
+                }
+            }
+            group.addTask {
+                await ready()
+                var last = status()
+                notifier.ready(status: last)
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: statusInterval)
+                    let current = status()
+                    if current != last {
+                        notifier.status(current)
+                        last = current
+                    }
+                }
+            }
+            try? await gracefulShutdown()
+            notifier.stopping(status: "stopping")
+            group.cancelAll()
+        }
+    }
+}

@@ -213,7 +213,9 @@ public final class LeaseWatcher: Sendable {
                     $0.hostsEntries = entries.count
                     $0.lastError = nil
                 }
-                logger.info("hosts file updated", metadata: ["entries": "\(entries.count)", "hosts_file": "\(configuration.hostsFile)"])
+                logger.info("hosts file updated", metadata: [
+                    "message_id": "\(LogEventID.hostsUpdated)", "entries": "\(entries.count)", "hosts_file": "\(configuration.hostsFile)",
+                ])
                 if let pidFile = configuration.dnsmasqPidFile {
                     let pid = try DnsmasqReload(pidFile: pidFile).signal()
                     logger.debug("dnsmasq told to reload", metadata: ["pid": "\(pid)"])

@@ -52,9 +52,9 @@ struct AdminService: GatewayAdminService.SimpleServiceProtocol {
         }
         var timed = response
         timed.durationUs = UInt64(max(0, (ContinuousClock.now - started).secondsValue * 1_000_000))
-        let level: Logger.Level = (response.outcome == .ok || response.outcome == .notFound || request.async) ? .debug : .info
-        gateway.logger.log(level: level, "call finished", metadata: [
-            "request_id": "\(requestID)", "method": "\(request.method)", "outcome": "\(response.outcome)",
+        gateway.logger.info(request.async ? "call recorded" : "call finished", metadata: [
+            "message_id": "\(LogEventID.callFinished)",
+            "request_id": "\(requestID)", "method": "\(request.method)", "outcome": "\(BenchmarkName.outcome(response.outcome))",
             "state": "\(response.state)", "attempts": "\(response.attempts)",
             "instance": "\(response.responderInstance)", "environment": "\(response.responderEnvironment)",
             "duration_us": "\(timed.durationUs)", "error": "\(response.error)",
@@ -169,6 +169,20 @@ extension AdminCallResponse {
             $0.error = record.error ?? ""
             $0.attempts = UInt32(clamping: record.attempts)
             $0.state = record.state.rawValue
+        }
+    }
+}
+
+/// Outcome names as the logs and JSON outputs spell them.
+enum BenchmarkName {
+    static func outcome(_ outcome: AdminOutcome) -> String {
+        switch outcome {
+        case .ok: "ok"
+        case .notFound: "not_found"
+        case .noReceivers: "no_receivers"
+        case .deadlineExceeded: "deadline_exceeded"
+        case .failed: "failed"
+        case .unspecified, .UNRECOGNIZED: "pending"
         }
     }
 }

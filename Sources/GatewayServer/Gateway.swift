@@ -221,6 +221,7 @@ public final class Gateway: Service, Sendable {
         readiness.mark(.recovered)
         if expired > 0 || !unfinished.isEmpty {
             logger.notice("journal recovered", metadata: [
+                "message_id": "\(LogEventID.requestRecovered)",
                 "retrying": "\(unfinished.count)", "expired": "\(expired)", "journal": "\(journal.path)",
             ])
         }

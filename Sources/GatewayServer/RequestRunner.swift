@@ -205,6 +205,7 @@ final class RequestRunner: Sendable {
                 let delay = retryDelay(afterAttempt: attempts)
                 let delayMs = Int64(delay.secondsValue * 1000)
                 logger.info("request attempt failed; retrying", metadata: [
+                    "message_id": "\(LogEventID.attemptRetried)", "outcome": "\(result.outcome.rawValue)",
                     "request_id": "\(requestID)", "method": "\(record.method)", "attempt": "\(attempts)",
                     "retry_in_ms": "\(delayMs)", "error": "\(result.error)",
                 ])

@@ -57,8 +57,11 @@ extension Worker {
                 self.responses.store(response)
                 answer(response)
             }
-            self.logger.debug("request handled", metadata: [
+            self.logger.info("request handled", metadata: [
+                "message_id": "\(LogEventID.requestHandled)",
                 "request_id": "\(request.requestID)", "method": "\(request.method)",
+                "environment": "\(self.configuration.environment)", "instance": "\(self.configuration.instanceID)",
+                "attempt": "\(request.attempt)", "outcome": "\(response.map { $0.code } ?? "cancelled")",
                 "code": "\(response.map { $0.code } ?? "cancelled")",
                 "duration_us": "\(Int((ContinuousClock.now - started).milliseconds * 1000))",
             ])

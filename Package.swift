@@ -41,6 +41,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", exact: "2.13.0"),
         // Already in the graph through grpc's TLS support; the journal uses its SHA-256.
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", exact: "6.2.2"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess.git", exact: "1.0.2", traits: []),
     ],
     targets: [
         // The wire contracts: generated protobuf/gRPC code plus the vocabulary around it.
@@ -98,6 +100,16 @@ let package = Package(
             dependencies: ["CSystemd", logging, lifecycle],
             swiftSettings: swiftSettings
         ),
+        // The supervisor: configuration, child processes, restart policy, notify sockets.
+        .target(
+            name: "Supervision",
+            dependencies: [
+                "GatewayProtocol", "SystemdSupport", logging, lifecycle, unixSignals, nioCore, nioPosix,
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Subprocess", package: "swift-subprocess"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Where logs go: standard error as text or JSON lines.
         .target(
             name: "LogOutput",
@@ -114,7 +126,7 @@ let package = Package(
             name: "vps-gateway",
             dependencies: [
                 "GatewayProtocol", "GatewayServer", "GatewayJournal", "DHCPLeases", "GatewayWorker", "LeaseInventory",
-                "GatewayAdminClient", "GatewayBench", "LogOutput", "SystemdSupport", argumentParser, logging, lifecycle, unixSignals, protobuf, nioPosix, nioCore,
+                "GatewayAdminClient", "GatewayBench", "LogOutput", "SystemdSupport", "Supervision", argumentParser, logging, lifecycle, unixSignals, protobuf, nioPosix, nioCore,
             ],
             swiftSettings: swiftSettings
         ),

@@ -14,12 +14,12 @@ struct VPSGatewayCommand: AsyncParsableCommand {
             Exit codes: 0 success; 1 not found (lookup, call, journal show); 2 no receivers, \
             deadline exceeded or failed; 64 usage error; 65 bad input data or a corrupt journal; \
             66 no journal at the path; 69 the gateway's admin socket is unreachable; 70 internal \
-            error; 74 a write failed; 78 configuration error (a role refused to start, a journal \
+            error; 74 a write failed; 75 the supervisor gave a child up (escalate); 78 configuration error (a role refused to start, a journal \
             newer than this binary).
             """,
         version: BuildInfo.version,
         subcommands: [
-            GatewayCommand.self, WorkerCommand.self, LookupCommand.self, CallCommand.self,
+            SuperviseCommand.self, CheckConfigCommand.self, GatewayCommand.self, WorkerCommand.self, LookupCommand.self, CallCommand.self,
             ClientsCommand.self, LeasesCommand.self, JournalCommand.self, BenchCommand.self, InventoryCommand.self,
         ]
     )

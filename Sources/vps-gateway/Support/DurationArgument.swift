@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GatewayProtocol
 
 /// A duration on the command line: `500ms`, `2s`, `1.5s`, `5m`, `1h`, `7d`; a bare number is
 /// seconds.
@@ -13,18 +14,8 @@ struct DurationArgument: ExpressibleByArgument, Sendable, CustomStringConvertibl
     }
 
     init?(argument: String) {
-        let units: [(suffix: String, seconds: Double)] = [
-            ("ms", 0.001), ("us", 0.000_001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400),
-        ]
-        let trimmed = argument.trimmingCharacters(in: .whitespaces)
-        var number = trimmed
-        var scale = 1.0
-        if let unit = units.first(where: { trimmed.hasSuffix($0.suffix) }) {
-            number = String(trimmed.dropLast(unit.suffix.count))
-            scale = unit.seconds
-        }
-        guard let value = Double(number), value >= 0, value.isFinite, value * scale < 1e9 else { return nil }
-        self.init(.nanoseconds(Int64(value * scale * 1e9)), text: trimmed)
+        guard let duration = DurationText.parse(argument) else { return nil }
+        self.init(duration, text: argument.trimmingCharacters(in: .whitespaces))
     }
 
     var description: String { text }

@@ -21,6 +21,8 @@ enum Exit {
     static let software = ExitCode(70)
     /// EX_IOERR: a write failed (a full disk).
     static let ioError = ExitCode(74)
+    /// EX_TEMPFAIL: the supervisor gave a child up and escalates to systemd.
+    static let tempFail = ExitCode(75)
     /// EX_CONFIG: a role refused to start because of its configuration.
     static let config = ExitCode(78)
 }

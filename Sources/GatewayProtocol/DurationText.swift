@@ -1,0 +1,22 @@
+import Foundation
+
+/// Durations as operators write them: `500ms`, `2s`, `1.5s`, `5m`, `1h`, `7d`; a bare number
+/// is seconds. Shared by the command line and the supervisor's configuration file.
+public enum DurationText {
+    public static func parse(_ text: String) -> Duration? {
+        let units: [(suffix: String, seconds: Double)] = [
+            ("ms", 0.001), ("us", 0.000_001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400),
+        ]
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        var number = trimmed
+        var scale = 1.0
+        if let unit = units.first(where: { trimmed.hasSuffix($0.suffix) }) {
+            number = String(trimmed.dropLast(unit.suffix.count))
+            scale = unit.seconds
+        }
+        guard let value = Double(number), value >= 0, value.isFinite, value * scale < 1e9 else { return nil }
+        return .nanoseconds(Int64(value * scale * 1e9))
+    }
+
+    public static let expected = "a duration like 500ms, 10s, 5m, 1h or 7d"
+}

@@ -1,0 +1,52 @@
+import Foundation
+import Subprocess
+import Synchronization
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One run of a child: spawned with swift-subprocess, its stderr shared with the supervisor
+/// (so under systemd it lands in the journal stream), its stdout forwarded. The run ends when
+/// the child exits; the supervisor signals it through ``signal(_:)`` meanwhile.
+final class ChildProcess: Sendable {
+    private let pid = Mutex<pid_t?>(nil)
+
+    var processID: pid_t? { pid.withLock { $0 } }
+
+    /// Sends `signal` if the child is running; false otherwise.
+    @discardableResult
+    func signal(_ signal: Int32) -> Bool {
+        pid.withLock { pid in
+            // Under the lock: the pid is cleared before the child is reaped, so it cannot
+            // belong to another process yet.
+            guard let pid else { return false }
+            return kill(pid, signal) == 0
+        }
+    }
+
+    /// Runs `spec` to its end; returns how it ended.
+    func run(_ spec: ChildSpec, started: @Sendable (pid_t) -> Void) async throws -> TerminationStatus {
+        let environment = Environment.custom(Dictionary(uniqueKeysWithValues: spec.environment.map { (Environment.Key(stringLiteral: $0.key), $0.value) }))
+        let result = try await Subprocess.run(
+            .path(FilePath(spec.executable)),
+            arguments: Arguments(spec.arguments),
+            environment: environment,
+            input: .none,
+            output: .sequence,
+            error: .currentStandardError
+        ) { execution in
+            self.pid.withLock { $0 = execution.processIdentifier.value }
+            started(execution.processIdentifier.value)
+            // The child's stdout closes when it exits: forwarding it to the end is waiting for
+            // the exit, without polling.
+            do {
+                for try await chunk in execution.standardOutput {
+                    chunk.withUnsafeBytes { bytes in _ = write(1, bytes.baseAddress, bytes.count) }
+                }
+            } catch {}
+            self.pid.withLock { $0 = nil }
+        }
+        return result.terminationStatus
+    }
+}

@@ -1,0 +1,88 @@
+import Foundation
+
+/// One child the supervisor runs: what to execute and with which environment.
+public struct ChildSpec: Sendable, Equatable {
+    public enum Role: Sendable, Equatable {
+        case gateway
+        case worker(environment: String)
+    }
+
+    /// `gateway` or `worker-<environment>`: the name in logs, STATUS and the notify socket.
+    public var name: String
+    public var role: Role
+    public var executable: String
+    public var arguments: [String]
+    /// The whole environment the child gets (nothing else is inherited).
+    public var environment: [String: String]
+    public var notifySocket: String
+}
+
+extension SupervisorConfiguration {
+    /// The children this configuration asks for, gateway first. `variables` are the
+    /// supervisor's own environment (seed overrides, systemd's credentials and journal).
+    public func childSpecs(executable: String, variables: [String: String], hostName: String) throws -> [ChildSpec] {
+        var listen = gateway.listen
+        if let port = variables["GATEWAY_GRPC_PORT"] {
+            guard let number = Int(port), (1...65535).contains(number) else {
+                throw SupervisorError(code: .invalidConfiguration, message: "GATEWAY_GRPC_PORT '\(port)' is not a port number")
+            }
+            listen = String(listen[..<(listen.lastIndex(of: ":") ?? listen.endIndex)]) + ":\(number)"
+        }
+        // What every child keeps of the supervisor's environment; systemd's notify and
+        // watchdog variables are replaced by the supervisor's own.
+        var base: [String: String] = ["PATH": variables["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"]
+        for key in ["LANG", "TZ", "JOURNAL_STREAM", "CREDENTIALS_DIRECTORY", "RUNTIME_DIRECTORY", "STATE_DIRECTORY"] {
+            if let value = variables[key] { base[key] = value }
+        }
+        if let level = supervisor.logLevel { base["VPS_GATEWAY_LOG_LEVEL"] = level }
+        if let format = supervisor.logFormat { base["VPS_GATEWAY_LOG_FORMAT"] = format }
+        base["WATCHDOG_USEC"] = "\(supervisor.childWatchdog.components.seconds * 1_000_000 + supervisor.childWatchdog.components.attoseconds / 1_000_000_000_000)"
+
+        // The secret: the environment wins (seed), else a systemd credential, else a file.
+        var secretArguments: [String] = []
+        var gatewaySecret: [String: String] = [:], workerSecret: [String: String] = [:]
+        if let secret = variables["GATEWAY_API_SECRET"] {
+            gatewaySecret["GATEWAY_API_SECRET"] = secret
+            workerSecret["VPS_GATEWAY_API_SECRET"] = secret
+        } else if let credential = gateway.apiSecretCredential {
+            guard let directory = variables["CREDENTIALS_DIRECTORY"] else {
+                throw SupervisorError(code: .invalidConfiguration, message: "gateway.api_secret_credential '\(credential)' needs $CREDENTIALS_DIRECTORY (LoadCredential= in the unit)")
+            }
+            secretArguments = ["--api-secret-file", "\(directory)/\(credential)"]
+        } else if let file = gateway.apiSecretFile {
+            secretArguments = ["--api-secret-file", file]
+        } else {
+            throw SupervisorError(code: .invalidConfiguration, message: "no API secret: set gateway.api_secret_file or api_secret_credential, or GATEWAY_API_SECRET")
+        }
+
+        var gatewayArguments = [
+            "gateway", "--listen", listen, "--admin-socket", gateway.adminSocket,
+            "--journal", gateway.journal, "--journal-sync", gateway.journalSync, "--dhcp-leases", gateway.dhcpLeases,
+        ]
+        if let hosts = gateway.dhcpHosts { gatewayArguments += ["--dhcp-hosts", hosts] }
+        if let pidFile = gateway.dnsmasqPidFile { gatewayArguments += ["--dnsmasq-pid-file", pidFile] }
+        var specs = [ChildSpec(
+            name: "gateway", role: .gateway, executable: executable,
+            arguments: gatewayArguments + secretArguments + gateway.extraArguments,
+            environment: base.merging(gatewaySecret) { $1 }.merging(["NOTIFY_SOCKET": "\(supervisor.notifyDirectory)/gateway.sock"]) { $1 },
+            notifySocket: "\(supervisor.notifyDirectory)/gateway.sock"
+        )]
+        let host = String(listen[..<(listen.lastIndex(of: ":") ?? listen.endIndex)])
+        let dialHost = ["0.0.0.0", "", "[::]", "::"].contains(host) ? "127.0.0.1" : host
+        let url = "http://\(dialHost):\(listen.split(separator: ":").last ?? "1537")"
+        for environment in environments {
+            let name = "worker-\(environment.name)"
+            let socket = "\(supervisor.notifyDirectory)/\(name).sock"
+            specs.append(ChildSpec(
+                name: name, role: .worker(environment: environment.name), executable: executable,
+                arguments: [
+                    "worker", "--env", environment.name, "--instance-id", environment.instanceID ?? "\(hostName)-\(environment.name)",
+                    "--inventory", environment.inventory, "--gateway-url", url,
+                ] + secretArguments + environment.extraArguments,
+                environment: base.merging(workerSecret) { $1 }.merging(["NOTIFY_SOCKET": socket]) { $1 },
+                notifySocket: socket
+            ))
+        }
+        return specs
+    }
+}

@@ -1,0 +1,70 @@
+import Foundation
+import NIOCore
+import NIOPosix
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The notify socket the supervisor gives one child: a datagram Unix socket that the child's
+/// `sd_notify` writes `KEY=VALUE` lines to, exactly as it would to systemd's.
+struct NotifyListener: Sendable {
+    let path: String
+
+    /// Creates the socket (replacing a stale one) and hands every message's assignments to
+    /// `receive` until cancelled. Throws when the socket cannot be made.
+    func run(_ receive: @escaping @Sendable ([String: String]) -> Void) async throws {
+        let fd = try Self.bind(path)
+        // A datagram socket works with epoll; NIO reads it like a pipe, one datagram per read.
+        let channel = try await NIOPipeBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelOption(.maxMessagesPerRead, value: 16)
+            .takingOwnershipOfDescriptor(input: fd) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<ByteBuffer, Never>(wrappingChannelSynchronously: channel)
+                }
+            }
+        defer { unlink(path) }
+        try await channel.executeThenClose { inbound in
+            for try await datagram in inbound {
+                receive(Self.parse(String(buffer: datagram)))
+            }
+        }
+    }
+
+    /// `READY=1\nSTATUS=…` into a dictionary; later keys win.
+    static func parse(_ message: String) -> [String: String] {
+        var assignments: [String: String] = [:]
+        for line in message.split(separator: "\n") {
+            guard let equals = line.firstIndex(of: "=") else { continue }
+            assignments[String(line[..<equals])] = String(line[line.index(after: equals)...])
+        }
+        return assignments
+    }
+
+    private static func bind(_ path: String) throws -> Int32 {
+        let directory = (path as NSString).deletingLastPathComponent
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        unlink(path)
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else {
+            throw SupervisorError(code: .notifySocketFailed, message: "socket(AF_UNIX, SOCK_DGRAM) failed: errno \(errno)")
+        }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        guard path.utf8.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            close(fd)
+            throw SupervisorError(code: .notifySocketFailed, message: "notify socket path '\(path)' is too long for a Unix socket")
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            for (index, byte) in path.utf8.enumerated() { buffer[index] = byte }
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard bound == 0 else {
+            let error = errno
+            close(fd)
+            throw SupervisorError(code: .notifySocketFailed, message: "bind(\(path)) failed: \(String(cString: strerror(error))) (errno \(error)); is notify_directory writable?")
+        }
+        return fd
+    }
+}

@@ -1,0 +1,380 @@
+import Foundation
+import GatewayProtocol
+// Public: the supervisor logs through swift-log.
+public import Logging
+import ServiceLifecycle
+import Subprocess
+import Synchronization
+// Public: the supervisor is given the notifier it reports through.
+public import SystemdSupport
+import UnixSignals
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The main process of the one-box install: runs the gateway and one worker per environment
+/// as children, restarts them after OTP's rules, watches their notify sockets, and reports
+/// to systemd (READY, STATUS, WATCHDOG, RELOADING, STOPPING). SIGHUP re-reads the
+/// configuration and adds or removes workers without touching the others; SIGTERM/SIGINT
+/// stop workers, then the gateway, and return.
+public final class Supervisor: Sendable {
+    public struct Options: Sendable {
+        public var configurationPath: String
+        /// The `vps-gateway` binary the children run.
+        public var executable: String
+        /// The supervisor's own environment (seed overrides, systemd's variables).
+        public var variables: [String: String]
+        public var hostName: String
+
+        public init(configurationPath: String, executable: String, variables: [String: String], hostName: String) {
+            self.configurationPath = configurationPath
+            self.executable = executable
+            self.variables = variables
+            self.hostName = hostName
+        }
+    }
+
+    /// What the supervisor knows of one child.
+    struct ChildState {
+        var spec: ChildSpec
+        var phase = Phase.starting
+        var ready = false
+        var lastPing = ContinuousClock.now
+        var status = ""
+        var restarts = 0
+        var stopping = false
+
+        enum Phase: String { case starting, running, backoff, failed, stopped }
+    }
+
+    private let options: Options
+    private let logger: Logger
+    private let notifier: ServiceNotifier
+    private let state: Mutex<State>
+    private let events = MessageQueue<Event>(capacity: Int.max)
+
+    private struct State {
+        var configuration: SupervisorConfiguration
+        var children: [String: ChildState] = [:]
+        var processes: [String: ChildProcess] = [:]
+        /// Start order, for stopping in reverse.
+        var order: [String] = []
+        var readySent = false
+        var lastReloadProblem: String?
+    }
+
+    enum Event: Sendable {
+        case signal(UnixSignal)
+        case gaveUp(String)
+    }
+
+    public init(options: Options, logger: Logger, notifier: ServiceNotifier = ServiceNotifier()) throws {
+        self.options = options
+        self.logger = logger
+        self.notifier = notifier
+        let configuration = try SupervisorConfiguration.load(path: options.configurationPath)
+        // Fails early on a missing secret or bad override.
+        _ = try configuration.childSpecs(executable: options.executable, variables: options.variables, hostName: options.hostName)
+        self.state = Mutex(State(configuration: configuration))
+    }
+
+    /// Runs until SIGTERM/SIGINT (returns) or a child is given up with `escalate` set (throws).
+    public func run() async throws {
+        let specs = try state.withLock { try $0.configuration.childSpecs(executable: options.executable, variables: options.variables, hostName: options.hostName) }
+        var escalation: SupervisorError?
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint, .sighup) {
+                    self.events.enqueue(.signal(signal))
+                }
+            }
+            group.addTask { await self.watchChildren() }
+            group.addTask { await self.reportToSystemd() }
+            for spec in specs { start(spec, in: &group) }
+            loop: while let batch = await events.nextBatch() {
+                for event in batch {
+                    switch event {
+                    case .signal(.sighup):
+                        reload(in: &group)
+                    case .signal:
+                        break loop
+                    case .gaveUp(let name):
+                        if state.withLock({ $0.configuration.supervisor.escalate }) {
+                            escalation = SupervisorError(code: .childGaveUp, message: "child \(name) exceeded its restart intensity and escalate is set")
+                            break loop
+                        }
+                    }
+                }
+            }
+            notifier.stopping(status: escalation.map { "stopping: \($0.message)" } ?? "stopping")
+            logger.notice("supervisor stopping", metadata: ["reason": "\(escalation?.message ?? "signal")"])
+            await stopAll()
+            group.cancelAll()
+        }
+        logger.notice("supervisor stopped")
+        if let escalation { throw escalation }
+    }
+
+    // MARK: Children
+
+    private func start(_ spec: ChildSpec, in group: inout DiscardingTaskGroup) {
+        let process = ChildProcess()
+        state.withLock { state in
+            state.children[spec.name] = ChildState(spec: spec)
+            state.processes[spec.name] = process
+            if !state.order.contains(spec.name) { state.order.append(spec.name) }
+        }
+        group.addTask { await self.listen(to: spec) }
+        group.addTask { await self.supervise(spec, process) }
+    }
+
+    /// Keeps one child running: spawn, wait, decide (restart after backoff or give up).
+    private func supervise(_ spec: ChildSpec, _ process: ChildProcess) async {
+        let policy = state.withLock { $0.configuration.supervisor }
+        var tracker = RestartTracker(policy: .init(
+            initialDelay: policy.restartInitialDelay, maxDelay: policy.restartMaxDelay,
+            intensity: policy.intensity, period: policy.intensityPeriod, stableAfter: policy.stableAfter
+        ))
+        while !Task.isCancelled {
+            let startedAt = ContinuousClock.now
+            update(spec.name) {
+                $0.phase = .running
+                $0.ready = false
+                $0.lastPing = startedAt
+            }
+            let ending: String
+            do {
+                let status = try await process.run(spec) { pid in
+                    self.logger.info("child started", metadata: ["child": "\(spec.name)", "pid": "\(pid)"])
+                }
+                switch status {
+                case .exited(let code): ending = "exited with code \(code)"
+                case .signaled(let signal): ending = "killed by signal \(signal)"
+                }
+            } catch {
+                ending = "could not start: \(error)"
+            }
+            let stopping = state.withLock { $0.children[spec.name]?.stopping ?? true }
+            logger.log(level: stopping ? .info : .warning, "child exited", metadata: ["child": "\(spec.name)", "how": "\(ending)"])
+            if stopping || Task.isCancelled {
+                update(spec.name) { $0.phase = .stopped }
+                return
+            }
+            switch tracker.exited(startedAt: startedAt, now: .now, random: Double.random(in: 0..<1)) {
+            case .restart(let delay):
+                update(spec.name) {
+                    $0.phase = .backoff
+                    $0.restarts = tracker.restarts
+                    $0.status = ending
+                }
+                logger.info("child restarting", metadata: [
+                    "child": "\(spec.name)", "delay_ms": "\(delay.components.seconds * 1000 + delay.components.attoseconds / 1_000_000_000_000_000)",
+                    "restarts": "\(tracker.restarts)",
+                ])
+                do { try await Task.sleep(for: delay) } catch { return }
+                if state.withLock({ $0.children[spec.name]?.stopping ?? true }) { return }
+            case .giveUp(let restarts):
+                update(spec.name) {
+                    $0.phase = .failed
+                    $0.status = "gave up after \(restarts) restarts within \(policy.intensityPeriod): \(ending)"
+                }
+                logger.error("child given up", metadata: [
+                    "child": "\(spec.name)", "restarts": "\(restarts)", "period": "\(policy.intensityPeriod)", "last": "\(ending)",
+                ])
+                events.enqueue(.gaveUp(spec.name))
+                return
+            }
+        }
+    }
+
+    /// The child's notify socket: READY, STATUS and WATCHDOG pings.
+    private func listen(to spec: ChildSpec) async {
+        do {
+            try await NotifyListener(path: spec.notifySocket).run { assignments in
+                self.update(spec.name) { child in
+                    if assignments["READY"] == "1" { child.ready = true }
+                    if let status = assignments["STATUS"] { child.status = status }
+                    if assignments["WATCHDOG"] == "1" || assignments["READY"] == "1" { child.lastPing = .now }
+                }
+            }
+        } catch {
+            if !Task.isCancelled {
+                logger.error("child notify socket failed", metadata: ["child": "\(spec.name)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Kills (SIGABRT) a running child that stopped pinging within its watchdog interval.
+    private func watchChildren() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(500))
+            let (interval, stale) = state.withLock { state -> (Duration, [String]) in
+                let interval = state.configuration.supervisor.childWatchdog
+                let stale = state.children.filter { $0.value.phase == .running && !$0.value.stopping && ContinuousClock.now - $0.value.lastPing > interval }.map(\.key)
+                for name in stale { state.children[name]?.lastPing = .now }  // one kill per silence
+                return (interval, stale)
+            }
+            for name in stale {
+                logger.error("child stopped pinging its watchdog; killing it with SIGABRT", metadata: ["child": "\(name)", "interval": "\(interval)"])
+                let process = state.withLock { $0.processes[name] }
+                process?.signal(SIGABRT)
+                process?.signal(SIGCONT)  // a stopped process only dies once continued
+            }
+        }
+    }
+
+    // MARK: systemd
+
+    /// READY=1 once the gateway (and, configured, every worker) said READY; a STATUS line
+    /// kept current; WATCHDOG=1 at half our interval while every running child pings.
+    private func reportToSystemd() async {
+        let watchdog = notifier.watchdogInterval.map { $0 / 2 }
+        var lastStatus = ""
+        var sinceWatchdog = Duration.zero
+        let tick = min(watchdog ?? .milliseconds(500), .milliseconds(500))
+        while !Task.isCancelled {
+            let (ready, status, allPinging) = state.withLock { state in
+                (self.readiness(state), self.statusLine(state), self.healthy(state))
+            }
+            if ready && !state.withLock({ $0.readySent }) {
+                state.withLock { $0.readySent = true }
+                notifier.ready(status: status)
+                lastStatus = status
+                logger.notice("supervisor ready", metadata: ["status": "\(status)"])
+            } else if status != lastStatus {
+                notifier.status(status)
+                lastStatus = status
+            }
+            if let watchdog {
+                sinceWatchdog += tick
+                if sinceWatchdog >= watchdog {
+                    sinceWatchdog = .zero
+                    if allPinging { notifier.watchdog() }
+                }
+            }
+            try? await Task.sleep(for: tick)
+        }
+    }
+
+    private func readiness(_ state: State) -> Bool {
+        guard state.children["gateway"]?.ready == true else { return false }
+        guard state.configuration.supervisor.readyWhen == "all-workers" else { return true }
+        return state.children.values.allSatisfy { $0.ready || $0.stopping }
+    }
+
+    private func healthy(_ state: State) -> Bool {
+        let interval = state.configuration.supervisor.childWatchdog
+        return state.children.values.allSatisfy { $0.phase != .running || ContinuousClock.now - $0.lastPing <= interval }
+    }
+
+    /// `gateway ready; production running; beta backoff (restarts 2); clients: …`
+    private func statusLine(_ state: State) -> String {
+        var parts: [String] = []
+        for name in state.order {
+            guard let child = state.children[name], !child.stopping || child.phase != .stopped else { continue }
+            let label = name.hasPrefix("worker-") ? String(name.dropFirst("worker-".count)) : name
+            var part = "\(label) \(child.phase == .running ? (child.ready ? "ready" : "starting") : child.phase.rawValue)"
+            if child.restarts > 0 { part += " (restarts \(child.restarts))" }
+            parts.append(part)
+        }
+        var line = parts.joined(separator: ", ")
+        if let gateway = state.children["gateway"], gateway.ready, !gateway.status.isEmpty {
+            line += "; " + gateway.status.replacingOccurrences(of: "gateway: ", with: "")
+        }
+        if let problem = state.lastReloadProblem { line += "; last reload refused: \(problem)" }
+        return line
+    }
+
+    // MARK: Reload and stop
+
+    private func reload(in group: inout DiscardingTaskGroup) {
+        notifier.reloading()
+        logger.notice("supervisor reloading", metadata: ["config": "\(options.configurationPath)"])
+        let configuration: SupervisorConfiguration
+        let specs: [ChildSpec]
+        do {
+            configuration = try SupervisorConfiguration.load(path: options.configurationPath)
+            specs = try configuration.childSpecs(executable: options.executable, variables: options.variables, hostName: options.hostName)
+        } catch {
+            let problem = (error as? SupervisorError)?.message ?? "\(error)"
+            state.withLock { $0.lastReloadProblem = problem.split(separator: "\n").first.map(String.init) ?? problem }
+            logger.error("reload refused; the running children stay as they are", metadata: ["problem": "\(problem)"])
+            notifier.ready(status: state.withLock { statusLine($0) })
+            return
+        }
+        do {
+            let wanted = Dictionary(uniqueKeysWithValues: specs.filter { $0.role != .gateway }.map { ($0.name, $0) })
+            let (removed, added, changed) = state.withLock { state -> ([String], [ChildSpec], [ChildSpec]) in
+                state.lastReloadProblem = nil
+                let current = state.children.filter { $0.key != "gateway" && !$0.value.stopping }
+                let removed = current.keys.filter { wanted[$0] == nil }
+                let added = wanted.values.filter { current[$0.name] == nil }
+                let changed = wanted.values.filter { current[$0.name].map { $0.spec != wanted[$0.spec.name] } ?? false }
+                if state.children["gateway"]?.spec != specs.first {
+                    logger.warning("gateway settings changed; restart the service to apply them")
+                }
+                state.configuration.environments = configuration.environments
+                return (removed, added, changed)
+            }
+            for name in removed + changed.map(\.name) { stopChild(name) }
+            for spec in added { start(spec, in: &group) }
+            // A changed worker starts again once its old run has stopped.
+            for spec in changed {
+                group.addTask {
+                    await self.waitStopped(spec.name)
+                    self.events.enqueue(.signal(.sighup))
+                }
+            }
+            logger.notice("supervisor reloaded", metadata: [
+                "added": "\(added.map(\.name).sorted())", "removed": "\(removed.sorted())", "changed": "\(changed.map(\.name).sorted())",
+            ])
+        }
+        notifier.ready(status: state.withLock { statusLine($0) })
+    }
+
+    /// SIGTERM to one child; it is not restarted.
+    private func stopChild(_ name: String) {
+        let process = state.withLock { state -> ChildProcess? in
+            state.children[name]?.stopping = true
+            return state.processes[name]
+        }
+        process?.signal(SIGTERM)
+    }
+
+    private func waitStopped(_ name: String) async {
+        while state.withLock({ $0.children[name].map { $0.phase != .stopped && $0.phase != .failed } ?? false }) {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        state.withLock { state in
+            state.children[name] = nil
+            state.processes[name] = nil
+        }
+    }
+
+    /// Workers first (they drain), then the gateway; SIGKILL for whatever outlives the grace.
+    private func stopAll() async {
+        let (order, grace) = state.withLock { ($0.order, $0.configuration.supervisor.shutdownGrace) }
+        let workers = order.filter { $0 != "gateway" }
+        for names in [workers, ["gateway"]] {
+            for name in names { stopChild(name) }
+            let deadline = ContinuousClock.now + grace
+            while ContinuousClock.now < deadline, state.withLock({ state in names.contains { state.processes[$0]?.processID != nil } }) {
+                try? await Task.sleep(for: .milliseconds(50))
+            }
+            for name in names {
+                if state.withLock({ $0.processes[name] })?.signal(SIGKILL) == true {
+                    logger.error("child did not stop within the grace period; killed", metadata: ["child": "\(name)"])
+                }
+            }
+        }
+    }
+
+    private func update(_ name: String, _ change: (inout ChildState) -> Void) {
+        state.withLock { state in
+            if var child = state.children[name] {
+                change(&child)
+                state.children[name] = child
+            }
+        }
+    }
+}

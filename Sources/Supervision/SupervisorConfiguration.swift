@@ -1,0 +1,277 @@
+import Foundation
+import GatewayProtocol
+import Yams
+
+/// The one-box install, read from a YAML file: the gateway's settings, the environments (one
+/// worker each) and how the supervisor runs them. Every key is optional but `environments`'
+/// `name` and `inventory`; `examples/*.yaml` document each.
+public struct SupervisorConfiguration: Sendable, Equatable {
+    public struct Gateway: Sendable, Equatable {
+        public var listen = "0.0.0.0:1537"
+        public var adminSocket = "/run/vps-gateway/admin.sock"
+        public var journal = "/var/lib/vps-gateway/journal.sqlite3"
+        public var journalSync = "full"
+        /// `off` disables the lease watcher.
+        public var dhcpLeases = "/var/lib/vps-gateway/dnsmasq.leases"
+        public var dhcpHosts: String?
+        public var dnsmasqPidFile: String?
+        /// A file holding the shared secret.
+        public var apiSecretFile: String?
+        /// The name of a systemd credential (`LoadCredential=`) holding the secret.
+        public var apiSecretCredential: String?
+        public var extraArguments: [String] = []
+    }
+
+    public struct Environment: Sendable, Equatable {
+        public var name: String
+        /// `sqlite:PATH`.
+        public var inventory: String
+        /// Default: `<host name>-<name>`.
+        public var instanceID: String?
+        public var extraArguments: [String] = []
+    }
+
+    public struct Policy: Sendable, Equatable {
+        /// `gateway`: READY=1 once the gateway is ready; `all-workers`: also every worker.
+        public var readyWhen = "gateway"
+        public var restartInitialDelay: Duration = .milliseconds(100)
+        public var restartMaxDelay: Duration = .seconds(30)
+        /// At most this many restarts of one child within `intensityPeriod`; then it is failed.
+        public var intensity = 5
+        public var intensityPeriod: Duration = .seconds(60)
+        /// A child that stayed up this long resets its backoff.
+        public var stableAfter: Duration = .seconds(10)
+        /// Exit non-zero when a child is given up, so systemd's `Restart=` takes over.
+        public var escalate = false
+        /// Each child must ping within this; one that stops is killed with SIGABRT.
+        public var childWatchdog: Duration = .seconds(10)
+        /// On shutdown, how long children get after SIGTERM before SIGKILL.
+        public var shutdownGrace: Duration = .seconds(10)
+        /// Where the children's notify sockets live.
+        public var notifyDirectory = "/run/vps-gateway/notify"
+        /// Passed to children as VPS_GATEWAY_LOG_LEVEL / VPS_GATEWAY_LOG_FORMAT.
+        public var logLevel: String?
+        public var logFormat: String?
+    }
+
+    public var gateway = Gateway()
+    public var environments: [Environment] = []
+    public var supervisor = Policy()
+
+    public init() {}
+
+    /// Reads and checks `path`. Every problem found is named in one error.
+    public static func load(path: String) throws -> SupervisorConfiguration {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw SupervisorError(code: .invalidConfiguration, message: "cannot read the configuration file '\(path)'")
+        }
+        let (configuration, problems) = parse(String(decoding: data, as: UTF8.self), source: path)
+        guard problems.isEmpty, let configuration else {
+            throw SupervisorError(code: .invalidConfiguration, message: "'\(path)' has \(problems.count) problem(s):\n  - " + problems.joined(separator: "\n  - "))
+        }
+        return configuration
+    }
+
+    /// Parses YAML text; returns the configuration when there are no problems, and every
+    /// problem found (unknown keys, wrong types, bad values) either way.
+    public static func parse(_ text: String, source: String) -> (SupervisorConfiguration?, [String]) {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch {
+            return (nil, ["not valid YAML: \(error)"])
+        }
+        var reader = Reader()
+        var configuration = SupervisorConfiguration()
+        guard let root, case .mapping = root else {
+            return (nil, ["the file must be a YAML mapping with gateway, environments and supervisor sections"])
+        }
+        reader.keys(root, allowed: ["gateway", "environments", "supervisor"], at: "")
+        if let gateway = root["gateway"] {
+            reader.keys(gateway, allowed: ["listen", "admin_socket", "journal", "journal_sync", "dhcp_leases", "dhcp_hosts", "dnsmasq_pid_file", "api_secret_file", "api_secret_credential", "extra_arguments"], at: "gateway")
+            var settings = Gateway()
+            reader.string(gateway, "listen", at: "gateway").map { settings.listen = $0 }
+            reader.string(gateway, "admin_socket", at: "gateway").map { settings.adminSocket = $0 }
+            reader.string(gateway, "journal", at: "gateway").map { settings.journal = $0 }
+            reader.string(gateway, "journal_sync", at: "gateway").map { settings.journalSync = $0 }
+            reader.string(gateway, "dhcp_leases", at: "gateway").map { settings.dhcpLeases = $0 }
+            settings.dhcpHosts = reader.string(gateway, "dhcp_hosts", at: "gateway")
+            settings.dnsmasqPidFile = reader.string(gateway, "dnsmasq_pid_file", at: "gateway")
+            settings.apiSecretFile = reader.string(gateway, "api_secret_file", at: "gateway")
+            settings.apiSecretCredential = reader.string(gateway, "api_secret_credential", at: "gateway")
+            settings.extraArguments = reader.strings(gateway, "extra_arguments", at: "gateway") ?? []
+            configuration.gateway = settings
+        }
+        if let environments = root["environments"] {
+            guard case .sequence(let list) = environments else {
+                reader.problems.append("environments: expected a list of {name, inventory, instance_id}")
+                return (nil, reader.problems)
+            }
+            for (index, node) in list.enumerated() {
+                let at = "environments[\(index)]"
+                reader.keys(node, allowed: ["name", "inventory", "instance_id", "extra_arguments"], at: at)
+                let name = reader.string(node, "name", at: at, required: true) ?? ""
+                let inventory = reader.string(node, "inventory", at: at, required: true) ?? ""
+                configuration.environments.append(Environment(
+                    name: name, inventory: inventory,
+                    instanceID: reader.string(node, "instance_id", at: at),
+                    extraArguments: reader.strings(node, "extra_arguments", at: at) ?? []
+                ))
+            }
+        }
+        if let policy = root["supervisor"] {
+            let at = "supervisor"
+            reader.keys(policy, allowed: ["ready_when", "restart_initial_delay", "restart_max_delay", "intensity", "intensity_period", "stable_after", "escalate", "child_watchdog", "shutdown_grace", "notify_directory", "log_level", "log_format"], at: at)
+            var settings = Policy()
+            reader.string(policy, "ready_when", at: at).map { settings.readyWhen = $0 }
+            reader.duration(policy, "restart_initial_delay", at: at).map { settings.restartInitialDelay = $0 }
+            reader.duration(policy, "restart_max_delay", at: at).map { settings.restartMaxDelay = $0 }
+            reader.int(policy, "intensity", at: at).map { settings.intensity = $0 }
+            reader.duration(policy, "intensity_period", at: at).map { settings.intensityPeriod = $0 }
+            reader.duration(policy, "stable_after", at: at).map { settings.stableAfter = $0 }
+            reader.bool(policy, "escalate", at: at).map { settings.escalate = $0 }
+            reader.duration(policy, "child_watchdog", at: at).map { settings.childWatchdog = $0 }
+            reader.duration(policy, "shutdown_grace", at: at).map { settings.shutdownGrace = $0 }
+            reader.string(policy, "notify_directory", at: at).map { settings.notifyDirectory = $0 }
+            settings.logLevel = reader.string(policy, "log_level", at: at)
+            settings.logFormat = reader.string(policy, "log_format", at: at)
+            configuration.supervisor = settings
+        }
+        let problems = reader.problems + configuration.problems()
+        return (problems.isEmpty ? configuration : nil, problems)
+    }
+
+    /// Value checks beyond the file's shape.
+    func problems() -> [String] {
+        var problems: [String] = []
+        if !gateway.listen.contains(":") || Int(gateway.listen.split(separator: ":").last ?? "") == nil {
+            problems.append("gateway.listen '\(gateway.listen)' is not HOST:PORT")
+        }
+        if !["full", "normal"].contains(gateway.journalSync) {
+            problems.append("gateway.journal_sync '\(gateway.journalSync)' is not full or normal")
+        }
+        if gateway.apiSecretFile != nil && gateway.apiSecretCredential != nil {
+            problems.append("gateway: give api_secret_file or api_secret_credential, not both")
+        }
+        var names: Set<String> = [], instances: Set<String> = []
+        for (index, environment) in environments.enumerated() {
+            let at = "environments[\(index)]"
+            if environment.name.isEmpty || !environment.name.allSatisfy({ $0.isLowercase || $0.isNumber || $0 == "-" }) || !(environment.name.first?.isLetter ?? false) {
+                problems.append("\(at).name '\(environment.name)' must start with a letter and hold only a-z, 0-9 and '-'")
+            } else if !names.insert(environment.name).inserted {
+                problems.append("\(at).name '\(environment.name)' appears twice")
+            }
+            if !environment.inventory.hasPrefix("sqlite:") {
+                problems.append("\(at).inventory '\(environment.inventory)' is not sqlite:PATH")
+            } else {
+                let path = String(environment.inventory.dropFirst("sqlite:".count)).replacingOccurrences(of: "//", with: "/", options: .anchored)
+                if !FileManager.default.fileExists(atPath: path) {
+                    problems.append("\(at).inventory: no file at '\(path)'")
+                }
+            }
+            if let instance = environment.instanceID, !instances.insert(instance).inserted {
+                problems.append("\(at).instance_id '\(instance)' is used twice")
+            }
+        }
+        if !["gateway", "all-workers"].contains(supervisor.readyWhen) {
+            problems.append("supervisor.ready_when '\(supervisor.readyWhen)' is not gateway or all-workers")
+        }
+        if supervisor.intensity < 1 { problems.append("supervisor.intensity must be at least 1") }
+        if supervisor.restartMaxDelay < supervisor.restartInitialDelay {
+            problems.append("supervisor.restart_max_delay is below restart_initial_delay")
+        }
+        if supervisor.childWatchdog < .seconds(1) { problems.append("supervisor.child_watchdog must be at least 1s") }
+        if let level = supervisor.logLevel, !["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) {
+            problems.append("supervisor.log_level '\(level)' is not a log level")
+        }
+        if let format = supervisor.logFormat, !["text", "json", "journal"].contains(format) {
+            problems.append("supervisor.log_format '\(format)' is not text, json or journal")
+        }
+        return problems
+    }
+}
+
+/// Reads typed values out of YAML nodes and collects what is wrong with them.
+private struct Reader {
+    var problems: [String] = []
+
+    mutating func keys(_ node: Node, allowed: Set<String>, at path: String) {
+        guard case .mapping(let mapping) = node else {
+            problems.append("\(path.isEmpty ? "the file" : path): expected a mapping")
+            return
+        }
+        for key in mapping.keys {
+            guard let name = key.string else { continue }
+            if !allowed.contains(name) {
+                let hint = allowed.min { distance($0, name) < distance($1, name) }.map { " (did you mean \($0)?)" } ?? ""
+                problems.append("\(path.isEmpty ? "" : path + ".")\(name): unknown key\(hint)")
+            }
+        }
+    }
+
+    mutating func string(_ node: Node, _ key: String, at path: String, required: Bool = false) -> String? {
+        guard let value = node[key] else {
+            if required { problems.append("\(path).\(key): missing") }
+            return nil
+        }
+        guard case .scalar(let scalar) = value else {
+            problems.append("\(path).\(key): expected a string")
+            return nil
+        }
+        return scalar.string
+    }
+
+    mutating func strings(_ node: Node, _ key: String, at path: String) -> [String]? {
+        guard let value = node[key] else { return nil }
+        guard case .sequence(let list) = value else {
+            problems.append("\(path).\(key): expected a list of strings")
+            return nil
+        }
+        return list.compactMap(\.string)
+    }
+
+    mutating func int(_ node: Node, _ key: String, at path: String) -> Int? {
+        guard let text = string(node, key, at: path) else { return nil }
+        guard let value = Int(text) else {
+            problems.append("\(path).\(key): '\(text)' is not a whole number")
+            return nil
+        }
+        return value
+    }
+
+    mutating func bool(_ node: Node, _ key: String, at path: String) -> Bool? {
+        guard let text = string(node, key, at: path) else { return nil }
+        switch text.lowercased() {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        default:
+            problems.append("\(path).\(key): '\(text)' is not true or false")
+            return nil
+        }
+    }
+
+    mutating func duration(_ node: Node, _ key: String, at path: String) -> Duration? {
+        guard let text = string(node, key, at: path) else { return nil }
+        guard let duration = DurationText.parse(text) else {
+            problems.append("\(path).\(key): '\(text)' is not \(DurationText.expected)")
+            return nil
+        }
+        return duration
+    }
+
+    /// Edit distance, for "did you mean".
+    private func distance(_ a: String, _ b: String) -> Int {
+        let a = Array(a), b = Array(b)
+        var row = Array(0...b.count)
+        for i in 1...max(a.count, 1) where !a.isEmpty {
+            var previous = row[0]
+            row[0] = i
+            for j in stride(from: 1, through: b.count, by: 1) {
+                let current = row[j]
+                row[j] = min(row[j] + 1, row[j - 1] + 1, previous + (a[i - 1] == b[j - 1] ? 0 : 1))
+                previous = current
+            }
+        }
+        return row[b.count]
+    }
+}

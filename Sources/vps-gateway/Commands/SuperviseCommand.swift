@@ -1,0 +1,84 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Supervision
+
+struct SuperviseCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "supervise",
+        abstract: "Run the gateway and one worker per environment as supervised children (the systemd unit's main process).",
+        discussion: """
+            Reads a YAML configuration (see examples/dev.yaml and examples/production.yaml), starts \\
+            the gateway and then one worker per environment, each with a clean environment and a \\
+            notify socket of the supervisor's own, and restarts them with exponential backoff \\
+            (an intensity limit gives a crash-looping child up). Reports READY, STATUS, \\
+            WATCHDOG, RELOADING and STOPPING to systemd. SIGHUP re-reads the configuration and \\
+            adds or removes workers without touching the others; SIGTERM/SIGINT stop workers, \\
+            then the gateway.
+
+            Environment: GATEWAY_GRPC_PORT and GATEWAY_API_SECRET override the file; systemd's \\
+            $CREDENTIALS_DIRECTORY serves gateway.api_secret_credential; $NOTIFY_SOCKET and \\
+            $WATCHDOG_USEC are systemd's and are not passed on to the children.
+
+            Examples:
+              vps-gateway supervise --config /etc/vps-gateway/production.yaml
+              GATEWAY_API_SECRET=s3cret vps-gateway supervise --config examples/dev.yaml
+
+            Exit codes: 0 after SIGTERM/SIGINT; 75 a child was given up and supervisor.escalate \\
+            is set (systemd's Restart= takes over); 78 the configuration is unusable.
+            """
+    )
+
+    @Option(help: ArgumentHelp("The YAML configuration.", valueName: "path"))
+    var config: String
+
+    @OptionGroup var logging: LogOptions
+
+    func run() async throws {
+        let logger = try logging.makeLogger(label: "supervisor", identifier: "vps-gateway-supervisor")
+        let supervisor: Supervisor
+        do {
+            supervisor = try Supervisor(options: .init(
+                configurationPath: config,
+                executable: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0],
+                variables: ProcessInfo.processInfo.environment,
+                hostName: Environment.hostName
+            ), logger: logger)
+        } catch let error as SupervisorError {
+            throw fail(error.message, Exit.config)
+        }
+        do {
+            try await supervisor.run()
+        } catch let error as SupervisorError {
+            throw fail(error.message, error.code == .childGaveUp ? Exit.tempFail : Exit.software)
+        }
+    }
+}
+
+struct CheckConfigCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check-config",
+        abstract: "Check a supervisor configuration file and name every problem in it.",
+        discussion: """
+            Examples:
+              vps-gateway check-config /etc/vps-gateway/production.yaml
+
+            Exit codes: 0 usable; 78 problems found (each named on its own line).
+            """
+    )
+
+    @Argument(help: ArgumentHelp("The YAML configuration.", valueName: "path"))
+    var path: String
+
+    func run() async throws {
+        do {
+            let configuration = try SupervisorConfiguration.load(path: path)
+            let specs = try configuration.childSpecs(
+                executable: "vps-gateway", variables: ProcessInfo.processInfo.environment, hostName: Environment.hostName
+            )
+            print("\(path): usable; children: \(specs.map(\.name).joined(separator: ", "))")
+        } catch let error as SupervisorError {
+            throw fail(error.message, Exit.config)
+        }
+    }
+}

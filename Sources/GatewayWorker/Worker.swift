@@ -26,7 +26,7 @@ public final class Worker: Service, Sendable {
     /// The requests running, across streams.
     let executions = RequestExecutions()
     /// The gateways this worker is registered with right now, and who waits for the first.
-    private let registrations = Mutex<(current: Set<GatewayEndpoint>, waiters: [CheckedContinuation<Void, Never>])>(([], []))
+    private let registrations = Mutex<(current: Set<GatewayEndpoint>, waiters: [UInt64: CheckedContinuation<Void, Never>], next: UInt64)>(([], [:], 0))
 
     public init(configuration: Configuration, handlers: HandlerRegistry, logger: Logger) {
         self.configuration = configuration
@@ -87,8 +87,8 @@ public final class Worker: Service, Sendable {
     func registered(with endpoint: GatewayEndpoint) {
         let waiters = registrations.withLock { state in
             state.current.insert(endpoint)
-            defer { state.waiters = [] }
-            return state.waiters
+            defer { state.waiters = [:] }
+            return state.waiters.values
         }
         for waiter in waiters { waiter.resume() }
     }
@@ -97,15 +97,24 @@ public final class Worker: Service, Sendable {
         registrations.withLock { _ = $0.current.remove(endpoint) }
     }
 
-    /// Returns once the worker is registered with a gateway: what `READY=1` means.
+    /// Returns once the worker is registered with a gateway (what `READY=1` means), or
+    /// when the waiting task is cancelled.
     public func waitUntilRegistered() async {
-        await withCheckedContinuation { continuation in
-            let registered = registrations.withLock { state in
-                if !state.current.isEmpty { return true }
-                state.waiters.append(continuation)
-                return false
+        let id = registrations.withLock { state in
+            state.next += 1
+            return state.next
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let resumeNow = registrations.withLock { state in
+                    if !state.current.isEmpty || Task.isCancelled { return true }
+                    state.waiters[id] = continuation
+                    return false
+                }
+                if resumeNow { continuation.resume() }
             }
-            if registered { continuation.resume() }
+        } onCancel: {
+            registrations.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
         }
     }
 

@@ -27,12 +27,15 @@ final class ChildProcess: Sendable {
 
     /// Runs `spec` to its end; returns how it ended.
     func run(_ spec: ChildSpec, started: @Sendable (pid_t) -> Void) async throws -> TerminationStatus {
+        let lifeline = spec.arguments + ["--lifeline-stdin"]
         let environment = Environment.custom(Dictionary(uniqueKeysWithValues: spec.environment.map { (Environment.Key(stringLiteral: $0.key), $0.value) }))
         let result = try await Subprocess.run(
             .path(FilePath(spec.executable)),
-            arguments: Arguments(spec.arguments),
+            arguments: Arguments(lifeline),
             environment: environment,
-            input: .none,
+            // The child's stdin is a pipe we never write to: when this process dies, the kernel
+            // closes it and the child (run with --lifeline-stdin) shuts down.
+            input: .inputWriter,
             output: .sequence,
             error: .currentStandardError
         ) { execution in

@@ -43,6 +43,8 @@ public final class Supervisor: Sendable {
         var status = ""
         var restarts = 0
         var stopping = false
+        /// When the watchdog sent SIGABRT to the current run.
+        var abortedAt: ContinuousClock.Instant?
 
         enum Phase: String { case starting, running, backoff, failed, stopped }
     }
@@ -141,6 +143,7 @@ public final class Supervisor: Sendable {
                 $0.phase = .running
                 $0.ready = false
                 $0.lastPing = startedAt
+                $0.abortedAt = nil
             }
             let ending: String
             do {
@@ -204,21 +207,33 @@ public final class Supervisor: Sendable {
         }
     }
 
-    /// Kills (SIGABRT) a running child that stopped pinging within its watchdog interval.
+    /// Kills (SIGABRT) a running child that stopped pinging within its watchdog interval, and
+    /// (like systemd's TimeoutAbortSec) SIGKILLs it when it is still there a grace later.
     private func watchChildren() async {
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(500))
-            let (interval, stale) = state.withLock { state -> (Duration, [String]) in
-                let interval = state.configuration.supervisor.childWatchdog
-                let stale = state.children.filter { $0.value.phase == .running && !$0.value.stopping && ContinuousClock.now - $0.value.lastPing > interval }.map(\.key)
-                for name in stale { state.children[name]?.lastPing = .now }  // one kill per silence
-                return (interval, stale)
+            let (interval, stale, overdue) = state.withLock { state -> (Duration, [String], [String]) in
+                let policy = state.configuration.supervisor
+                let now = ContinuousClock.now
+                var stale: [String] = [], overdue: [String] = []
+                for (name, child) in state.children where child.phase == .running && !child.stopping {
+                    if let abortedAt = child.abortedAt {
+                        if now - abortedAt > policy.shutdownGrace { overdue.append(name) }
+                    } else if now - child.lastPing > policy.childWatchdog {
+                        stale.append(name)
+                        state.children[name]?.abortedAt = now
+                    }
+                }
+                return (policy.childWatchdog, stale, overdue)
             }
             for name in stale {
                 logger.error("child stopped pinging its watchdog; killing it with SIGABRT", metadata: ["child": "\(name)", "interval": "\(interval)"])
                 let process = state.withLock { $0.processes[name] }
                 process?.signal(SIGABRT)
                 process?.signal(SIGCONT)  // a stopped process only dies once continued
+            }
+            for name in overdue where state.withLock({ $0.processes[name] })?.signal(SIGKILL) == true {
+                logger.error("child did not end after SIGABRT; killed", metadata: ["child": "\(name)"])
             }
         }
     }

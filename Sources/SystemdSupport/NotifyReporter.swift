@@ -46,6 +46,8 @@ public struct NotifyReporter: Service {
             }
             group.addTask {
                 await ready()
+                // Cancelled while waiting (shutdown before ready): say nothing.
+                if Task.isCancelled { return }
                 var last = status()
                 notifier.ready(status: last)
                 while !Task.isCancelled {

@@ -5,6 +5,7 @@ import GatewayJournal
 import GatewayServer
 import Logging
 import ServiceLifecycle
+import Supervision
 import SystemdSupport
 import UnixSignals
 
@@ -121,6 +122,9 @@ struct GatewayCommand: AsyncParsableCommand {
 
     @OptionGroup var logging: LogOptions
 
+    @Flag(help: "Shut down when stdin reaches end-of-file: the supervisor's lifeline, so no child outlives it.")
+    var lifelineStdin = false
+
     func validate() throws {
         _ = try heartbeatInterval.requirePositive("--heartbeat-interval")
         _ = try registrationTimeout.requirePositive("--registration-timeout")
@@ -150,8 +154,10 @@ struct GatewayCommand: AsyncParsableCommand {
             throw fail("\(error)", Exit.config)
         }
         let reporter = NotifyReporter(ready: { await gateway.waitUntilReady() }, status: { "gateway: \(gateway.statusLine)" })
+        let lifeline: [ServiceGroupConfiguration.ServiceConfiguration] = lifelineStdin
+            ? [.init(service: StdinLifeline(), successTerminationBehavior: .gracefullyShutdownGroup)] : []
         let group = ServiceGroup(configuration: .init(
-            services: [gateway, reporter], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger
+            services: [.init(service: gateway), .init(service: reporter)] + lifeline, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger
         ))
         do {
             try await group.run()

@@ -4,6 +4,7 @@ import GatewayWorker
 import LeaseInventory
 import Logging
 import ServiceLifecycle
+import Supervision
 import SystemdSupport
 import UnixSignals
 
@@ -84,6 +85,9 @@ struct WorkerCommand: AsyncParsableCommand {
 
     @OptionGroup var logging: LogOptions
 
+    @Flag(help: "Shut down when stdin reaches end-of-file: the supervisor's lifeline, so no child outlives it.")
+    var lifelineStdin = false
+
     func validate() throws {
         _ = try heartbeatInterval.requirePositive("--heartbeat-interval")
         _ = try backoffInitial.requirePositive("--backoff-initial")
@@ -118,8 +122,10 @@ struct WorkerCommand: AsyncParsableCommand {
             throw fail("\(error)", Exit.config)
         }
         let reporter = NotifyReporter(ready: { await worker.waitUntilRegistered() }, status: { "worker \(worker.statusLine)" })
+        let lifeline: [ServiceGroupConfiguration.ServiceConfiguration] = lifelineStdin
+            ? [.init(service: StdinLifeline(), successTerminationBehavior: .gracefullyShutdownGroup)] : []
         let group = ServiceGroup(configuration: .init(
-            services: [worker, reporter], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger
+            services: [.init(service: worker), .init(service: reporter)] + lifeline, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger
         ))
         do {
             try await group.run()

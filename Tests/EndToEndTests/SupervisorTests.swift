@@ -1,0 +1,169 @@
+import Foundation
+import GatewayProtocol
+import LeaseInventory
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The supervisor with real children (a gateway and workers), reading its own sd_notify
+/// messages from a socket the test owns.
+@Suite("Supervisor", .serialized, .timeLimit(.minutes(3)))
+struct SupervisorTests {
+    /// Writes a configuration for `environments` (name → inventory path) and starts the
+    /// supervisor on it.
+    func startSupervisor(
+        _ cluster: Cluster,
+        environments: [(String, String)],
+        policy: String = "",
+        notify: NotifySocket
+    ) throws -> TestProcess {
+        try writeConfiguration(cluster, environments: environments, policy: policy)
+        return try cluster.spawn(
+            name: "supervisor",
+            arguments: ["supervise", "--config", cluster.directory + "/config.yaml"],
+            environment: ["GATEWAY_API_SECRET": cluster.secret, "NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "2000000"]
+        )
+    }
+
+    func writeConfiguration(_ cluster: Cluster, environments: [(String, String)], policy: String = "") throws {
+        var text = """
+            gateway:
+              listen: 127.0.0.1:\(cluster.port)
+              admin_socket: \(cluster.adminSocket)
+              journal: \(cluster.journal)
+              dhcp_leases: "off"
+            environments:
+
+            """
+        for (name, inventory) in environments {
+            text += "  - name: \(name)\n    inventory: sqlite:\(inventory)\n    instance_id: \(name)-1\n"
+        }
+        text += """
+            supervisor:
+              notify_directory: \(cluster.directory)/notify
+              restart_initial_delay: 100ms
+              restart_max_delay: 500ms
+              child_watchdog: 2s
+              shutdown_grace: 5s
+              log_format: text
+            \(policy)
+            """
+        try text.write(toFile: cluster.directory + "/config.yaml", atomically: true, encoding: .utf8)
+    }
+
+    /// The pid of this cluster's running child `role` (like `worker --env beta`), from /proc.
+    /// Other suites run gateways and workers in parallel; every child of this supervisor has
+    /// a path inside the cluster's directory on its command line.
+    func pid(of role: String, in cluster: Cluster) -> pid_t? {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return nil }
+        for entry in entries {
+            guard let pid = pid_t(entry),
+                  let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { continue }
+            let command = String(decoding: data.map { $0 == 0 ? UInt8(ascii: " ") : $0 }, as: UTF8.self)
+            if command.contains(TestBinary.path) && command.contains(role) && command.contains(cluster.directory) && !command.contains("supervise") {
+                return pid
+            }
+        }
+        return nil
+    }
+
+    @Test("READY=1 once the gateway is ready; a worker killed with SIGKILL is restarted; SIGTERM stops every child and exits 0")
+    func restartAndStop() async throws {
+        try await Cluster.with { cluster in
+            let notify = try NotifySocket(path: cluster.directory + "/supervisor-notify.sock")
+            let supervisor = try startSupervisor(cluster, environments: [
+                ("production", try cluster.inventory("production")), ("beta", try cluster.inventory("beta")),
+            ], notify: notify)
+            #expect(await notify.waitFor("READY=1"))
+            try await cluster.waitForClients(["production-1", "beta-1"])
+            let beta = try #require(pid(of: "worker --env beta", in: cluster))
+            kill(beta, SIGKILL)
+            #expect(await notify.waitFor("beta ready (restarts 1)"))
+            try await cluster.waitForClients(["production-1", "beta-1"])
+            #expect(pid(of: "worker --env beta", in: cluster) != beta)
+            #expect(notify.messages.contains("WATCHDOG=1"))
+            supervisor.signal(SIGTERM)
+            #expect(await supervisor.waitForExit(timeout: .seconds(20)) == 0)
+            #expect(notify.messages.contains { $0.hasPrefix("STOPPING=1") })
+            #expect(pid(of: "worker --env", in: cluster) == nil && pid(of: "gateway --listen", in: cluster) == nil, "no child outlives the supervisor")
+            #expect(supervisor.log.contains("child exited child=worker-beta how=\"killed by signal 9\""))
+        }
+    }
+
+    @Test("a crash-looping worker is given up after the intensity limit, and with escalate the supervisor exits 75")
+    func crashLoop() async throws {
+        try await Cluster.with { cluster in
+            let notify = try NotifySocket(path: cluster.directory + "/supervisor-notify.sock")
+            let garbage = cluster.directory + "/garbage.sqlite3"
+            _ = FileManager.default.createFile(atPath: garbage, contents: Data(repeating: 0x41, count: 4096))
+            let supervisor = try startSupervisor(cluster, environments: [
+                ("production", try cluster.inventory("production")), ("broken", garbage),
+            ], policy: "  intensity: 3\n  intensity_period: 60s\n  escalate: true", notify: notify)
+            #expect(await supervisor.waitForExit(timeout: .seconds(30)) == 75)
+            #expect(supervisor.log.contains("child given up child=worker-broken") && supervisor.log.contains("restarts=3"))
+            #expect(supervisor.log.contains("exceeded its restart intensity"))
+            #expect(pid(of: "worker --env", in: cluster) == nil && pid(of: "gateway --listen", in: cluster) == nil)
+        }
+    }
+
+    @Test("children do not outlive a supervisor killed with SIGKILL")
+    func lifeline() async throws {
+        try await Cluster.with { cluster in
+            let notify = try NotifySocket(path: cluster.directory + "/supervisor-notify.sock")
+            let supervisor = try startSupervisor(cluster, environments: [("production", try cluster.inventory("production"))], notify: notify)
+            #expect(await notify.waitFor("READY=1"))
+            supervisor.signal(SIGKILL)
+            let gone = await poll(timeout: .seconds(15)) { pid(of: "worker --env", in: cluster) == nil && pid(of: "gateway --listen", in: cluster) == nil }
+            #expect(gone, "left: \(pid(of: "worker --env", in: cluster).map { String($0) } ?? "-") \(pid(of: "gateway --listen", in: cluster).map { String($0) } ?? "-")")
+        }
+    }
+
+    @Test("a child that stops pinging is killed with SIGABRT and restarted")
+    func childWatchdog() async throws {
+        try await Cluster.with { cluster in
+            let notify = try NotifySocket(path: cluster.directory + "/supervisor-notify.sock")
+            let supervisor = try startSupervisor(cluster, environments: [("production", try cluster.inventory("production"))], notify: notify)
+            #expect(await notify.waitFor("READY=1"))
+            let worker = try #require(pid(of: "worker --env production", in: cluster))
+            kill(worker, SIGSTOP)  // stuck: no more WATCHDOG=1
+            // SIGABRT (the Swift runtime may spend a while printing a backtrace), then SIGKILL
+            // after the 5 s grace at the latest.
+            let replaced = await poll(timeout: .seconds(20)) {
+                let current = pid(of: "worker --env production", in: cluster)
+                return current != nil && current != worker
+            }
+            #expect(replaced)
+            #expect(supervisor.log.contains("child stopped pinging its watchdog; killing it with SIGABRT child=worker-production"))
+            #expect(supervisor.log.contains("killed by signal 6") || supervisor.log.contains("did not end after SIGABRT; killed"))
+        }
+    }
+
+    @Test("SIGHUP adds and removes environments without restarting the others; a bad file keeps the running set")
+    func reload() async throws {
+        try await Cluster.with { cluster in
+            let notify = try NotifySocket(path: cluster.directory + "/supervisor-notify.sock")
+            let production = try cluster.inventory("production"), beta = try cluster.inventory("beta"), dev = try cluster.inventory("dev")
+            let supervisor = try startSupervisor(cluster, environments: [("production", production), ("beta", beta)], notify: notify)
+            #expect(await notify.waitFor("READY=1"))
+            try await cluster.waitForClients(["production-1", "beta-1"])
+            let productionPID = try #require(pid(of: "worker --env production", in: cluster))
+            let gatewayPID = try #require(pid(of: "gateway --listen", in: cluster))
+
+            try writeConfiguration(cluster, environments: [("production", production), ("dev", dev)])
+            supervisor.signal(SIGHUP)
+            #expect(await notify.waitFor("RELOADING=1"))
+            try await cluster.waitForClients(["production-1", "dev-1"])
+            #expect(pid(of: "worker --env production", in: cluster) == productionPID, "production was not touched")
+            #expect(pid(of: "gateway --listen", in: cluster) == gatewayPID, "the gateway was not touched")
+            #expect(pid(of: "worker --env beta", in: cluster) == nil)
+            #expect(notify.messages.contains { $0.contains("MONOTONIC_USEC=") })
+
+            try "environments: [oops".write(toFile: cluster.directory + "/config.yaml", atomically: true, encoding: .utf8)
+            supervisor.signal(SIGHUP)
+            #expect(await notify.waitFor("last reload refused"))
+            #expect(pid(of: "worker --env production", in: cluster) == productionPID)
+            #expect(pid(of: "worker --env dev", in: cluster) != nil)
+        }
+    }
+}

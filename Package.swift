@@ -151,6 +151,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "SupervisionTests",
+            dependencies: ["Supervision"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "SystemdSupportTests",
             dependencies: ["SystemdSupport", logging],
             swiftSettings: swiftSettings

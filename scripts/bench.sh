@@ -17,8 +17,8 @@ idle="${BENCH_IDLE_CLIENTS:-1000}"
 replay_rows="${BENCH_REPLAY_ROWS:-100000}"
 lease_count="${BENCH_LEASES:-1000}"
 reconcile_count="${BENCH_RECONCILE_LEASES:-10000}"
-swift build -c release --product vps-gateway 2>&1 | tail -n 1
-bin="$(swift build -c release --show-bin-path)/vps-gateway"
+swift build -c release --static-swift-stdlib --product vps-gateway 2>&1 | tail -n 1
+bin="$(swift build -c release --static-swift-stdlib --show-bin-path)/vps-gateway"
 work="$(mktemp -d /tmp/vps-gateway-bench.XXXXXX)"
 out="${BENCH_OUT:-$work/results.jsonl}"
 pids=()

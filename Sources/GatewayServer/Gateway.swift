@@ -188,6 +188,12 @@ public final class Gateway: Service, Sendable {
         await readiness.wait(for: journal == nil ? [.listening] : [.listening, .recovered])
     }
 
+    /// Returns once the gateway listens: clients can register, though the journal may still
+    /// be replaying.
+    public func waitUntilServing() async {
+        await readiness.wait(for: [.listening])
+    }
+
     /// One line for `STATUS=`: clients per environment, calls in flight, unfinished journal rows.
     public var statusLine: String {
         let connections = clients.connections()
@@ -195,6 +201,7 @@ public final class Gateway: Service, Sendable {
         for connection in connections { perEnvironment[connection.identity.environment, default: 0] += 1 }
         let environments = perEnvironment.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
         var line = "\(connections.count) client(s)\(environments.isEmpty ? "" : " (\(environments))"); \(router.pendingCount) call(s) in flight"
+        if journal != nil && !readiness.isMet(.recovered) { line = "recovering the journal; " + line }
         if let journal, let counts = try? journal.unfinishedCounts() {
             line += "; journal \(counts.pending) pending, \(counts.inFlight) in flight"
         }

@@ -23,6 +23,8 @@ final class Readiness: Sendable {
         for waiter in ready { waiter.resume() }
     }
 
+    func isMet(_ condition: Condition) -> Bool { state.withLock { $0.met.contains(condition) } }
+
     /// Returns once every condition is met, or when the waiting task is cancelled.
     func wait(for conditions: Set<Condition>) async {
         let id = state.withLock { state in

@@ -58,8 +58,8 @@ extension SupervisorConfiguration {
         var gatewayArguments = [
             "gateway", "--listen", listen, "--admin-socket", gateway.adminSocket,
             "--journal", gateway.journal, "--journal-sync", gateway.journalSync, "--dhcp-leases", gateway.dhcpLeases,
+            "--dhcp-hosts", gateway.dhcpHosts,
         ]
-        if let hosts = gateway.dhcpHosts { gatewayArguments += ["--dhcp-hosts", hosts] }
         if let pidFile = gateway.dnsmasqPidFile { gatewayArguments += ["--dnsmasq-pid-file", pidFile] }
         var specs = [ChildSpec(
             name: "gateway", role: .gateway, executable: executable,

@@ -63,11 +63,16 @@ public final class Supervisor: Sendable {
         var order: [String] = []
         var readySent = false
         var lastReloadProblem: String?
+        /// Workers wait for the gateway to listen (they would only fail to connect and log
+        /// it); until then the configured ones are kept here.
+        var pendingWorkers: [ChildSpec]? = []
     }
 
     enum Event: Sendable {
         case signal(UnixSignal)
         case gaveUp(String)
+        /// The gateway listens (it asked for more start time while it replays, or is ready).
+        case gatewayServing
     }
 
     public init(options: Options, logger: Logger, notifier: ServiceNotifier = ServiceNotifier()) throws {
@@ -92,10 +97,17 @@ public final class Supervisor: Sendable {
             }
             group.addTask { await self.watchChildren() }
             group.addTask { await self.reportToSystemd() }
-            for spec in specs { start(spec, in: &group) }
+            start(specs[0], in: &group)
+            state.withLock { $0.pendingWorkers = Array(specs.dropFirst()) }
             loop: while let batch = await events.nextBatch() {
                 for event in batch {
                     switch event {
+                    case .gatewayServing:
+                        let workers = state.withLock { state in
+                            defer { state.pendingWorkers = nil }
+                            return state.pendingWorkers ?? []
+                        }
+                        for spec in workers { start(spec, in: &group) }
                     case .signal(.sighup):
                         reload(in: &group)
                     case .signal:
@@ -198,6 +210,13 @@ public final class Supervisor: Sendable {
                     if assignments["READY"] == "1" { child.ready = true }
                     if let status = assignments["STATUS"] { child.status = status }
                     if assignments["WATCHDOG"] == "1" || assignments["READY"] == "1" { child.lastPing = .now }
+                }
+                guard spec.role == .gateway else { return }
+                if assignments["READY"] == "1" || assignments["EXTEND_TIMEOUT_USEC"] != nil { self.events.enqueue(.gatewayServing) }
+                // The gateway's replay at start is the unit's start: systemd's timeout must
+                // allow for it.
+                if let usec = assignments["EXTEND_TIMEOUT_USEC"].flatMap(Int64.init), !self.state.withLock({ $0.readySent }) {
+                    self.notifier.extendTimeout(by: .microseconds(usec))
                 }
             }
         } catch {
@@ -321,6 +340,12 @@ public final class Supervisor: Sendable {
             let wanted = Dictionary(uniqueKeysWithValues: specs.filter { $0.role != .gateway }.map { ($0.name, $0) })
             let (removed, added, changed) = state.withLock { state -> ([String], [ChildSpec], [ChildSpec]) in
                 state.lastReloadProblem = nil
+                if state.pendingWorkers != nil {
+                    // The gateway does not listen yet: no worker runs; start the new set later.
+                    state.pendingWorkers = Array(specs.dropFirst())
+                    state.configuration.environments = configuration.environments
+                    return ([], [], [])
+                }
                 let current = state.children.filter { $0.key != "gateway" && !$0.value.stopping }
                 let removed = current.keys.filter { wanted[$0] == nil }
                 let added = wanted.values.filter { current[$0.name] == nil }

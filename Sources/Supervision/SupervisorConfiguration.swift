@@ -12,8 +12,10 @@ public struct SupervisorConfiguration: Sendable, Equatable {
         public var journal = "/var/lib/vps-gateway/journal.sqlite3"
         public var journalSync = "full"
         /// `off` disables the lease watcher.
-        public var dhcpLeases = "/var/lib/vps-gateway/dnsmasq.leases"
-        public var dhcpHosts: String?
+        /// Debian's dnsmasq writes its leases here.
+        public var dhcpLeases = "/var/lib/misc/dnsmasq.leases"
+        /// In the state directory: the lease file's directory is dnsmasq's, not writable here.
+        public var dhcpHosts = "/var/lib/vps-gateway/vps-hosts"
         public var dnsmasqPidFile: String?
         /// A file holding the shared secret.
         public var apiSecretFile: String?
@@ -95,7 +97,7 @@ public struct SupervisorConfiguration: Sendable, Equatable {
             reader.string(gateway, "journal", at: "gateway").map { settings.journal = $0 }
             reader.string(gateway, "journal_sync", at: "gateway").map { settings.journalSync = $0 }
             reader.string(gateway, "dhcp_leases", at: "gateway").map { settings.dhcpLeases = $0 }
-            settings.dhcpHosts = reader.string(gateway, "dhcp_hosts", at: "gateway")
+            reader.string(gateway, "dhcp_hosts", at: "gateway").map { settings.dhcpHosts = $0 }
             settings.dnsmasqPidFile = reader.string(gateway, "dnsmasq_pid_file", at: "gateway")
             settings.apiSecretFile = reader.string(gateway, "api_secret_file", at: "gateway")
             settings.apiSecretCredential = reader.string(gateway, "api_secret_credential", at: "gateway")

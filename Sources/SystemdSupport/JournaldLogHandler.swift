@@ -6,7 +6,9 @@ public import Logging
 /// A swift-log backend that writes straight to journald with `sd_journal_sendv`: the message,
 /// its priority, `SYSLOG_IDENTIFIER`, the source location, and every metadata key as a field
 /// of its own (`request_id` becomes `REQUEST_ID`), so `journalctl REQUEST_ID=…` finds a
-/// request's events. A `message_id` metadata value becomes `MESSAGE_ID`.
+/// request's events. A `message_id` metadata value becomes `MESSAGE_ID`. The event's own
+/// metadata is also appended to `MESSAGE` as `key=value`, so plain `journalctl` output says
+/// which child, request or environment a line is about.
 public struct JournaldLogHandler: LogHandler {
     public var logLevel: Logger.Level
     public var metadata: Logger.Metadata = [:]
@@ -27,8 +29,10 @@ public struct JournaldLogHandler: LogHandler {
     public func log(event: LogEvent) {
         var merged = metadata
         if let extra = event.metadata { merged.merge(extra) { _, new in new } }
+        let context = (event.metadata ?? [:]).filter { $0.key != "message_id" }.sorted { $0.key < $1.key }
+            .map { "\($0.key)=\($0.value)" }.joined(separator: " ")
         var fields = [
-            "MESSAGE=\(event.message)",
+            "MESSAGE=\(event.message)\(context.isEmpty ? "" : " " + context)",
             "PRIORITY=\(Self.priority(event.level))",
             "SYSLOG_IDENTIFIER=\(identifier)",
             "CODE_FILE=\(event.file)",

@@ -6,24 +6,33 @@ public import ServiceLifecycle
 /// Reports a role to its service manager: `READY=1` once `ready` returns, a `STATUS=` line
 /// whenever it changes, `WATCHDOG=1` at half the manager's watchdog interval for as long as
 /// the process runs (a stuck process stops pinging, and the manager acts), and `STOPPING=1`
-/// on graceful shutdown.
+/// on graceful shutdown. Between `serving` and `ready` (a journal replay) it asks for more
+/// start time with `EXTEND_TIMEOUT_USEC=` and says why in `STATUS=`.
 public struct NotifyReporter: Service {
     private let notifier: ServiceNotifier
+    private let serving: (@Sendable () async -> Void)?
     private let ready: @Sendable () async -> Void
     private let status: @Sendable () -> String
     private let statusInterval: Duration
+    private let startupExtension: Duration
 
     /// - Parameters:
+    ///   - serving: returns once the role serves but still prepares (listening, replaying);
+    ///     nil when there is no such phase.
     ///   - ready: returns once the role is ready (listening, recovered, registered…).
     ///   - status: the current one-line status.
     public init(
         notifier: ServiceNotifier = ServiceNotifier(),
-        statusInterval: Duration = .seconds(2),
+        statusInterval: Duration = .seconds(1),
+        startupExtension: Duration = .seconds(15),
+        serving: (@Sendable () async -> Void)? = nil,
         ready: @escaping @Sendable () async -> Void,
         status: @escaping @Sendable () -> String
     ) {
         self.notifier = notifier
         self.statusInterval = statusInterval
+        self.startupExtension = startupExtension
+        self.serving = serving
         self.ready = ready
         self.status = status
     }
@@ -45,7 +54,24 @@ public struct NotifyReporter: Service {
                 }
             }
             group.addTask {
-                await ready()
+                if let serving {
+                    await serving()
+                    await withTaskGroup(of: Void.self) { startup in
+                        startup.addTask { await ready() }
+                        // Each extension covers three intervals; READY=1 ends them.
+                        startup.addTask {
+                            while !Task.isCancelled {
+                                notifier.extendTimeout(by: startupExtension)
+                                notifier.status(status())
+                                try? await Task.sleep(for: startupExtension / 3)
+                            }
+                        }
+                        await startup.next()
+                        startup.cancelAll()
+                    }
+                } else {
+                    await ready()
+                }
                 // Cancelled while waiting (shutdown before ready): say nothing.
                 if Task.isCancelled { return }
                 var last = status()

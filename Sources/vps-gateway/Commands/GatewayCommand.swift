@@ -153,7 +153,7 @@ struct GatewayCommand: AsyncParsableCommand {
         } catch {
             throw fail("\(error)", Exit.config)
         }
-        let reporter = NotifyReporter(ready: { await gateway.waitUntilReady() }, status: { "gateway: \(gateway.statusLine)" })
+        let reporter = NotifyReporter(serving: { await gateway.waitUntilServing() }, ready: { await gateway.waitUntilReady() }, status: { "gateway: \(gateway.statusLine)" })
         let lifeline: [ServiceGroupConfiguration.ServiceConfiguration] = lifelineStdin
             ? [.init(service: StdinLifeline(), successTerminationBehavior: .gracefullyShutdownGroup)] : []
         let group = ServiceGroup(configuration: .init(

@@ -21,7 +21,7 @@ struct SuperviseCommand: AsyncParsableCommand {
             $WATCHDOG_USEC are systemd's and are not passed on to the children.
 
             Examples:
-              vps-gateway supervise --config /etc/vps-gateway/production.yaml
+              vps-gateway supervise --config /etc/vps-gateway/vps-gateway.yaml
               GATEWAY_API_SECRET=s3cret vps-gateway supervise --config examples/dev.yaml
 
             Exit codes: 0 after SIGTERM/SIGINT; 75 a child was given up and supervisor.escalate \\
@@ -61,7 +61,7 @@ struct CheckConfigCommand: AsyncParsableCommand {
         abstract: "Check a supervisor configuration file and name every problem in it.",
         discussion: """
             Examples:
-              vps-gateway check-config /etc/vps-gateway/production.yaml
+              vps-gateway check-config /etc/vps-gateway/vps-gateway.yaml
 
             Exit codes: 0 usable; 78 problems found (each named on its own line).
             """

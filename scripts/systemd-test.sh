@@ -298,8 +298,10 @@ inside systemctl stop vps-gateway
 exit_status="$(inside systemctl show -P ExecMainStatus vps-gateway)"
 result="$(inside systemctl show -P Result vps-gateway)"
 left="$(inside pgrep -f "$bin" || true)"
-if [ "$exit_status" = 0 ] && [ "$result" = success ] && [ -z "$left" ]; then
-    pass "systemctl stop: the supervisor exited 0 and no process is left"
+inside journalctl --no-pager -u vps-gateway -o cat >"$state/unit.log"
+if [ "$exit_status" = 0 ] && [ "$result" = success ] && [ -z "$left" ] \
+    && grep -F 'child exited child=gateway how=exited with code 0' "$state/unit.log" >/dev/null; then
+    pass "systemctl stop: the supervisor and the gateway exited 0 and no process is left"
 else
     fail "systemctl stop: exit status $exit_status, result $result, left: ${left:-none}"
 fi
@@ -307,6 +309,7 @@ fi
 security="$(inside systemd-analyze security --offline=yes --no-pager /usr/local/lib/systemd/system/vps-gateway.service 2>/dev/null | grep -o 'exposure level.*' || true)"
 log "systemd-analyze security: vps-gateway.service $security"
 
+[ -n "${SYSTEMD_TEST_DUMP:-}" ] && cp "$state/unit.log" "$SYSTEMD_TEST_DUMP"
 if [ $failures -gt 0 ]; then
     log "$failures check(s) failed"
     exit 1

@@ -23,10 +23,13 @@ public struct StdinLifeline: Service {
                 }
             }
         try await channel.executeThenClose { inbound in
-            // Reads until end-of-file or graceful shutdown, whichever comes first.
-            try await cancelWhenGracefulShutdown {
-                for try await _ in inbound {}
-            }
+            // Reads until end-of-file or graceful shutdown, whichever comes first. A graceful
+            // shutdown cancels the read; that is a normal end, not a failure of the role.
+            do {
+                try await cancelWhenGracefulShutdown {
+                    for try await _ in inbound {}
+                }
+            } catch is CancellationError {}
         }
     }
 }

@@ -88,6 +88,27 @@ struct SupervisorTests {
             #expect(notify.messages.contains { $0.hasPrefix("STOPPING=1") })
             #expect(pid(of: "worker --env", in: cluster) == nil && pid(of: "gateway --listen", in: cluster) == nil, "no child outlives the supervisor")
             #expect(supervisor.log.contains("child exited child=worker-beta how=\"killed by signal 9\""))
+            #expect(!supervisor.log.contains("stream to the gateway failed"), "workers start once the gateway listens")
+            for child in ["gateway", "worker-production", "worker-beta"] {
+                #expect(supervisor.log.contains("child exited child=\(child) how=\"exited with code 0\""), "\(child) stops cleanly on SIGTERM")
+            }
+        }
+    }
+
+    @Test("while the gateway replays its journal at start, the supervisor asks systemd for more time (EXTEND_TIMEOUT_USEC) before READY=1")
+    func startupExtension() async throws {
+        try await Cluster.with { cluster in
+            let generated = try await cluster.run(["journal", "generate", "--journal", cluster.journal, "--count", "200", "--method", "Ping"])
+            #expect(generated.status == 0, "\(generated.output)")
+            let notify = try NotifySocket(path: cluster.directory + "/supervisor-notify.sock")
+            let supervisor = try startSupervisor(cluster, environments: [("production", try cluster.inventory("production"))], notify: notify)
+            #expect(await notify.waitFor("READY=1"))
+            let messages = notify.messages
+            let extended = messages.firstIndex { $0.hasPrefix("EXTEND_TIMEOUT_USEC=") }
+            let ready = messages.firstIndex { $0.hasPrefix("READY=1") }
+            #expect(extended != nil && ready != nil && extended! < ready!, "\(messages)")
+            supervisor.signal(SIGTERM)
+            #expect(await supervisor.waitForExit(timeout: .seconds(20)) == 0)
         }
     }
 

@@ -14,15 +14,15 @@ struct JournalCommand: AsyncParsableCommand {
         commandName: "journal",
         abstract: "Inspect and maintain the request journal (also while the gateway runs).",
         discussion: """
-            The journal records every request before it is sent: pending → in_flight → \\
-            completed (answered: ok or not_found), failed (attempts kept failing) or expired \\
-            (its deadline passed). Reading commands open it as WAL readers and never block the \\
-            gateway; `prune` writes in small transactions beside it; `replay` on a live gateway \\
+            The journal records every request before it is sent: pending → in_flight → \
+            completed (answered: ok or not_found), failed (attempts kept failing) or expired \
+            (its deadline passed). Reading commands open it as WAL readers and never block the \
+            gateway; `prune` writes in small transactions beside it; `replay` on a live gateway \
             goes through its admin socket.
 
-            Exit codes: 0 done; 1 no such request (show); 64 usage error; 65 corrupt journal or \\
-            failed verification; 66 no journal at the path; 69 replay: the gateway's admin \\
-            socket is unreachable (use --offline); 74 a write failed; 78 the journal is newer \\
+            Exit codes: 0 done; 1 no such request (show); 64 usage error; 65 corrupt journal or \
+            failed verification; 66 no journal at the path; 69 replay: the gateway's admin \
+            socket is unreachable (use --offline); 74 a write failed; 78 the journal is newer \
             than this binary.
             """,
         subcommands: [List.self, Show.self, Stats.self, Replay.self, Prune.self, Verify.self, Generate.self]
@@ -236,14 +236,14 @@ extension JournalCommand {
         static let configuration = CommandConfiguration(
             abstract: "Send finished requests again with their own request ids.",
             discussion: """
-                Picks requests by id, or every failed or expired one (optionally since a time), \\
-                gives them a new deadline and sends them again. Workers answer a request id they \\
-                answered recently from their response cache, so a handler runs at most once per \\
+                Picks requests by id, or every failed or expired one (optionally since a time), \
+                gives them a new deadline and sends them again. Workers answer a request id they \
+                answered recently from their response cache, so a handler runs at most once per \
                 id within that window.
 
-                On a live gateway this goes through its admin socket and returns once the \\
-                requests are queued (`journal list --state pending` shows them working). With \\
-                --offline (no gateway running) it only marks them pending; the next gateway start \\
+                On a live gateway this goes through its admin socket and returns once the \
+                requests are queued (`journal list --state pending` shows them working). With \
+                --offline (no gateway running) it only marks them pending; the next gateway start \
                 sends them.
 
                 Examples:
@@ -312,8 +312,8 @@ extension JournalCommand {
         static let configuration = CommandConfiguration(
             abstract: "Delete finished requests older than a given age.",
             discussion: """
-                Deletes completed, failed and expired rows last updated before the cutoff, 1,000 \\
-                per transaction, so a running gateway is never held up for long. The gateway \\
+                Deletes completed, failed and expired rows last updated before the cutoff, 1,000 \
+                per transaction, so a running gateway is never held up for long. The gateway \
                 also prunes by itself (--journal-retention, default 7d).
 
                 Examples:
@@ -389,8 +389,8 @@ extension JournalCommand {
         static let configuration = CommandConfiguration(
             abstract: "Write many pending requests, to measure how fast a gateway replays them.",
             discussion: """
-                For benchmarks: writes COUNT pending rows (ids PREFIX-000001…) straight into the \\
-                journal file. Run it while no gateway uses the file; the next gateway start sends \\
+                For benchmarks: writes COUNT pending rows (ids PREFIX-000001…) straight into the \
+                journal file. Run it while no gateway uses the file; the next gateway start sends \
                 them all.
 
                 Examples:

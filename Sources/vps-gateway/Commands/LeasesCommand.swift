@@ -9,8 +9,8 @@ struct LeasesCommand: AsyncParsableCommand {
         commandName: "leases",
         abstract: "Show the DHCP leases the gateway watches and what each resolved to.",
         discussion: """
-            States: vps_hostname (the hostname names a VPS; no lookup), waiting (no lookup slot \\
-            yet), pending, found, not_found (believed until the negative cache expires), failed \\
+            States: vps_hostname (the hostname names a VPS; no lookup), waiting (no lookup slot \
+            yet), pending, found, not_found (believed until the negative cache expires), failed \
             (retried after 30 s).
 
             Examples:

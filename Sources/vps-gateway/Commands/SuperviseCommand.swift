@@ -8,23 +8,23 @@ struct SuperviseCommand: AsyncParsableCommand {
         commandName: "supervise",
         abstract: "Run the gateway and one worker per environment as supervised children (the systemd unit's main process).",
         discussion: """
-            Reads a YAML configuration (see examples/dev.yaml and examples/production.yaml), starts \\
-            the gateway and then one worker per environment, each with a clean environment and a \\
-            notify socket of the supervisor's own, and restarts them with exponential backoff \\
-            (an intensity limit gives a crash-looping child up). Reports READY, STATUS, \\
-            WATCHDOG, RELOADING and STOPPING to systemd. SIGHUP re-reads the configuration and \\
-            adds or removes workers without touching the others; SIGTERM/SIGINT stop workers, \\
+            Reads a YAML configuration (see examples/dev.yaml and examples/production.yaml), starts \
+            the gateway and then one worker per environment, each with a clean environment and a \
+            notify socket of the supervisor's own, and restarts them with exponential backoff \
+            (an intensity limit gives a crash-looping child up). Reports READY, STATUS, \
+            WATCHDOG, RELOADING and STOPPING to systemd. SIGHUP re-reads the configuration and \
+            adds or removes workers without touching the others; SIGTERM/SIGINT stop workers, \
             then the gateway.
 
-            Environment: GATEWAY_GRPC_PORT and GATEWAY_API_SECRET override the file; systemd's \\
-            $CREDENTIALS_DIRECTORY serves gateway.api_secret_credential; $NOTIFY_SOCKET and \\
+            Environment: GATEWAY_GRPC_PORT and GATEWAY_API_SECRET override the file; systemd's \
+            $CREDENTIALS_DIRECTORY serves gateway.api_secret_credential; $NOTIFY_SOCKET and \
             $WATCHDOG_USEC are systemd's and are not passed on to the children.
 
             Examples:
               vps-gateway supervise --config /etc/vps-gateway/vps-gateway.yaml
               GATEWAY_API_SECRET=s3cret vps-gateway supervise --config examples/dev.yaml
 
-            Exit codes: 0 after SIGTERM/SIGINT; 75 a child was given up and supervisor.escalate \\
+            Exit codes: 0 after SIGTERM/SIGINT; 75 a child was given up and supervisor.escalate \
             is set (systemd's Restart= takes over); 78 the configuration is unusable.
             """
     )

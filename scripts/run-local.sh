@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs vps-gateway locally on embedded defaults: a gateway on 127.0.0.1:1537 and three
-# environment workers (production, beta, dev) with sample inventories, then looks up a VPS
+# Runs vps-gateway locally on embedded defaults: the supervisor (as the systemd unit runs it)
+# with a gateway on 127.0.0.1:1537 and three environment workers (production, beta, dev) on
+# sample inventories, then looks up a VPS
 # that only production knows and shows the hosts file the gateway wrote from a sample
 # dnsmasq lease file. Keeps running until Ctrl-C; `--once` stops after the lookup.
 # Everything lives in a temp directory that is removed on exit.
@@ -33,15 +34,29 @@ $expiry 52:54:00:99:00:01 10.9.9.9 stranger *
 $expiry 52:54:00:02:00:03 10.2.0.3 vps-beta-0003 *
 LEASES
 
-"$bin" gateway --listen "127.0.0.1:$port" --journal "$work/journal.sqlite3" \
-    --dhcp-leases "$work/dnsmasq.leases" --dhcp-hosts "$work/vps-hosts" 2> >(sed 's/^/[gateway] /' >&2) &
-pids+=($!)
+# The one-box install, as systemd runs it: the supervisor with a gateway and three workers.
 for env in production beta dev; do
     "$bin" inventory create "$work/$env.sqlite3" --environment "$env" --sample-rows 100 >/dev/null
-    "$bin" worker --env "$env" --instance-id "$env-local" --gateway-url "http://127.0.0.1:$port" \
-        --inventory "sqlite:$work/$env.sqlite3" 2> >(sed "s/^/[$env] /" >&2) &
-    pids+=($!)
 done
+cat >"$work/vps-gateway.yaml" <<CONFIG
+gateway:
+  listen: 127.0.0.1:$port
+  admin_socket: $work/admin.sock
+  journal: $work/journal.sqlite3
+  dhcp_leases: $work/dnsmasq.leases
+  dhcp_hosts: $work/vps-hosts
+environments:
+  - {name: production, inventory: "sqlite:$work/production.sqlite3", instance_id: production-local}
+  - {name: beta, inventory: "sqlite:$work/beta.sqlite3", instance_id: beta-local}
+  - {name: dev, inventory: "sqlite:$work/dev.sqlite3", instance_id: dev-local}
+supervisor:
+  notify_directory: $work/notify
+  log_format: text
+CONFIG
+"$bin" check-config "$work/vps-gateway.yaml"
+"$bin" supervise --config "$work/vps-gateway.yaml" &
+supervisor=$!
+pids+=("$supervisor")
 
 # Wait (at most 30 s) until all three environments are registered.
 for _ in $(seq 1 300); do
@@ -71,6 +86,7 @@ Running. Try, in another terminal:
   GATEWAY_ADMIN_SOCKET=$work/admin.sock $bin bench --concurrency 64 --duration 5s --mac 52:54:00:03:00:01
   $bin journal list --journal $work/journal.sqlite3
   $bin journal stats --journal $work/journal.sqlite3
+  kill -HUP $supervisor   # the supervisor re-reads $work/vps-gateway.yaml (edit it first)
   echo "\$(( \$(date +%s) + 3600 )) 52:54:00:03:00:05 10.3.0.5 laptop *" >> $work/dnsmasq.leases; cat $work/vps-hosts
 Ctrl-C stops everything and removes $work.
 MSG

@@ -10,8 +10,9 @@
 #   4. `journalctl REQUEST_ID=<id>` finds that lookup's events from gateway and worker
 #   5. the hosts file is written from the DHCP lease file under the unit's sandboxing
 #   6. `systemctl reload` adds an environment without restarting the running worker
-#   7. SIGSTOP on the supervisor makes systemd's watchdog restart the unit
-#   8. `systemctl stop` ends with exit 0 and leaves no process behind
+#   7. vps-gateway-worker@ENV starts (ready once registered) and stops cleanly on its own
+#   8. SIGSTOP on the supervisor makes systemd's watchdog restart the unit
+#   9. `systemctl stop` ends with exit 0 and leaves no process behind
 #
 # Usage: scripts/systemd-test.sh [--if-possible] [--keep]
 #   --if-possible  skip (exit 0, saying why) when the machine cannot boot a container:
@@ -48,6 +49,9 @@ cannot_run() {
 command -v systemd-nspawn >/dev/null || cannot_run "systemd-nspawn is missing (apt-get install systemd-container)"
 grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || cannot_run "the kernel has no overlayfs"
 [ -x /lib/systemd/systemd ] || cannot_run "no systemd at /lib/systemd/systemd to boot"
+
+# The release build first: the container should not sit idle through a cold build.
+make -s release >/dev/null
 
 name="vgw-sd-$$"
 state="$(mktemp -d /tmp/vps-gateway-systemd.XXXXXX)"
@@ -274,6 +278,24 @@ if poll 20 dev_ready && [ -n "$production_pid" ] && [ "$(worker_pid production)"
     pass "systemctl reload added dev; the production worker kept pid $production_pid"
 else
     fail "reload: StatusText '$(inside systemctl show -P StatusText vps-gateway)', production pid $production_pid → $(worker_pid production)"
+fi
+
+# --- vps-gateway-worker@: one environment's worker as a unit of its own -----------------
+inside "$bin" inventory create /var/lib/vps-gateway/staging.sqlite3 --environment staging --sample-rows 10 >/dev/null
+inside chown vps-gateway:vps-gateway /var/lib/vps-gateway/staging.sqlite3
+printf 'VPS_INVENTORY_URL=sqlite:/var/lib/vps-gateway/staging.sqlite3\nVPS_GATEWAY_URL=http://127.0.0.1:1537\n' \
+    >"$root/etc/vps-gateway/worker-staging.env"
+if inside systemctl start vps-gateway-worker@staging \
+    && inside "$bin" clients --json | grep -F '"staging"' >/dev/null; then
+    inside systemctl stop vps-gateway-worker@staging
+    worker_status="$(inside systemctl show -P ExecMainStatus vps-gateway-worker@staging)"
+    if [ "$worker_status" = 0 ]; then
+        pass "vps-gateway-worker@staging: start returned once registered; stop exited 0"
+    else
+        fail "vps-gateway-worker@staging exited $worker_status on stop"
+    fi
+else
+    fail "vps-gateway-worker@staging did not start or register: $(inside journalctl --no-pager -n 20 -u vps-gateway-worker@staging)"
 fi
 
 # --- watchdog: a stopped supervisor is restarted by systemd ------------------------------

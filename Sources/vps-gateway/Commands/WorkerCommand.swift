@@ -102,7 +102,7 @@ struct WorkerCommand: AsyncParsableCommand {
 
     func run() async throws {
         let environmentName = environment ?? Environment.value("VPS_ENVIRONMENT") ?? "unknown"
-        let logger = try logging.makeLogger(label: "worker", identifier: "vps-gateway-worker-\(environmentName)")
+        let logger = try logging.makeLogger(label: "worker-\(environmentName)", identifier: "vps-gateway-worker-\(environmentName)")
         let worker: Worker
         do {
             let configuration = try makeConfiguration()

@@ -113,6 +113,12 @@ public final class Supervisor: Sendable {
                     case .signal:
                         break loop
                     case .gaveUp(let name):
+                        // Without the gateway nothing on the node works: that always goes to
+                        // systemd. A worker does when `escalate` says so.
+                        if name == "gateway" {
+                            escalation = SupervisorError(code: .childGaveUp, message: "the gateway exceeded its restart intensity")
+                            break loop
+                        }
                         if state.withLock({ $0.configuration.supervisor.escalate }) {
                             escalation = SupervisorError(code: .childGaveUp, message: "child \(name) exceeded its restart intensity and escalate is set")
                             break loop

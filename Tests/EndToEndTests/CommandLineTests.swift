@@ -6,6 +6,35 @@ import Testing
 /// The built binary as an operator runs it: exit codes, messages, JSON.
 @Suite("Command line", .serialized, .timeLimit(.minutes(2)))
 struct CommandLineTests {
+    @Test("check-config names every problem and exits 78; --json lists them; a usable file names its children")
+    func checkConfig() async throws {
+        try await Cluster.with { cluster in
+            let bad = cluster.directory + "/bad.yaml"
+            try "gateway:\n  listen: nowhere\n  colour: blue\nenvironments:\n  - name: Prod\n    inventory: postgres://x\n"
+                .write(toFile: bad, atomically: true, encoding: .utf8)
+            let text = try await cluster.run(["check-config", bad])
+            #expect(text.status == 78)
+            for fragment in ["4 problem(s)", "gateway.colour: unknown key", "gateway.listen 'nowhere'", "environments[0].name 'Prod'", "not sqlite:PATH"] {
+                #expect(text.output.contains(fragment), "\(fragment) missing in \(text.output)")
+            }
+            let json = try await cluster.run(["check-config", "--json", bad])
+            #expect(json.status == 78)
+            let report = try #require(try JSONSerialization.jsonObject(with: Data(json.output.utf8)) as? [String: Any])
+            #expect(report["usable"] as? Bool == false)
+            #expect((report["problems"] as? [String])?.count == 4)
+
+            let good = cluster.directory + "/good.yaml"
+            try "gateway:\n  listen: 127.0.0.1:1537\nenvironments:\n  - name: production\n    inventory: sqlite:\(try cluster.inventory("production"))\n"
+                .write(toFile: good, atomically: true, encoding: .utf8)
+            let usable = try await cluster.run(["check-config", good], environment: ["GATEWAY_API_SECRET": "s"])
+            #expect(usable.status == 0)
+            #expect(usable.output.contains("usable; children: gateway, worker-production"))
+            let noSecret = try await cluster.run(["check-config", good])
+            #expect(noSecret.status == 78)
+            #expect(noSecret.output.contains("no API secret"))
+        }
+    }
+
     @Test("lookup exits 0 found, 1 not found, 2 no receivers; --json uses the admin API's field names")
     func lookupExitCodes() async throws {
         try await Cluster.with { cluster in

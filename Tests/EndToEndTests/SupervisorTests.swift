@@ -112,6 +112,26 @@ struct SupervisorTests {
         }
     }
 
+    @Test("a gateway that keeps failing is given up and the supervisor exits 75 even without escalate")
+    func gatewayCrashLoopEscalates() async throws {
+        try await Cluster.with { cluster in
+            let notify = try NotifySocket(path: cluster.directory + "/supervisor-notify.sock")
+            try writeConfiguration(cluster, environments: [("production", try cluster.inventory("production"))], policy: "  intensity: 2")
+            let path = cluster.directory + "/config.yaml"
+            let text = try String(contentsOfFile: path, encoding: .utf8)
+                .replacingOccurrences(of: "  dhcp_leases: \"off\"\n", with: "  dhcp_leases: \"off\"\n  extra_arguments: [\"--no-such-flag\"]\n")
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            let supervisor = try cluster.spawn(
+                name: "supervisor", arguments: ["supervise", "--config", path],
+                environment: ["GATEWAY_API_SECRET": cluster.secret, "NOTIFY_SOCKET": notify.path]
+            )
+            #expect(await supervisor.waitForExit(timeout: .seconds(30)) == 75)
+            #expect(supervisor.log.contains("child given up child=gateway"))
+            #expect(!notify.messages.contains { $0.hasPrefix("READY=1") })
+            #expect(pid(of: "worker --env", in: cluster) == nil, "workers never started without a listening gateway")
+        }
+    }
+
     @Test("a crash-looping worker is given up after the intensity limit, and with escalate the supervisor exits 75")
     func crashLoop() async throws {
         try await Cluster.with { cluster in

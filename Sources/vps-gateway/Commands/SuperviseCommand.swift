@@ -24,8 +24,9 @@ struct SuperviseCommand: AsyncParsableCommand {
               vps-gateway supervise --config /etc/vps-gateway/vps-gateway.yaml
               GATEWAY_API_SECRET=s3cret vps-gateway supervise --config examples/dev.yaml
 
-            Exit codes: 0 after SIGTERM/SIGINT; 75 a child was given up and supervisor.escalate \
-            is set (systemd's Restart= takes over); 78 the configuration is unusable.
+            Exit codes: 0 after SIGTERM/SIGINT; 75 the gateway was given up after its restart \
+            intensity, or a worker and supervisor.escalate is set (systemd's Restart= takes \
+            over); 78 the configuration is unusable.
             """
     )
 
@@ -60,25 +61,58 @@ struct CheckConfigCommand: AsyncParsableCommand {
         commandName: "check-config",
         abstract: "Check a supervisor configuration file and name every problem in it.",
         discussion: """
+            Checks the file's shape (unknown keys, wrong types), its values (addresses, \
+            durations, names, that each inventory file exists) and that the API secret is \
+            reachable (GATEWAY_API_SECRET, the file, or $CREDENTIALS_DIRECTORY for a credential).
+
             Examples:
               vps-gateway check-config /etc/vps-gateway/vps-gateway.yaml
+              vps-gateway check-config --json examples/dev.yaml | jq .problems
 
-            Exit codes: 0 usable; 78 problems found (each named on its own line).
+            Exit codes: 0 usable; 78 problems found (each named on its own line, or in \
+            "problems" with --json).
             """
     )
 
     @Argument(help: ArgumentHelp("The YAML configuration.", valueName: "path"))
     var path: String
 
+    @Flag(help: "Print one JSON object: path, usable, children, problems.")
+    var json = false
+
+    struct Report: Encodable {
+        var path: String
+        var usable: Bool
+        var children: [String]
+        var problems: [String]
+    }
+
     func run() async throws {
-        do {
-            let configuration = try SupervisorConfiguration.load(path: path)
-            let specs = try configuration.childSpecs(
-                executable: "vps-gateway", variables: ProcessInfo.processInfo.environment, hostName: Environment.hostName
-            )
-            print("\(path): usable; children: \(specs.map(\.name).joined(separator: ", "))")
-        } catch let error as SupervisorError {
-            throw fail(error.message, Exit.config)
+        var report = Report(path: path, usable: false, children: [], problems: [])
+        if let data = FileManager.default.contents(atPath: path) {
+            let (configuration, problems) = SupervisorConfiguration.parse(String(decoding: data, as: UTF8.self), source: path)
+            report.problems = problems
+            if let configuration {
+                do {
+                    let specs = try configuration.childSpecs(
+                        executable: "vps-gateway", variables: ProcessInfo.processInfo.environment, hostName: Environment.hostName
+                    )
+                    report.children = specs.map(\.name)
+                } catch let error as SupervisorError {
+                    report.problems.append(error.message)
+                }
+            }
+        } else {
+            report.problems = ["cannot read the configuration file '\(path)'"]
         }
+        report.usable = report.problems.isEmpty
+        if json {
+            try printJSON(report)
+        } else if report.usable {
+            print("\(path): usable; children: \(report.children.joined(separator: ", "))")
+        } else {
+            printError("vps-gateway: '\(path)' has \(report.problems.count) problem(s):\n  - " + report.problems.joined(separator: "\n  - "))
+        }
+        if !report.usable { throw Exit.config }
     }
 }

@@ -85,7 +85,8 @@ public final class Supervisor: Sendable {
         self.state = Mutex(State(configuration: configuration))
     }
 
-    /// Runs until SIGTERM/SIGINT (returns) or a child is given up with `escalate` set (throws).
+    /// Runs until SIGTERM/SIGINT (returns), or until the gateway, or a worker with `escalate`
+    /// set, is given up (throws).
     public func run() async throws {
         let specs = try state.withLock { try $0.configuration.childSpecs(executable: options.executable, variables: options.variables, hostName: options.hostName) }
         var escalation: SupervisorError?

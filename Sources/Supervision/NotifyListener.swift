@@ -7,13 +7,26 @@ import Glibc
 
 /// The notify socket the supervisor gives one child: a datagram Unix socket that the child's
 /// `sd_notify` writes `KEY=VALUE` lines to, exactly as it would to systemd's.
+/// The socket is bound when the listener is made, before the child starts: a message sent
+/// before anyone bound the path would be lost, and a child says READY=1 only once.
 struct NotifyListener: Sendable {
     let path: String
+    private let fd: Int32
+    /// The bound socket's inode: a listener that ends removes the path only while it is still
+    /// its own (a worker started again may already have bound a new socket there).
+    private let inode: ino_t
 
-    /// Creates the socket (replacing a stale one) and hands every message's assignments to
-    /// `receive` until cancelled. Throws when the socket cannot be made.
+    /// Creates the socket, replacing a stale one. Throws when it cannot be made.
+    init(path: String) throws {
+        self.path = path
+        self.fd = try Self.bind(path)
+        var status = stat()
+        self.inode = stat(path, &status) == 0 ? status.st_ino : 0
+    }
+
+    /// Hands every message's assignments to `receive` until cancelled; closes and removes the
+    /// socket then. Call once.
     func run(_ receive: @escaping @Sendable ([String: String]) -> Void) async throws {
-        let fd = try Self.bind(path)
         // A datagram socket works with epoll; NIO reads it like a pipe, one datagram per read.
         let channel = try await NIOPipeBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelOption(.maxMessagesPerRead, value: 16)
@@ -22,7 +35,10 @@ struct NotifyListener: Sendable {
                     try NIOAsyncChannel<ByteBuffer, Never>(wrappingChannelSynchronously: channel)
                 }
             }
-        defer { unlink(path) }
+        defer {
+            var status = stat()
+            if stat(path, &status) == 0 && status.st_ino == inode { unlink(path) }
+        }
         try await channel.executeThenClose { inbound in
             for try await datagram in inbound {
                 receive(Self.parse(String(buffer: datagram)))

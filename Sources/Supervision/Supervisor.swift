@@ -145,8 +145,27 @@ public final class Supervisor: Sendable {
             state.processes[spec.name] = process
             if !state.order.contains(spec.name) { state.order.append(spec.name) }
         }
-        group.addTask { await self.listen(to: spec) }
-        group.addTask { await self.supervise(spec, process) }
+        let listener: NotifyListener
+        do {
+            listener = try NotifyListener(path: spec.notifySocket)
+        } catch {
+            let problem = (error as? SupervisorError)?.message ?? "\(error)"
+            logger.error("cannot make the child's notify socket; not starting it", metadata: ["child": "\(spec.name)", "error": "\(problem)"])
+            update(spec.name) {
+                $0.phase = .failed
+                $0.status = problem
+            }
+            events.enqueue(.gaveUp(spec.name))
+            return
+        }
+        // The socket lives as long as the child is supervised (across its restarts).
+        group.addTask {
+            await withDiscardingTaskGroup { child in
+                child.addTask { await self.listen(to: spec, with: listener) }
+                await self.supervise(spec, process)
+                child.cancelAll()
+            }
+        }
     }
 
     /// Keeps one child running: spawn, wait, decide (restart after backoff or give up).
@@ -210,9 +229,9 @@ public final class Supervisor: Sendable {
     }
 
     /// The child's notify socket: READY, STATUS and WATCHDOG pings.
-    private func listen(to spec: ChildSpec) async {
+    private func listen(to spec: ChildSpec, with listener: NotifyListener) async {
         do {
-            try await NotifyListener(path: spec.notifySocket).run { assignments in
+            try await listener.run { assignments in
                 self.update(spec.name) { child in
                     if assignments["READY"] == "1" { child.ready = true }
                     if let status = assignments["STATUS"] { child.status = status }

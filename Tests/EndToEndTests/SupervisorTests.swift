@@ -180,7 +180,7 @@ struct SupervisorTests {
         }
     }
 
-    @Test("SIGHUP adds and removes environments without restarting the others; a bad file keeps the running set")
+    @Test("SIGHUP adds, removes and restarts changed environments without restarting the others; a bad file keeps the running set")
     func reload() async throws {
         try await Cluster.with { cluster in
             let notify = try NotifySocket(path: cluster.directory + "/supervisor-notify.sock")
@@ -199,6 +199,22 @@ struct SupervisorTests {
             #expect(pid(of: "gateway --listen", in: cluster) == gatewayPID, "the gateway was not touched")
             #expect(pid(of: "worker --env beta", in: cluster) == nil)
             #expect(notify.messages.contains { $0.contains("MONOTONIC_USEC=") })
+
+            // A changed environment (another inventory) restarts only that worker, which
+            // reports on its notify socket again.
+            let devPID = try #require(pid(of: "worker --env dev", in: cluster))
+            try writeConfiguration(cluster, environments: [("production", production), ("dev", try cluster.inventory("dev-copy"))])
+            supervisor.signal(SIGHUP)
+            let devRestarted = await poll(timeout: .seconds(15)) {
+                pid(of: "worker --env dev", in: cluster).map { $0 != devPID } ?? false
+            }
+            #expect(devRestarted)
+            try await cluster.waitForClients(["production-1", "dev-1"])
+            #expect(pid(of: "worker --env production", in: cluster) == productionPID, "production was not touched")
+            let devReportsAgain = await poll(timeout: .seconds(10)) {
+                notify.messages.last { $0.contains("STATUS=") }?.contains("dev ready") == true
+            }
+            #expect(devReportsAgain, "the restarted worker's READY reached the supervisor")
 
             try "environments: [oops".write(toFile: cluster.directory + "/config.yaml", atomically: true, encoding: .utf8)
             supervisor.signal(SIGHUP)

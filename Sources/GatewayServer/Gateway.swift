@@ -34,7 +34,8 @@ public final class Gateway: Service, Sendable {
     /// Nil when the gateway runs without a lease file.
     let leaseWatcher: LeaseWatcher?
     private let shuttingDown = Atomic<Bool>(false)
-    private let readiness = Readiness()
+    /// What READY=1 waits for: listening, and with a journal, its unfinished rows handed back.
+    private let readiness = WatchedState<Set<StartupCondition>>([])
 
     /// - Parameters:
     ///   - journal: the opened and migrated request journal, or nil to run without one
@@ -138,7 +139,7 @@ public final class Gateway: Service, Sendable {
                 let streamAddress = try await streamServer.listeningAddress
                 _ = try await adminServer.listeningAddress
                 try AdminSocket.restrictPermissions(path: self.configuration.adminSocketPath)
-                self.readiness.mark(.listening)
+                self.readiness.update { _ = $0.insert(.listening) }
                 self.logger.info("gateway listening", metadata: [
                     "address": "\(streamAddress.map { "\($0)" } ?? "?")",
                     "admin_socket": "\(self.configuration.adminSocketPath)",
@@ -185,13 +186,14 @@ public final class Gateway: Service, Sendable {
     /// Returns once the gateway listens and, with a journal, has handed every unfinished row
     /// of an earlier run back to the runner: what `READY=1` means.
     public func waitUntilReady() async {
-        await readiness.wait(for: journal == nil ? [.listening] : [.listening, .recovered])
+        let needed: Set<StartupCondition> = journal == nil ? [.listening] : [.listening, .recovered]
+        await readiness.wait { needed.isSubset(of: $0) }
     }
 
     /// Returns once the gateway listens: clients can register, though the journal may still
     /// be replaying.
     public func waitUntilServing() async {
-        await readiness.wait(for: [.listening])
+        await readiness.wait { $0.contains(.listening) }
     }
 
     /// One line for `STATUS=`: clients per environment, calls in flight, unfinished journal rows.
@@ -201,7 +203,7 @@ public final class Gateway: Service, Sendable {
         for connection in connections { perEnvironment[connection.identity.environment, default: 0] += 1 }
         let environments = perEnvironment.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
         var line = "\(connections.count) client(s)\(environments.isEmpty ? "" : " (\(environments))"); \(router.pendingCount) call(s) in flight"
-        if journal != nil && !readiness.isMet(.recovered) { line = "recovering the journal; " + line }
+        if journal != nil && !readiness.value.contains(.recovered) { line = "recovering the journal; " + line }
         if let journal, let counts = try? journal.unfinishedCounts() {
             line += "; journal \(counts.pending) pending, \(counts.inFlight) in flight"
         }
@@ -225,7 +227,7 @@ public final class Gateway: Service, Sendable {
         if pending.pending + pending.inFlight > 0 { await waitForClientsToSettle() }
         let unfinished = try journal.unfinished()
         for record in unfinished { runner.submit(record) }
-        readiness.mark(.recovered)
+        readiness.update { _ = $0.insert(.recovered) }
         if expired > 0 || !unfinished.isEmpty {
             logger.notice("journal recovered", metadata: [
                 "message_id": "\(LogEventID.requestRecovered)",
@@ -317,3 +319,6 @@ extension Gateway.Configuration {
         if sendQueueCapacity < 1 { throw invalid("send queue capacity must be at least 1, got \(sendQueueCapacity)") }
     }
 }
+
+/// The conditions that together make a gateway ready.
+enum StartupCondition: Hashable, Sendable { case listening, recovered }

@@ -26,7 +26,8 @@ public final class Worker: Service, Sendable {
     /// The requests running, across streams.
     let executions = RequestExecutions()
     /// The gateways this worker is registered with right now, and who waits for the first.
-    private let registrations = Mutex<(current: Set<GatewayEndpoint>, waiters: [UInt64: CheckedContinuation<Void, Never>], next: UInt64)>(([], [:], 0))
+    /// The gateways this worker is registered with now.
+    private let registrations = WatchedState<Set<GatewayEndpoint>>([])
 
     public init(configuration: Configuration, handlers: HandlerRegistry, logger: Logger) {
         self.configuration = configuration
@@ -85,42 +86,22 @@ public final class Worker: Service, Sendable {
     }
 
     func registered(with endpoint: GatewayEndpoint) {
-        let waiters = registrations.withLock { state in
-            state.current.insert(endpoint)
-            defer { state.waiters = [:] }
-            return state.waiters.values
-        }
-        for waiter in waiters { waiter.resume() }
+        registrations.update { _ = $0.insert(endpoint) }
     }
 
     func unregistered(from endpoint: GatewayEndpoint) {
-        registrations.withLock { _ = $0.current.remove(endpoint) }
+        registrations.update { _ = $0.remove(endpoint) }
     }
 
     /// Returns once the worker is registered with a gateway (what `READY=1` means), or
     /// when the waiting task is cancelled.
     public func waitUntilRegistered() async {
-        let id = registrations.withLock { state in
-            state.next += 1
-            return state.next
-        }
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { continuation in
-                let resumeNow = registrations.withLock { state in
-                    if !state.current.isEmpty || Task.isCancelled { return true }
-                    state.waiters[id] = continuation
-                    return false
-                }
-                if resumeNow { continuation.resume() }
-            }
-        } onCancel: {
-            registrations.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
-        }
+        await registrations.wait { !$0.isEmpty }
     }
 
     /// One line for `STATUS=`.
     public var statusLine: String {
-        let registered = registrations.withLock { $0.current.count }
+        let registered = registrations.value.count
         return "\(configuration.environment): registered with \(registered) of \(configuration.endpoints.count) gateway(s); \(executions.count) request(s) running"
     }
 

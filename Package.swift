@@ -48,7 +48,7 @@ let package = Package(
         // The wire contracts: generated protobuf/gRPC code plus the vocabulary around it.
         .target(
             name: "GatewayProtocol",
-            dependencies: [grpcCore, grpcProtobuf, protobuf],
+            dependencies: [grpcCore, grpcProtobuf, protobuf, nioCore, nioPosix],
             exclude: ["Generated/README.md"],
             swiftSettings: swiftSettings
         ),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Measures the README's benchmark tables on this machine, release build:
-#  1. the gateway's resident memory, fresh and with 1,000 idle registered clients;
+#  1. the gateway's resident memory, fresh and with 1,000 idle registered clients (and, after
+#     step 2, what the gateway that served the lookups still holds);
 #  2. lookups with 1 and 3 environment workers at concurrency 1 and 64 (journal FULL, the default);
 #  3. the same lookups with the journal off, FULL and NORMAL, side by side (1 worker);
 #  4. how long a restarted gateway takes to replay 100,000 pending journal rows;
@@ -122,6 +123,9 @@ for pid in "${gateway_pid[full]}" "${workers[@]}"; do
     index=$((index + 1))
 done
 run main "3 workers, c=64, Ping (no database)" full --concurrency 64 --method Ping --payload-hex 00
+# What the gateway that served every run above still holds (after a second to settle).
+sleep 1
+rss_after_load=$(awk '/^VmRSS/{print $2}' "/proc/${gateway_pid[full]}/status")
 stop_workers
 
 # 4. Replay: pending rows written while no gateway uses the file, then a gateway started on it.
@@ -154,7 +158,7 @@ echo "measuring: reconcile of $reconcile_count leases" >&2
 reconcile_json="$("$bin" bench --admin-socket "${socket[dhcp]}" --reconcile-leases "$reconcile_count" --lease-file "$work/dhcp.leases" --hosts-file "$work/dhcp-hosts" --json)"
 stop_workers
 
-python3 - "$out" "$idle_json" "$cpu_report" "$(getconf CLK_TCK)" "$replay_rows" "$replay_seconds" "$replay_counts" "$lease_json" "$reconcile_json" <<'PY'
+python3 - "$out" "$idle_json" "$cpu_report" "$(getconf CLK_TCK)" "$replay_rows" "$replay_seconds" "$replay_counts" "$lease_json" "$reconcile_json" "$rss_after_load" <<'PY'
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
 def table(name):
@@ -189,6 +193,8 @@ idle = json.loads(sys.argv[2])
 mib = lambda kb: f"{kb/1024:.1f} MiB" if kb is not None else "?"
 print(f'\nGateway resident memory: {mib(idle["gateway_rss_kb_before"])} freshly started, {mib(idle["gateway_rss_kb_after"])} with {idle["registered"]} registered idle clients '
       f'({idle["per_client_kb"]} KiB per client; all registered in {idle["seconds_to_register"]:.1f} s).')
+served = sum(r["result"]["requests"] for r in rows if r["table"] == "main" or r["label"].startswith("journal full"))
+print(f'The journal FULL gateway holds {mib(int(sys.argv[10]))} after serving the {served} calls of the runs above.')
 counts = json.loads(sys.argv[7])["counts_by_state"]
 n, seconds = int(sys.argv[5]), float(sys.argv[6])
 print(f'\nReplay: {n} pending rows (Ping, 1 worker) finished {seconds} s after the gateway started '

@@ -236,7 +236,7 @@ public final class LeaseWatcher: Sendable {
             ?? configuration.reconcileInterval
         await withTaskGroup(of: Void.self) { group in
             group.addTask { _ = await self.wake.nextBatch() }
-            group.addTask { try? await Task.sleep(for: timeout) }
+            group.addTask { _ = await waitUntil(.now + timeout) }
             await group.next()
             group.cancelAll()
         }

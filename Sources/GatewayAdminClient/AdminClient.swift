@@ -44,11 +44,24 @@ public struct AdminClient: Sendable {
     /// Sends one request through the gateway and waits for its outcome.
     public func call(_ request: AdminCallRequest) async throws -> AdminCallResponse {
         let timeoutMs = request.timeoutMs == 0 ? 10_000 : Int64(request.timeoutMs)
-        var options = CallOptions.defaults
-        // The gateway answers at its own deadline; allow for the trip over the socket.
-        options.timeout = .milliseconds(timeoutMs + 5_000)
+        // The gateway answers at its own deadline; allow for the trip over the socket. Enforced
+        // here rather than sent as grpc-timeout: grpc-swift's server sleeps a task per RPC for
+        // a grpc-timeout, and each holds a few KB until that timeout even after the answer.
+        let patience = Duration.milliseconds(timeoutMs + 5_000)
+        let deadline = ContinuousClock.now + patience
         do {
-            return try await admin.call(request, options: options)
+            return try await withThrowingTaskGroup(of: AdminCallResponse?.self) { group in
+                group.addTask { try await admin.call(request) }
+                group.addTask {
+                    _ = await waitUntil(deadline)
+                    return nil
+                }
+                defer { group.cancelAll() }
+                guard let answered = try await group.next(), let response = answered else {
+                    throw RPCError(code: .deadlineExceeded, message: "no answer from the gateway within \(patience)")
+                }
+                return response
+            }
         } catch let error as RPCError {
             throw AdminClientError(rpc: error, socketPath: socketPath)
         }

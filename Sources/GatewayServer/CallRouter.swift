@@ -49,7 +49,7 @@ package final class CallRouter: Sendable {
         await withTaskGroup(of: CallResult?.self) { group in
             group.addTask { await self.execute(call) }
             group.addTask {
-                try? await Task.sleep(until: call.deadline, clock: .continuous)
+                _ = await waitUntil(call.deadline)
                 return nil
             }
             var result: CallResult?

@@ -37,7 +37,7 @@ extension Worker {
                 }
             }
             group.addTask {
-                try? await Task.sleep(until: deadline, clock: .continuous)
+                _ = await waitUntil(deadline)
                 return .deadline
             }
             group.addTask {

@@ -1,0 +1,78 @@
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// Waits until `deadline`, or until the waiting task is cancelled; true when the deadline
+/// passed.
+///
+/// For waits that usually end early (a call's deadline, a request's deadline, a wake-up
+/// timeout), instead of `Task.sleep`: a cancelled `Task.sleep` keeps its task's memory (a few
+/// KB) until the original deadline, so one per call held about 90 MB at 4,000 calls/s with
+/// 5 s deadlines (measured with heaptrack). Here the timer is a NIO scheduled task, removed
+/// from its event loop the moment the wait is cancelled.
+public func waitUntil(_ deadline: ContinuousClock.Instant) async -> Bool {
+    let remaining = deadline - .now
+    guard remaining > .zero else { return true }
+    let waiter = DeadlineWaiter()
+    return await withTaskCancellationHandler {
+        await withCheckedContinuation { continuation in
+            waiter.start(continuation, after: remaining)
+        }
+    } onCancel: {
+        waiter.finish(deadlinePassed: false)
+    }
+}
+
+/// The one-shot state between the timer, the cancellation handler and the continuation; any
+/// of them may come first.
+private final class DeadlineWaiter: Sendable {
+    private enum State {
+        case idle
+        case waiting(CheckedContinuation<Bool, Never>, Scheduled<Void>)
+        case finished(deadlinePassed: Bool)
+    }
+
+    private let state = Mutex(State.idle)
+
+    func start(_ continuation: CheckedContinuation<Bool, Never>, after remaining: Duration) {
+        let (seconds, attoseconds) = remaining.components
+        // Rounded up: the timer must not fire before `deadline` on the caller's clock.
+        let nanoseconds = seconds * 1_000_000_000 + attoseconds / 1_000_000_000 + 1
+        let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: .nanoseconds(nanoseconds)) {
+            self.finish(deadlinePassed: true)
+        }
+        let finishedEarly: Bool? = state.withLock { state in
+            switch state {
+            case .idle:
+                state = .waiting(continuation, timer)
+                return nil
+            case .finished(let deadlinePassed):
+                return deadlinePassed
+            case .waiting:
+                preconditionFailure("a deadline wait started twice")
+            }
+        }
+        if let finishedEarly {
+            timer.cancel()
+            continuation.resume(returning: finishedEarly)
+        }
+    }
+
+    func finish(deadlinePassed: Bool) {
+        let waiting = state.withLock { state -> (CheckedContinuation<Bool, Never>, Scheduled<Void>)? in
+            switch state {
+            case .idle:
+                state = .finished(deadlinePassed: deadlinePassed)
+                return nil
+            case .waiting(let continuation, let timer):
+                state = .finished(deadlinePassed: deadlinePassed)
+                return (continuation, timer)
+            case .finished:
+                return nil
+            }
+        }
+        guard let (continuation, timer) = waiting else { return }
+        if !deadlinePassed { timer.cancel() }
+        continuation.resume(returning: deadlinePassed)
+    }
+}

@@ -55,7 +55,7 @@ let package = Package(
         // The gateway: stream registry, fan-out and the admin API.
         .target(
             name: "GatewayServer",
-            dependencies: ["GatewayProtocol", "GatewayJournal", "DHCPLeases", grpcCore, grpcTransport, protobuf, logging, lifecycle],
+            dependencies: ["GatewayProtocol", "GatewayJournal", "DHCPLeases", "CMalloc", grpcCore, grpcTransport, protobuf, logging, lifecycle],
             swiftSettings: swiftSettings
         ),
         // The request journal: migrations, group commit, recovery queries, maintenance.
@@ -88,6 +88,8 @@ let package = Package(
             dependencies: ["GatewayProtocol", grpcCore, grpcTransport, protobuf],
             swiftSettings: swiftSettings
         ),
+        // glibc's malloc.h (malloc_trim), which Swift's Glibc module leaves out.
+        .systemLibrary(name: "CMalloc", path: "Sources/CMalloc"),
         // libsystemd (Debian's libsystemd-dev): sd_notify, sd_watchdog_enabled, sd_journal_sendv.
         .systemLibrary(
             name: "CSystemd",

@@ -1,3 +1,4 @@
+import CMalloc
 import DHCPLeases
 import Foundation
 // Public: the gateway is given its journal.
@@ -125,6 +126,10 @@ public final class Gateway: Service, Sendable {
                     await self.maintain(journal)
                     return .background
                 }
+            }
+            group.addTask {
+                await self.returnFreedMemory()
+                return .background
             }
             if let leaseWatcher {
                 group.addTask {
@@ -261,6 +266,16 @@ public final class Gateway: Service, Sendable {
             if !registered && anyRegistered { return }
             anyRegistered = anyRegistered || registered
             seen = clients.eligible(for: .all, method: "").generation
+        }
+    }
+
+    /// Hands freed heap back to the kernel once a minute. glibc gives back only the top of an
+    /// arena by itself: after 1,000 clients had disconnected, 70 MB stayed resident while
+    /// 1.7 MB was in use. `malloc_trim` also releases the free pages inside the arenas.
+    private func returnFreedMemory() async {
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: .seconds(60)) } catch { return }
+            malloc_trim(0)
         }
     }
 

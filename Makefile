@@ -91,7 +91,7 @@ install: release
 	@[ -e "$(DESTDIR)$(SYSCONFDIR)/vps-gateway/api-secret" ] || echo "next: write the shared secret to $(SYSCONFDIR)/vps-gateway/api-secret (mode 0600), edit $(SYSCONFDIR)/vps-gateway/vps-gateway.yaml, then systemctl enable --now vps-gateway"
 
 # Lints the units as installed (into a temp DESTDIR): any systemd-analyze output is a failure.
-verify-units: release
+verify-units: deps
 	scripts/verify-units.sh
 
 clean:

@@ -154,8 +154,7 @@ public final class LeaseWatcher: Sendable {
             ])
         }
         publishHosts(now: now)
-        let (seconds, attoseconds) = (ContinuousClock.now - started).components
-        let micros = Int(seconds) * 1_000_000 + Int(attoseconds / 1_000_000_000_000)
+        let micros = Int((ContinuousClock.now - started).wholeMicroseconds)
         state.withLock {
             $0.lastReconcile = Date()
             $0.lastReconcileMicros = micros

@@ -34,7 +34,7 @@ public struct BenchmarkReport: Codable, Sendable {
             let rank = Int((p / 100 * Double(sorted.count)).rounded(.up)) - 1
             return sorted[min(max(rank, 0), sorted.count - 1)]
         }
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let seconds = elapsed.secondsValue
         var outcomes: [String: Int] = [:]
         for sample in samples { outcomes[sample.outcome, default: 0] += 1 }
         self.requests = samples.count

@@ -93,8 +93,7 @@ public struct CallBenchmark: Sendable {
                             outcome = "rpc_error"
                         }
                         let elapsed = ContinuousClock.now - start
-                        let (seconds, attoseconds) = elapsed.components
-                        samples.append(Sample(micros: UInt64(seconds) * 1_000_000 + UInt64(attoseconds / 1_000_000_000_000), outcome: outcome))
+                        samples.append(Sample(micros: UInt64(elapsed.wholeMicroseconds), outcome: outcome))
                         counter.increment()
                     }
                     return samples

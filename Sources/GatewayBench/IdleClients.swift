@@ -1,5 +1,6 @@
 import Foundation
 public import GatewayAdminClient
+import GatewayProtocol
 public import GatewayWorker
 import Logging
 #if canImport(Glibc)
@@ -76,7 +77,7 @@ public struct IdleClients: Sendable {
                 if let before, let after, registered > 0 { perClient = (Double(after - before) / Double(registered) * 10).rounded() / 10 }
                 return Report(
                     idleClients: count, registered: registered,
-                    secondsToRegister: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18,
+                    secondsToRegister: elapsed.secondsValue,
                     gatewayRSSKBBefore: before, gatewayRSSKBAfter: after, perClientKB: perClient
                 )
             }

@@ -77,8 +77,7 @@ public struct LeaseBenchmark: Sendable {
                 try await Task.sleep(for: .microseconds(200))
             }
             if seen {
-                let (seconds, attoseconds) = (ContinuousClock.now - started).components
-                samples.append(UInt64(seconds) * 1_000_000 + UInt64(attoseconds / 1_000_000_000_000))
+                samples.append(UInt64((ContinuousClock.now - started).wholeMicroseconds))
             } else {
                 timedOut += 1
             }

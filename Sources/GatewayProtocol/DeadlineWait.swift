@@ -35,10 +35,8 @@ private final class DeadlineWaiter: Sendable {
     private let state = Mutex(State.idle)
 
     func start(_ continuation: CheckedContinuation<Bool, Never>, after remaining: Duration) {
-        let (seconds, attoseconds) = remaining.components
         // Rounded up: the timer must not fire before `deadline` on the caller's clock.
-        let nanoseconds = seconds * 1_000_000_000 + attoseconds / 1_000_000_000 + 1
-        let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: .nanoseconds(nanoseconds)) {
+        let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: .nanoseconds(remaining.wholeNanoseconds + 1)) {
             self.finish(deadlinePassed: true)
         }
         let finishedEarly: Bool? = state.withLock { state in

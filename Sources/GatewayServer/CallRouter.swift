@@ -173,10 +173,3 @@ package final class CallRouter: Sendable {
         }
     }
 }
-
-extension Duration {
-    package var secondsValue: Double {
-        let (seconds, attoseconds) = components
-        return Double(seconds) + Double(attoseconds) / 1e18
-    }
-}

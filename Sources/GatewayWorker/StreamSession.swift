@@ -198,10 +198,3 @@ final class StreamSession: Sendable {
         try await Task.sleep(for: configuration.shutdownGracePeriod)
     }
 }
-
-extension Duration {
-    var seconds: Double {
-        let (seconds, attoseconds) = components
-        return Double(seconds) + Double(attoseconds) / 1e18
-    }
-}

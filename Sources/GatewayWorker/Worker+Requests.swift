@@ -63,7 +63,7 @@ extension Worker {
                 "environment": "\(self.configuration.environment)", "instance": "\(self.configuration.instanceID)",
                 "attempt": "\(request.attempt)", "outcome": "\(response.map { $0.code } ?? "cancelled")",
                 "code": "\(response.map { $0.code } ?? "cancelled")",
-                "duration_us": "\(Int((ContinuousClock.now - started).milliseconds * 1000))",
+                "duration_us": "\((ContinuousClock.now - started).wholeMicroseconds)",
             ])
         }
     }
@@ -72,7 +72,7 @@ extension Worker {
         guard request.hasDeadline else { return .now + configuration.defaultRequestTimeout }
         let remaining = request.deadline.date.timeIntervalSinceNow
         // A deadline far in the future (or a skewed clock) is capped at the default.
-        let seconds = min(max(remaining, 0), configuration.defaultRequestTimeout.seconds)
+        let seconds = min(max(remaining, 0), configuration.defaultRequestTimeout.secondsValue)
         return .now + .milliseconds(Int64(seconds * 1000))
     }
 

@@ -80,7 +80,7 @@ public final class Worker: Service, Sendable {
             if Task.isCancelled || Task.isShuttingDownGracefully { break }
             if let registeredFor, registeredFor >= configuration.healthyConnectionDuration { backoff.reset() }
             let delay = backoff.next()
-            logger.info("reconnecting", metadata: ["delay_ms": "\(Int(delay.milliseconds))"])
+            logger.info("reconnecting", metadata: ["delay_ms": "\(delay.wholeMilliseconds)"])
             do { try await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) } } catch { break }
         }
     }
@@ -108,12 +108,5 @@ public final class Worker: Service, Sendable {
     static func describe(_ error: any Error) -> String {
         if let error = error as? RPCError { return "\(error.code): \(error.message)" }
         return "\(error)"
-    }
-}
-
-extension Duration {
-    var milliseconds: Double {
-        let (seconds, attoseconds) = components
-        return Double(seconds) * 1000 + Double(attoseconds) / 1e15
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import GatewayProtocol
 
 /// One child the supervisor runs: what to execute and with which environment.
 public struct ChildSpec: Sendable, Equatable {
@@ -36,7 +37,7 @@ extension SupervisorConfiguration {
         }
         if let level = supervisor.logLevel { base["VPS_GATEWAY_LOG_LEVEL"] = level }
         if let format = supervisor.logFormat { base["VPS_GATEWAY_LOG_FORMAT"] = format }
-        base["WATCHDOG_USEC"] = "\(supervisor.childWatchdog.components.seconds * 1_000_000 + supervisor.childWatchdog.components.attoseconds / 1_000_000_000_000)"
+        base["WATCHDOG_USEC"] = "\(supervisor.childWatchdog.wholeMicroseconds)"
 
         // The secret: the environment wins (seed), else a systemd credential, else a file.
         var secretArguments: [String] = []

@@ -209,7 +209,7 @@ public final class Supervisor: Sendable {
                     $0.status = ending
                 }
                 logger.info("child restarting", metadata: [
-                    "child": "\(spec.name)", "delay_ms": "\(delay.components.seconds * 1000 + delay.components.attoseconds / 1_000_000_000_000_000)",
+                    "child": "\(spec.name)", "delay_ms": "\(delay.wholeMilliseconds)",
                     "restarts": "\(tracker.restarts)",
                 ])
                 do { try await Task.sleep(for: delay) } catch { return }

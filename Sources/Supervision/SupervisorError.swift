@@ -1,17 +1,15 @@
 /// The one error type of the supervision module.
 public struct SupervisorError: Error, CustomStringConvertible, Sendable {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
-        private enum Value: String { case invalidConfiguration, spawnFailed, notifySocketFailed, childGaveUp }
+        private enum Value: String { case invalidConfiguration, notifySocketFailed, childGaveUp }
         private let value: Value
         private init(_ value: Value) { self.value = value }
 
         /// The configuration file is unreadable or names problems (listed in the message).
         public static let invalidConfiguration = Code(.invalidConfiguration)
-        /// A child could not be started at all.
-        public static let spawnFailed = Code(.spawnFailed)
         /// A child's notify socket could not be created.
         public static let notifySocketFailed = Code(.notifySocketFailed)
-        /// A child exceeded its restart intensity and `escalate` is set.
+        /// The gateway, or a worker with `escalate` set, exceeded its restart intensity.
         public static let childGaveUp = Code(.childGaveUp)
 
         public var description: String { value.rawValue }

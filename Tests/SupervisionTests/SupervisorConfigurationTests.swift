@@ -98,7 +98,7 @@ struct SupervisorConfigurationTests {
             }
             #expect(specs[0].arguments.contains("0.0.0.0:2537"))
             #expect(specs[1].arguments.contains("http://127.0.0.1:2537"))
-            #expect(specs[1].arguments.contains("production-node7") || specs[1].arguments.contains("node7-production"))
+            #expect(specs[1].arguments.contains("node7-production"), "the default instance id is <host>-<environment>")
         }
     }
 

@@ -21,16 +21,10 @@ struct DurationArgument: ExpressibleByArgument, Sendable, CustomStringConvertibl
     var description: String { text }
 
     /// Whole milliseconds, for journal times.
-    var totalMilliseconds: Int64 {
-        let (seconds, attoseconds) = duration.components
-        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
-    }
+    var totalMilliseconds: Int64 { duration.wholeMilliseconds }
 
     /// Whole milliseconds, as the admin API's `timeout_ms` takes them.
-    var milliseconds: UInt32 {
-        let (seconds, attoseconds) = duration.components
-        return UInt32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000)
-    }
+    var milliseconds: UInt32 { UInt32(clamping: duration.wholeMilliseconds) }
 
     static var defaultCompletionKind: CompletionKind { .default }
 }

@@ -52,16 +52,23 @@ let package = Package(
             exclude: ["Generated/README.md"],
             swiftSettings: swiftSettings
         ),
+        // What a long-running process owns and how it ends: instance locks, sockets it
+        // removes only while they are its own, the bound on a graceful shutdown.
+        .target(
+            name: "ProcessLifecycle",
+            dependencies: [logging, lifecycle],
+            swiftSettings: swiftSettings
+        ),
         // The gateway: stream registry, fan-out and the admin API.
         .target(
             name: "GatewayServer",
-            dependencies: ["GatewayProtocol", "GatewayJournal", "DHCPLeases", "CMalloc", grpcCore, grpcTransport, protobuf, logging, lifecycle],
+            dependencies: ["GatewayProtocol", "GatewayJournal", "DHCPLeases", "ProcessLifecycle", "CMalloc", grpcCore, grpcTransport, protobuf, logging, lifecycle],
             swiftSettings: swiftSettings
         ),
         // The request journal: migrations, group commit, recovery queries, maintenance.
         .target(
             name: "GatewayJournal",
-            dependencies: [grdb, crypto, logging, lifecycle],
+            dependencies: ["ProcessLifecycle", grdb, crypto, logging, lifecycle],
             swiftSettings: swiftSettings
         ),
         // dnsmasq's lease file, the hosts file it serves, and the watcher between them.
@@ -106,7 +113,7 @@ let package = Package(
         .target(
             name: "Supervision",
             dependencies: [
-                "GatewayProtocol", "SystemdSupport", logging, lifecycle, unixSignals, nioCore, nioPosix,
+                "GatewayProtocol", "SystemdSupport", "ProcessLifecycle", logging, lifecycle, unixSignals, nioCore, nioPosix,
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
             ],
@@ -128,7 +135,7 @@ let package = Package(
             name: "vps-gateway",
             dependencies: [
                 "GatewayProtocol", "GatewayServer", "GatewayJournal", "DHCPLeases", "GatewayWorker", "LeaseInventory",
-                "GatewayAdminClient", "GatewayBench", "LogOutput", "SystemdSupport", "Supervision", argumentParser, logging, lifecycle, unixSignals, protobuf, nioPosix, nioCore,
+                "GatewayAdminClient", "GatewayBench", "LogOutput", "SystemdSupport", "Supervision", "ProcessLifecycle", argumentParser, logging, lifecycle, unixSignals, protobuf, nioPosix, nioCore,
             ],
             swiftSettings: swiftSettings
         ),
@@ -155,6 +162,11 @@ let package = Package(
         .testTarget(
             name: "SupervisionTests",
             dependencies: ["Supervision"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ProcessLifecycleTests",
+            dependencies: ["ProcessLifecycle"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -19,6 +19,8 @@ final class GroupCommitter: Sendable {
         var queue: [Write] = []
         var waiter: CheckedContinuation<Void, Never>?
         var stopped = false
+        /// Set by ``finish()``: commit what is queued, then stop.
+        var finishing = false
     }
 
     private let pool: DatabasePool
@@ -72,11 +74,18 @@ final class GroupCommitter: Sendable {
         return accepted
     }
 
-    /// Commits batches until cancelled; then commits what is still queued and refuses more.
+    /// Commits batches until ``finish()`` (then commits everything still queued, refuses
+    /// more, and returns) or until cancelled (then tries the rest once: a cancelled task's
+    /// database access may be refused, so a clean stop uses ``finish()``).
     func run() async {
         while !Task.isCancelled {
             await waitForWork()
             await commitQueued()
+            let done = state.withLock { state in
+                if state.finishing && state.queue.isEmpty { state.stopped = true }
+                return state.stopped
+            }
+            if done { return }
         }
         let rest = state.withLock { state in
             state.stopped = true
@@ -86,11 +95,20 @@ final class GroupCommitter: Sendable {
         if !rest.isEmpty { await commit(rest) }
     }
 
+    /// Ends ``run()`` once what is queued now (and what is submitted until then) is committed.
+    func finish() {
+        state.withLock { state in
+            state.finishing = true
+            defer { state.waiter = nil }
+            return state.waiter
+        }?.resume()
+    }
+
     private func waitForWork() async {
         await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 let ready = state.withLock { state in
-                    if !state.queue.isEmpty || Task.isCancelled { return true }
+                    if !state.queue.isEmpty || state.finishing || Task.isCancelled { return true }
                     state.waiter = continuation
                     return false
                 }

@@ -2,7 +2,7 @@
 public struct JournalError: Error, CustomStringConvertible, Sendable {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Value: String {
-            case cannotOpen, corrupt, schemaTooNew, migrationChanged, migrationsMissing, writeFailed, notFound, closed
+            case cannotOpen, corrupt, schemaTooNew, migrationChanged, migrationsMissing, writeFailed, notFound, closed, inUse
         }
         private let value: Value
         private init(_ value: Value) { self.value = value }
@@ -23,6 +23,8 @@ public struct JournalError: Error, CustomStringConvertible, Sendable {
         public static let notFound = Code(.notFound)
         /// The journal's writer has stopped.
         public static let closed = Code(.closed)
+        /// Another gateway writes this journal (it holds its lock file).
+        public static let inUse = Code(.inUse)
 
         public var description: String { value.rawValue }
     }

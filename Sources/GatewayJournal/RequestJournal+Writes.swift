@@ -33,6 +33,17 @@ extension RequestJournal {
         }
     }
 
+    /// Gives an unfinished request back for the next start (the gateway stopped before it
+    /// ended): pending, no owner, `attempts` as given. Not waited for.
+    public func release(_ requestID: String, attempts: Int) {
+        let now = JournalClock.now()
+        committer.submit { db in
+            try db.cachedStatement(
+                sql: "UPDATE requests SET state = 'pending', attempts = ?, lease_owner = NULL, updated_at = ? WHERE request_id = ? AND state IN ('pending', 'in_flight')"
+            ).execute(arguments: [max(0, attempts), now, requestID])
+        }
+    }
+
     /// Puts a request back to pending after a failed attempt. Not waited for (see
     /// ``markInFlight(_:attempt:owner:)``).
     public func scheduleRetry(_ requestID: String, at nextAttempt: Int64, outcome: String, error: String) {

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import ProcessLifecycle
 // Public: `run()` is the group-commit writer that a ServiceGroup runs.
 public import Logging
 public import ServiceLifecycle
@@ -27,20 +28,28 @@ public final class RequestJournal: Service, Sendable {
     let pool: DatabasePool
     let committer: GroupCommitter
     let logger: Logger
+    /// Held by the one gateway that writes this journal (see ``open(at:migrations:durability:exclusive:logger:)``).
+    private let lock: InstanceLock?
 
-    private init(path: String, pool: DatabasePool, logger: Logger) {
+    private init(path: String, pool: DatabasePool, logger: Logger, lock: InstanceLock? = nil) {
         self.path = path
         self.pool = pool
         self.logger = logger
+        self.lock = lock
         self.committer = GroupCommitter(pool: pool, logger: logger)
     }
 
     /// Opens (creating it and its directory when missing) and migrates the journal; refuses
     /// a corrupt file, a newer schema and edited migrations.
+    ///
+    /// - Parameter exclusive: take `PATH.lock` first and refuse (``JournalError/Code/inUse``,
+    ///   naming the holder's pid) when another process holds it: two gateways on one journal
+    ///   would both retry its unfinished rows.
     public static func open(
         at path: String,
         migrations: MigrationSet,
         durability: Durability,
+        exclusive: Bool = false,
         logger: Logger
     ) async throws -> RequestJournal {
         let directory = (path as NSString).deletingLastPathComponent
@@ -49,6 +58,19 @@ public final class RequestJournal: Service, Sendable {
                 try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             } catch {
                 throw JournalError(code: .cannotOpen, message: "cannot create the journal's directory '\(directory)'", cause: error)
+            }
+        }
+        var lock: InstanceLock?
+        if exclusive {
+            do {
+                lock = try InstanceLock(path: path + ".lock")
+            } catch where error.code == .alreadyRunning {
+                throw JournalError(
+                    code: .inUse,
+                    message: "journal '\(path)' is in use by another gateway (\(error.holder.map { "pid \($0)" } ?? "pid unknown")); stop it, or give this one another --journal"
+                )
+            } catch {
+                throw JournalError(code: .cannotOpen, message: error.message)
             }
         }
         let pool = try openPool(path, readonly: false)
@@ -71,7 +93,7 @@ public final class RequestJournal: Service, Sendable {
         } catch {
             throw classify(error, path: path)
         }
-        return RequestJournal(path: path, pool: pool, logger: logger)
+        return RequestJournal(path: path, pool: pool, logger: logger, lock: lock)
     }
 
     /// Opens an existing journal for reading (`journal list|show|stats|verify`) while a gateway
@@ -116,9 +138,16 @@ public final class RequestJournal: Service, Sendable {
         return JournalError(code: .cannotOpen, message: "cannot open journal '\(path)'", cause: error)
     }
 
-    /// The group-commit writer; writes wait for it, so it runs for the gateway's lifetime.
+    /// The group-commit writer; writes wait for it, so it runs for the gateway's lifetime,
+    /// until ``finishWriting()``.
     public func run() async throws {
         await committer.run()
+    }
+
+    /// Lets ``run()`` commit every write submitted so far, then return. Later writes fail
+    /// with ``JournalError/Code/closed``.
+    public func finishWriting() {
+        committer.finish()
     }
 
     /// The schema version recorded in the file.

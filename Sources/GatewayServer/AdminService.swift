@@ -12,6 +12,9 @@ struct AdminService: GatewayAdminService.SimpleServiceProtocol {
     let gateway: Gateway
 
     func call(request: AdminCallRequest, context: ServerContext) async throws -> AdminCallResponse {
+        guard !gateway.isShuttingDown else {
+            throw RPCError(code: .unavailable, message: "the gateway is shutting down; nothing was recorded or sent; call again once it is back")
+        }
         guard !request.method.isEmpty else {
             throw RPCError(code: .invalidArgument, message: "method is empty; expected a method name such as \(GatewayMethod.findVPSByLease)")
         }
@@ -40,6 +43,9 @@ struct AdminService: GatewayAdminService.SimpleServiceProtocol {
             let result = await gateway.router.call(OutgoingCall(
                 requestID: requestID, method: request.method, payload: request.payload, target: target, deadline: started + timeout
             ))
+            if result.outcome == .interrupted {
+                throw RPCError(code: .unavailable, message: "the gateway shut down before request \(requestID) ended; without a journal it is not retried")
+            }
             response = .with {
                 $0.requestID = requestID
                 $0.outcome = AdminOutcome(result.outcome)
@@ -194,7 +200,7 @@ extension AdminOutcome {
         case .notFound: self = .notFound
         case .noReceivers: self = .noReceivers
         case .deadlineExceeded: self = .deadlineExceeded
-        case .failed: self = .failed
+        case .failed, .interrupted: self = .failed
         }
     }
 }

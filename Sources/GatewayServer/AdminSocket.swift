@@ -1,4 +1,5 @@
 import Foundation
+import ProcessLifecycle
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -6,6 +7,21 @@ import Glibc
 /// Checks around the admin socket's path that the gRPC transport does not do: it would
 /// silently delete a live socket of another gateway, and it leaves the mode to the umask.
 enum AdminSocket {
+    /// Takes `PATH.lock`: one gateway per admin socket. A second one is refused, naming the
+    /// first one's pid, before it touches the socket.
+    static func lock(path: String) throws -> InstanceLock {
+        do {
+            return try InstanceLock(path: path + ".lock")
+        } catch where error.code == .alreadyRunning {
+            throw GatewayError(
+                code: .alreadyRunning,
+                message: "another gateway (\(error.holder.map { "pid \($0)" } ?? "pid unknown")) serves the admin socket '\(path)'; stop it (under systemd: systemctl stop vps-gateway), or give this one another --admin-socket"
+            )
+        } catch {
+            throw GatewayError(code: .adminSocketFailed, message: error.message)
+        }
+    }
+
     /// Creates the parent directory and refuses a path that is in use or not a socket.
     static func prepare(path: String) throws {
         let directory = (path as NSString).deletingLastPathComponent

@@ -10,6 +10,8 @@ package enum Answer: Sendable, Equatable {
     case notFound
     /// The receiver does not implement the method: it does not count as an answer.
     case unimplemented
+    /// The request's deadline passed at the receiver before it had an answer.
+    case deadlineExceeded
     /// The receiver failed; the text says how. A permanent failure (the request itself is
     /// wrong) is not worth a retry; any other one is.
     case failed(String, permanent: Bool)
@@ -30,6 +32,7 @@ package struct GenericAnswerClassifier: AnswerClassifier {
         case .ok: .found
         case .notFound: .notFound
         case .unimplemented: .unimplemented
+        case .deadlineExceeded: .deadlineExceeded
         case let code:
             .failed(response.error.isEmpty ? code.rawValue : "\(code.rawValue): \(response.error)", permanent: code == .invalidArgument)
         }

@@ -13,6 +13,9 @@ public struct CallResult: Sendable {
         case deadlineExceeded = "deadline_exceeded"
         /// Receivers failed (errors, dropped streams, unimplemented method, bad payload).
         case failed
+        /// The gateway began shutting down before the call ended: nothing is known. Never
+        /// recorded: the journal keeps the request unfinished for the next start.
+        case interrupted
     }
 
     public var outcome: Outcome

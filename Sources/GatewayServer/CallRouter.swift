@@ -43,6 +43,9 @@ package final class CallRouter: Sendable {
     /// Calls in flight right now.
     package var pendingCount: Int { table.withLock { $0.count } }
 
+    /// True once the gateway shuts down: calls without a receiver end ``CallResult/Outcome/interrupted``.
+    package var isStopping: Bool { clients.isClosed }
+
     /// Sends `call` and waits for its outcome, at most until its deadline. Waits for a
     /// receiver to connect when none is eligible yet.
     package func call(_ call: OutgoingCall) async -> CallResult {
@@ -65,7 +68,11 @@ package final class CallRouter: Sendable {
     private func execute(_ call: OutgoingCall) async -> CallResult {
         var (receivers, generation) = clients.eligible(for: call.target, method: call.method)
         while receivers.isEmpty {
+            // Shutting down: nobody new will register, and the request is the journal's
+            // again (left unfinished for the next start), not a "no receivers" answer.
+            if clients.isClosed { return Self.interrupted }
             await clients.waitForRegistration(after: generation)
+            if clients.isClosed { return Self.interrupted }
             if Task.isCancelled {
                 return stoppedWaiting(call) == .deadlineExceeded
                     ? CallResult(outcome: .noReceivers, error: "no receiver for '\(call.method)' in \(call.target) connected before the deadline")
@@ -103,6 +110,25 @@ package final class CallRouter: Sendable {
         } onCancel: {
             abandon(call)
         }
+    }
+
+    private static let interrupted = CallResult(
+        outcome: .interrupted, error: "the gateway is shutting down before the call ended"
+    )
+
+    /// Ends every call still in flight as ``CallResult/Outcome/interrupted`` (their receivers
+    /// get `cancel`); returns how many there were. For the end of a shutdown's grace period.
+    @discardableResult
+    package func interruptAll() -> Int {
+        let effects = table.withLock { table in
+            var effects = CallTable.Effects()
+            for requestID in table.requestIDs {
+                effects.merge(table.abandon(requestID, outcome: .interrupted, reason: "the gateway is shutting down"))
+            }
+            return effects
+        }
+        perform(effects)
+        return effects.completions.count
     }
 
     private func stoppedWaiting(_ call: OutgoingCall) -> CallResult.Outcome {

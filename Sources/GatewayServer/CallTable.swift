@@ -12,6 +12,8 @@ package struct CallTable {
         let receivers: Int
         var notFound: [String] = []
         var unimplemented: [String] = []
+        /// Receivers whose own deadline passed before they had an answer.
+        var timedOut: [String] = []
         var failures: [String] = []
         /// Failures that a retry would repeat (the request itself was refused).
         var permanentFailures = 0
@@ -36,7 +38,7 @@ package struct CallTable {
 
         package init() {}
 
-        mutating func merge(_ other: Effects) {
+        package mutating func merge(_ other: Effects) {
             released += other.released
             cancel += other.cancel
             completions += other.completions
@@ -48,6 +50,9 @@ package struct CallTable {
     package init() {}
 
     package var count: Int { calls.count }
+
+    /// The request ids of the calls in flight.
+    package var requestIDs: [String] { Array(calls.keys) }
 
     /// The method of the call in flight under `requestID`.
     package func method(of requestID: String) -> String? { calls[requestID]?.method }
@@ -84,6 +89,8 @@ package struct CallTable {
             call.notFound.append(connection.name)
         case .unimplemented:
             call.unimplemented.append(connection.name)
+        case .deadlineExceeded:
+            call.timedOut.append(connection.name)
         case .failed(let reason, let permanent):
             call.failures.append("\(connection.name): \(reason)")
             if permanent { call.permanentFailures += 1 }
@@ -137,13 +144,21 @@ package struct CallTable {
         }
         calls[requestID] = nil
         let result: CallResult
+        let timedOut = call.timedOut.isEmpty ? "" : "deadline exceeded at \(call.timedOut.sorted().joined(separator: ", "))"
         if !call.failures.isEmpty {
             var error = call.failures.joined(separator: "; ")
+            if !timedOut.isEmpty { error += "; " + timedOut }
             if !call.notFound.isEmpty { error += "; not found by \(call.notFound.sorted().joined(separator: ", "))" }
             result = CallResult(
                 outcome: .failed, error: error, receivers: call.receivers,
                 retryable: call.permanentFailures < call.failures.count
             )
+        } else if !timedOut.isEmpty {
+            // A receiver ran out of time: the one that might have had the answer did not
+            // give it, so this is the deadline's outcome, not "not found" and not a failure.
+            var error = timedOut
+            if !call.notFound.isEmpty { error += "; not found by \(call.notFound.sorted().joined(separator: ", "))" }
+            result = CallResult(outcome: .deadlineExceeded, error: error, receivers: call.receivers)
         } else if !call.notFound.isEmpty {
             result = CallResult(
                 outcome: .notFound,

@@ -9,22 +9,48 @@ package final class ConnectedClients: Sendable {
         var registry = StreamRegistry()
         var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
         var nextWaiter: UInt64 = 0
+        /// Set once the gateway shuts down: no registration is taken after it.
+        var closed = false
+
+        mutating func takeWaiters() -> [CheckedContinuation<Void, Never>] {
+            defer { waiters.removeAll() }
+            return Array(waiters.values)
+        }
     }
 
     package init() {}
 
-    /// Registers `connection` and wakes every caller waiting for a receiver. Returns the
-    /// connection it replaced, which the caller must close.
-    package func register(_ connection: ClientConnection) -> ClientConnection? {
-        let (replaced, waiters) = state.withLock { state in
+    /// What ``register(_:)`` did.
+    package enum Registration {
+        /// Registered; the caller closes the connection it replaced, if any.
+        case registered(replaced: ClientConnection?)
+        /// The gateway is shutting down and takes no new registrations.
+        case refused
+    }
+
+    /// Registers `connection` and wakes every caller waiting for a receiver.
+    package func register(_ connection: ClientConnection) -> Registration {
+        let (registration, waiters) = state.withLock { state -> (Registration, [CheckedContinuation<Void, Never>]) in
+            guard !state.closed else { return (.refused, []) }
             let replaced = state.registry.register(connection)
-            let waiters = state.waiters.values
-            state.waiters.removeAll()
-            return (replaced, Array(waiters))
+            return (.registered(replaced: replaced), state.takeWaiters())
         }
         for waiter in waiters { waiter.resume() }
-        return replaced
+        return registration
     }
+
+    /// Refuses every later registration and wakes the callers waiting for a receiver, who
+    /// then see ``isClosed`` and give their calls back. Streams already registered stay until
+    /// the gateway ends them.
+    package func close() {
+        let waiters = state.withLock { state in
+            state.closed = true
+            return state.takeWaiters()
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    package var isClosed: Bool { state.withLock { $0.closed } }
 
     @discardableResult
     package func remove(_ connection: ClientConnection) -> Bool {
@@ -42,7 +68,8 @@ package final class ConnectedClients: Sendable {
 
     package var count: Int { state.withLock { $0.registry.count } }
 
-    /// Returns once a registration happened after `generation`, or when the task is cancelled.
+    /// Returns once a registration happened after `generation`, the registry closed, or the
+    /// task is cancelled.
     package func waitForRegistration(after generation: UInt64) async {
         let id = state.withLock { state in
             state.nextWaiter += 1
@@ -51,7 +78,7 @@ package final class ConnectedClients: Sendable {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 let resumeNow = state.withLock { state in
-                    if Task.isCancelled || state.registry.generation != generation { return true }
+                    if Task.isCancelled || state.closed || state.registry.generation != generation { return true }
                     state.waiters[id] = continuation
                     return false
                 }

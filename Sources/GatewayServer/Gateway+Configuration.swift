@@ -35,9 +35,13 @@ extension Gateway {
         /// The shortest client ping interval the gateway tolerates (clients ping every 30 s
         /// by default; grpc's own default of 5 min would GOAWAY them). Default 10 s.
         public var minClientPingInterval: Duration
-        /// On shutdown, how long in-flight calls get to finish after `drain` is sent.
-        /// Default 5 s.
+        /// On shutdown, how long in-flight calls get to finish after `drain` is sent; the
+        /// ones still unanswered then stay unfinished in the journal. Default 5 s (below the
+        /// supervisor's 10 s `shutdown_grace`, which ends in SIGKILL).
         public var shutdownGracePeriod: Duration
+        /// After the grace period, how long connections get to close after GOAWAY before the
+        /// gateway cuts them (a silent, half-open or stopped peer never closes). Default 1 s.
+        public var connectionCloseTimeout: Duration
         /// The version reported in `registered` and logs.
         public var version: String
         /// Journaled requests executing at once from the runner's queue (recovered, replayed
@@ -83,6 +87,7 @@ extension Gateway {
             self.keepaliveTimeout = .seconds(20)
             self.minClientPingInterval = .seconds(10)
             self.shutdownGracePeriod = .seconds(5)
+            self.connectionCloseTimeout = .seconds(1)
             self.version = "dev"
             self.maxConcurrentJournalRequests = 256
             self.maxAttempts = 5
@@ -96,6 +101,10 @@ extension Gateway {
             self.clientSettleTime = .seconds(10)
             self.clientQuietPeriod = .seconds(1)
         }
+
+        /// The longest a graceful shutdown may take before the process exits regardless: the
+        /// grace, the close timeout, and a margin for the journal's last commit.
+        public var shutdownLimit: Duration { shutdownGracePeriod + connectionCloseTimeout + .seconds(2) }
 
         /// A stream silent for longer than this is evicted.
         var evictionSilence: Duration { heartbeatInterval * missedHeartbeatsBeforeEviction }

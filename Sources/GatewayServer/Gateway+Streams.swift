@@ -54,7 +54,7 @@ extension Gateway {
             case .evicted:
                 throw RPCError(code: .unavailable, message: "evicted: no message for \(configuration.evictionSilence)")
             case .shuttingDown:
-                throw RPCError(code: .unavailable, message: "the gateway is shutting down; reconnect later")
+                throw Self.shuttingDownRefusal
             }
         }
     }
@@ -69,16 +69,27 @@ extension Gateway {
             throw RPCError(code: .failedPrecondition, message: "the first message must be 'register', got '\(first.type.prefix(64))'")
         }
         let identity = try ClientIdentity(registration: first.registration, remoteAddress: remoteAddress)
+        // Refused before `registered` is sent; the registry refuses again if the drain
+        // begins in between.
+        if clients.isClosed { throw Self.shuttingDownRefusal }
         let connection = ClientConnection(identity: identity, outbound: outbound)
         guard connection.send(.registered) else {
             throw RPCError(code: .internalError, message: "could not queue 'registered'")
         }
-        if let replaced = clients.register(connection) {
+        switch clients.register(connection) {
+        case .refused:
+            logger.info("refused a registration: the gateway is shutting down", metadata: [
+                "instance": "\(identity.instanceID)", "environment": "\(identity.environment)", "remote_address": "\(remoteAddress)",
+            ])
+            throw Self.shuttingDownRefusal
+        case .registered(let replaced?):
             logger.info("stream replaced by a newer one with the same instance id", metadata: [
                 "instance": "\(identity.instanceID)", "environment": "\(identity.environment)",
                 "old_remote_address": "\(replaced.identity.remoteAddress)",
             ])
             replaced.close(.replaced)
+        case .registered(nil):
+            break
         }
         logger.info("client registered", metadata: [
             "instance": "\(identity.instanceID)", "environment": "\(identity.environment)",
@@ -87,6 +98,8 @@ extension Gateway {
         ])
         return connection
     }
+
+    static let shuttingDownRefusal = RPCError(code: .unavailable, message: "the gateway is shutting down; reconnect later")
 
     private func handle(_ message: GatewayMessage, from connection: ClientConnection) {
         connection.touch()

@@ -11,6 +11,8 @@ import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 // Public: the gateway is a `Service` that a `ServiceGroup` runs and shuts down.
 public import Logging
+// Public: the gateway is given the lock on its admin socket.
+public import ProcessLifecycle
 public import ServiceLifecycle
 import Synchronization
 
@@ -34,14 +36,27 @@ public final class Gateway: Service, Sendable {
     let runner: RequestRunner?
     /// Nil when the gateway runs without a lease file.
     let leaseWatcher: LeaseWatcher?
-    private let shuttingDown = Atomic<Bool>(false)
+    /// The admin socket this gateway bound, removed at exit only while it is still that one.
+    private let adminSocketFile = Mutex<OwnedPath?>(nil)
     /// What READY=1 waits for: listening, and with a journal, its unfinished rows handed back.
     private let readiness = WatchedState<Set<StartupCondition>>([])
+
+    /// Held for the gateway's life: one gateway per admin socket.
+    private let instanceLock: InstanceLock?
+
+    /// Takes the admin socket's lock (`PATH.lock`): the first thing a gateway does, before it
+    /// opens its journal, so a second gateway is refused (``GatewayError/Code/alreadyRunning``,
+    /// naming the first one's pid) without touching anything of the first.
+    public static func lockAdminSocket(of configuration: Configuration) throws -> InstanceLock {
+        try AdminSocket.lock(path: configuration.adminSocketPath)
+    }
 
     /// - Parameters:
     ///   - journal: the opened and migrated request journal, or nil to run without one
     ///     (calls are then neither recorded nor retried).
-    public init(configuration: Configuration, journal: RequestJournal?, logger: Logger) {
+    ///   - instanceLock: from ``lockAdminSocket(of:)``; taken by ``run()`` when not given.
+    public init(configuration: Configuration, journal: RequestJournal?, instanceLock: InstanceLock? = nil, logger: Logger) {
+        self.instanceLock = instanceLock
         self.configuration = configuration
         self.logger = logger
         let router = CallRouter(clients: clients, logger: logger)
@@ -57,43 +72,76 @@ public final class Gateway: Service, Sendable {
     }
 
     /// Checks the configuration, binds both sockets and serves until graceful shutdown (then
-    /// drains) or cancellation.
+    /// drains, within a bound) or cancellation (then stops at once).
     public func run() async throws {
         try configuration.validate()
+        // Held until the gateway ends: a second gateway on this socket is refused up front.
+        let instanceLock = try self.instanceLock ?? AdminSocket.lock(path: configuration.adminSocketPath)
         try AdminSocket.prepare(path: configuration.adminSocketPath)
-        let streamServer = GRPCServer(
-            transport: .http2NIOPosix(
-                address: configuration.listenAddress,
-                transportSecurity: .plaintext,
-                config: .defaults {
-                    $0.connection.keepalive = .init(
-                        time: configuration.keepaliveInterval,
-                        timeout: configuration.keepaliveTimeout,
-                        clientBehavior: .init(
-                            minPingIntervalWithoutCalls: configuration.minClientPingInterval,
-                            allowWithoutCalls: true
+        let servers = Servers(
+            stream: GRPCServer(
+                transport: .http2NIOPosix(
+                    address: configuration.listenAddress,
+                    transportSecurity: .plaintext,
+                    config: .defaults {
+                        $0.connection.keepalive = .init(
+                            time: configuration.keepaliveInterval,
+                            timeout: configuration.keepaliveTimeout,
+                            clientBehavior: .init(
+                                minPingIntervalWithoutCalls: configuration.minClientPingInterval,
+                                allowWithoutCalls: true
+                            )
                         )
-                    )
-                    $0.rpc.maxRequestPayloadSize = configuration.maxMessageBytes
-                    $0.connection.flushCoalescing = nil
-                }
+                        $0.rpc.maxRequestPayloadSize = configuration.maxMessageBytes
+                        $0.connection.flushCoalescing = nil
+                    }
+                ),
+                services: [StreamService(gateway: self)]
             ),
-            services: [StreamService(gateway: self)]
+            admin: GRPCServer(
+                transport: .http2NIOPosix(
+                    address: .unixDomainSocket(path: configuration.adminSocketPath),
+                    transportSecurity: .plaintext,
+                    config: .defaults {
+                        $0.rpc.maxRequestPayloadSize = configuration.maxMessageBytes
+                        $0.connection.flushCoalescing = nil
+                    }
+                ),
+                services: [AdminService(gateway: self)]
+            )
         )
-        let adminServer = GRPCServer(
-            transport: .http2NIOPosix(
-                address: .unixDomainSocket(path: configuration.adminSocketPath),
-                transportSecurity: .plaintext,
-                config: .defaults {
-                    $0.rpc.maxRequestPayloadSize = configuration.maxMessageBytes
-                    $0.connection.flushCoalescing = nil
-                }
-            ),
-            services: [AdminService(gateway: self)]
-        )
+        let report: DrainReport?
+        if let journal {
+            // The writer outlives everything that writes to it, and commits what they left
+            // (final rows, requests handed back) before it ends.
+            report = try await withThrowingTaskGroup(of: Void.self) { writer in
+                writer.addTask { try await journal.run() }
+                let report = try await serve(servers)
+                journal.finishWriting()
+                try await writer.waitForAll()
+                return report
+            }
+        } else {
+            report = try await serve(servers)
+        }
+        // Only our own socket: a successor may already have bound a new one at this path.
+        adminSocketFile.withLock { _ = $0?.removeIfOwned() }
+        withExtendedLifetime(instanceLock) {}
+        logger.info("gateway stopped", metadata: report?.metadata ?? ["how": "cancelled: stopped at once"])
+    }
+
+    /// The two servers of a gateway.
+    private struct Servers: Sendable {
+        let stream: GRPCServer<HTTP2ServerTransport.Posix>
+        let admin: GRPCServer<HTTP2ServerTransport.Posix>
+    }
+
+    /// Runs the servers and the gateway's background parts until both servers have stopped;
+    /// returns what the drain left behind (nil when cancelled without a drain).
+    private func serve(_ servers: Servers) async throws -> DrainReport? {
         try await withThrowingTaskGroup(of: Part.self) { group in
             group.addTask {
-                do { try await streamServer.serve() } catch {
+                do { try await servers.stream.serve() } catch where !Task.isCancelled {
                     throw GatewayError(
                         code: .listenFailed,
                         message: "cannot serve on \(self.configuration.listenHost):\(self.configuration.listenPort); is another gateway running, or is the port taken?",
@@ -103,7 +151,7 @@ public final class Gateway: Service, Sendable {
                 return .server
             }
             group.addTask {
-                do { try await adminServer.serve() } catch {
+                do { try await servers.admin.serve() } catch where !Task.isCancelled {
                     throw GatewayError(
                         code: .adminSocketFailed,
                         message: "cannot serve the admin API on \(self.configuration.adminSocketPath)",
@@ -113,10 +161,6 @@ public final class Gateway: Service, Sendable {
                 return .server
             }
             if let journal, let runner {
-                group.addTask {
-                    try await journal.run()
-                    return .background
-                }
                 group.addTask {
                     await runner.run()
                     return .background
@@ -141,9 +185,10 @@ public final class Gateway: Service, Sendable {
                 }
             }
             group.addTask {
-                let streamAddress = try await streamServer.listeningAddress
-                _ = try await adminServer.listeningAddress
+                let streamAddress = try await servers.stream.listeningAddress
+                _ = try await servers.admin.listeningAddress
                 try AdminSocket.restrictPermissions(path: self.configuration.adminSocketPath)
+                self.adminSocketFile.withLock { $0 = OwnedPath(claiming: self.configuration.adminSocketPath) }
                 self.readiness.update { _ = $0.insert(.listening) }
                 self.logger.info("gateway listening", metadata: [
                     "address": "\(streamAddress.map { "\($0)" } ?? "?")",
@@ -153,40 +198,84 @@ public final class Gateway: Service, Sendable {
                 ])
                 // Cancellation (not a graceful shutdown) stops the servers without draining.
                 do { try await gracefulShutdown() } catch { return .background }
-                await self.drain(adminServer: adminServer)
-                streamServer.beginGracefulShutdown()
-                return .background
+                return .drained(await self.drain(servers))
             }
-            // Both servers ending means shutdown: stop the journal's writer, runner and upkeep too.
             var serversRunning = 2
+            var report: DrainReport?
             while let part = try await group.next() {
-                if part == .server { serversRunning -= 1 }
-                if serversRunning == 0 { group.cancelAll() }
+                switch part {
+                case .server:
+                    serversRunning -= 1
+                    // Both servers ending means shutdown: stop the runner, upkeep and watcher too.
+                    if serversRunning == 0 { group.cancelAll() }
+                case .drained(let drained):
+                    report = drained
+                    group.addTask {
+                        _ = await waitUntil(.now + self.configuration.connectionCloseTimeout)
+                        return .closeTimeout
+                    }
+                case .closeTimeout where serversRunning > 0:
+                    // Peers that did not close their connections (silent, half-open, stopped):
+                    // cancelling the servers closes them from this side.
+                    report?.forcedClose = true
+                    logger.notice("closing the connections still open after the grace period", metadata: [
+                        "close_timeout": "\(configuration.connectionCloseTimeout)",
+                    ])
+                    group.cancelAll()
+                case .closeTimeout, .background:
+                    break
+                }
             }
+            return report
         }
-        // The socket is ours (prepare() refused a live one); do not leave it for the next start.
-        unlink(configuration.adminSocketPath)
-        logger.info("gateway stopped")
     }
 
-    /// Stops taking calls, tells every client to drain, lets in-flight calls finish within
-    /// the grace period, then ends every stream so the server can stop.
-    private func drain(adminServer: GRPCServer<HTTP2ServerTransport.Posix>) async {
-        shuttingDown.store(true, ordering: .sequentiallyConsistent)
+    /// Stops taking registrations and calls, tells every client to drain, hands calls still
+    /// waiting for a receiver back to the journal, lets calls in flight finish within the
+    /// grace period, then interrupts the rest (they stay unfinished in the journal) and ends
+    /// every stream. Returns within the grace period.
+    private func drain(_ servers: Servers) async -> DrainReport {
+        // From here on no stream registers, no call is taken, and a call without a receiver
+        // is handed back.
+        clients.close()
         let connections = clients.connections()
         logger.info("gateway draining", metadata: [
             "clients": "\(connections.count)", "calls_in_flight": "\(router.pendingCount)",
+            "grace": "\(configuration.shutdownGracePeriod)",
         ])
-        adminServer.beginGracefulShutdown()
+        servers.admin.beginGracefulShutdown()
         for connection in connections {
             connection.setDraining()
             _ = connection.send(.drain)
         }
         await router.waitUntilIdle(timeout: configuration.shutdownGracePeriod)
-        for connection in clients.connections() { connection.close(.shuttingDown) }
+        var report = DrainReport()
+        report.interruptedCalls = router.interruptAll()
+        let open = clients.connections()
+        report.closedStreams = open.count
+        for connection in open { connection.close(.shuttingDown) }
+        servers.stream.beginGracefulShutdown()
+        return report
     }
 
-    var isShuttingDown: Bool { shuttingDown.load(ordering: .sequentiallyConsistent) }
+    /// What a drain left behind, for the gateway's last log line.
+    struct DrainReport: Sendable {
+        /// Calls still unanswered at the end of the grace period, left to the journal.
+        var interruptedCalls = 0
+        /// Streams the gateway ended itself.
+        var closedStreams = 0
+        /// Connections that did not close within the close timeout and were cut.
+        var forcedClose = false
+
+        var metadata: Logger.Metadata {
+            [
+                "calls_interrupted": "\(interruptedCalls)", "streams_closed": "\(closedStreams)",
+                "connections_cut": "\(forcedClose)",
+            ]
+        }
+    }
+
+    var isShuttingDown: Bool { clients.isClosed }
 
     /// Returns once the gateway listens and, with a journal, has handed every unfinished row
     /// of an earlier run back to the runner: what `READY=1` means.
@@ -219,8 +308,14 @@ public final class Gateway: Service, Sendable {
         return line
     }
 
-    /// The parts of a running gateway, so `run()` knows when both servers have stopped.
-    private enum Part: Sendable { case server, background }
+    /// The parts of a running gateway, so `serve` knows when both servers have stopped.
+    private enum Part: Sendable {
+        case server
+        case background
+        /// The drain ended (with its report): the servers get the close timeout, then are cut.
+        case drained(DrainReport)
+        case closeTimeout
+    }
 
     /// Picks up what the journal holds unfinished from an earlier run: rows past their
     /// deadline become expired, the rest are retried with their own request ids.
@@ -247,7 +342,7 @@ public final class Gateway: Service, Sendable {
         let deadline = ContinuousClock.now + configuration.clientSettleTime
         var seen = clients.eligible(for: .all, method: "").generation
         var anyRegistered = clients.count > 0
-        while ContinuousClock.now < deadline && !Task.isCancelled {
+        while ContinuousClock.now < deadline && !Task.isCancelled && !clients.isClosed {
             let wait = anyRegistered ? min(configuration.clientQuietPeriod, deadline - .now) : deadline - .now
             let generation = seen
             let registered = await withTaskGroup(of: Bool.self) { group in

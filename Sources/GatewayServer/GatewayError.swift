@@ -5,7 +5,7 @@ import GRPCCore
 public struct GatewayError: Error, CustomStringConvertible, Sendable {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Value: String {
-            case invalidConfiguration, listenFailed, adminSocketFailed
+            case invalidConfiguration, listenFailed, adminSocketFailed, alreadyRunning
         }
         private let value: Value
         private init(_ value: Value) { self.value = value }
@@ -16,6 +16,8 @@ public struct GatewayError: Error, CustomStringConvertible, Sendable {
         public static let listenFailed = Code(.listenFailed)
         /// The admin socket could not be created.
         public static let adminSocketFailed = Code(.adminSocketFailed)
+        /// Another gateway runs on the same admin socket (it holds the lock file).
+        public static let alreadyRunning = Code(.alreadyRunning)
 
         public var description: String { value.rawValue }
     }

@@ -97,7 +97,8 @@ final class RequestRunner: Sendable {
     /// client went away), the runner takes the request over so it still finishes.
     func runHere(_ record: JournalRecord) async -> Completion {
         let completion = await execute(record)
-        if case .interrupted = completion { queue.enqueue(record) }
+        // Handed over unless the gateway is stopping: then the row waits for the next start.
+        if case .interrupted = completion, !router.isStopping { queue.enqueue(record) }
         return completion
     }
 
@@ -192,12 +193,19 @@ final class RequestRunner: Sendable {
             ))
             // Shutting down (or the caller left): the row stays unfinished for whoever runs it next.
             if Task.isCancelled { return unclaim(requestID) }
+            if result.outcome == .interrupted {
+                // Back to pending; an attempt that reached nobody does not count.
+                journal.release(requestID, attempts: result.receivers == 0 ? attempts - 1 : attempts)
+                return unclaim(requestID)
+            }
             last = result
             switch result.outcome {
             case .ok, .notFound:
                 return await finish(record, .completed, outcome: result.outcome.rawValue, attempts: attempts, result: result)
             case .noReceivers, .deadlineExceeded:
                 return await finish(record, .expired, outcome: result.outcome.rawValue, attempts: attempts, result: result)
+            case .interrupted:
+                return unclaim(requestID)
             case .failed where !result.retryable || attempts >= configuration.maxAttempts:
                 return await finish(record, .failed, outcome: result.outcome.rawValue, attempts: attempts, result: result,
                                     note: result.retryable ? "gave up after \(attempts) attempt(s)" : nil)

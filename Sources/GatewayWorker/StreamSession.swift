@@ -183,18 +183,20 @@ final class StreamSession: Sendable {
     /// Tells the gateway to send nothing new, lets the requests in flight finish within the
     /// grace period, then closes this side of the stream.
     private func drain(_ outbound: MessageQueue<GatewayMessage>) async throws {
+        let deadline = ContinuousClock.now + configuration.shutdownGracePeriod
         state.withLock { $0.draining = true }
         outbound.enqueue(.drain)
-        logger.info("draining", metadata: ["in_flight": "\(worker.executions.count)"])
+        logger.info("draining", metadata: ["in_flight": "\(worker.executions.count)", "grace": "\(configuration.shutdownGracePeriod)"])
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.worker.executions.waitUntilEmpty() }
-            group.addTask { try? await Task.sleep(for: self.configuration.shutdownGracePeriod) }
+            group.addTask { _ = await waitUntil(deadline) }
             await group.next()
             group.cancelAll()
             self.worker.executions.releaseWaiters()
         }
         outbound.finish()
-        // The gateway ends the stream once it sees our side closed; do not wait forever.
-        try await Task.sleep(for: configuration.shutdownGracePeriod)
+        // The gateway ends the stream once it sees our side closed (the reader then ends the
+        // session first); a gateway that does not is left after the close timeout.
+        _ = await waitUntil(.now + configuration.streamCloseTimeout)
     }
 }

@@ -32,6 +32,10 @@ extension Worker {
         public var keepaliveTimeout: Duration
         /// On shutdown, how long in-flight requests get after `drain`. Default 5 s.
         public var shutdownGracePeriod: Duration
+        /// After the grace period and the half-close, how long the gateway gets to end the
+        /// stream before the worker drops the connection (a stopped gateway never does).
+        /// Default 1 s.
+        public var streamCloseTimeout: Duration
         /// Final answers remembered by request id, so a repeated id is answered without
         /// running its handler again. Default 100,000 (0 turns the cache off).
         public var responseCacheSize: Int
@@ -54,9 +58,13 @@ extension Worker {
             self.keepaliveInterval = .seconds(30)
             self.keepaliveTimeout = .seconds(20)
             self.shutdownGracePeriod = .seconds(5)
+            self.streamCloseTimeout = .seconds(1)
             self.responseCacheSize = 100_000
             self.responseCacheLifetime = .seconds(600)
         }
+
+        /// The longest a graceful shutdown may take before the process exits regardless.
+        public var shutdownLimit: Duration { shutdownGracePeriod + streamCloseTimeout + .seconds(2) }
 
         func validate() throws {
             func invalid(_ message: String) -> WorkerError { WorkerError(code: .invalidConfiguration, message: message) }

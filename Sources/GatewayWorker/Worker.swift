@@ -39,7 +39,7 @@ public final class Worker: Service, Sendable {
     /// Keeps one stream per endpoint until graceful shutdown or cancellation.
     public func run() async throws {
         try configuration.validate()
-        await withTaskGroup(of: Bool.self) { group in
+        let abandoned = await withTaskGroup(of: Bool.self) { group in
             group.addTask {
                 await self.executions.run { request, signal, answer in
                     await self.execute(request, cancel: signal, answer: answer)
@@ -54,12 +54,18 @@ public final class Worker: Service, Sendable {
             }
             // Once every stream loop has ended (shutdown), stop running requests too.
             var streams = configuration.endpoints.count
+            var abandoned = 0
             while let isStream = await group.next() {
                 if isStream { streams -= 1 }
-                if streams == 0 { group.cancelAll() }
+                if isStream && streams == 0 {
+                    abandoned = executions.count
+                    group.cancelAll()
+                }
             }
+            return abandoned
         }
-        logger.info("worker stopped")
+        // An abandoned request is retried by the gateway (with the same id) after its restart.
+        logger.info("worker stopped", metadata: ["requests_abandoned": "\(abandoned)"])
     }
 
     /// Connects, serves, and reconnects after the configured backoff, forever.
@@ -98,6 +104,9 @@ public final class Worker: Service, Sendable {
     public func waitUntilRegistered() async {
         await registrations.wait { !$0.isEmpty }
     }
+
+    /// Requests running right now, across streams.
+    public var runningRequests: Int { executions.count }
 
     /// One line for `STATUS=`.
     public var statusLine: String {

@@ -35,6 +35,9 @@ extension SupervisorConfiguration {
         for key in ["LANG", "TZ", "JOURNAL_STREAM", "CREDENTIALS_DIRECTORY", "RUNTIME_DIRECTORY", "STATE_DIRECTORY"] {
             if let value = variables[key] { base[key] = value }
         }
+        // A child that crashes (or that the child watchdog aborts) prints its backtrace to
+        // stderr, the journal, without waiting for a terminal; the operator's own setting wins.
+        base["SWIFT_BACKTRACE"] = variables["SWIFT_BACKTRACE"] ?? "enable=yes,interactive=no,symbolicate=fast"
         if let level = supervisor.logLevel { base["VPS_GATEWAY_LOG_LEVEL"] = level }
         if let format = supervisor.logFormat { base["VPS_GATEWAY_LOG_FORMAT"] = format }
         base["WATCHDOG_USEC"] = "\(supervisor.childWatchdog.wholeMicroseconds)"

@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOPosix
+import ProcessLifecycle
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -12,16 +13,16 @@ import Glibc
 struct NotifyListener: Sendable {
     let path: String
     private let fd: Int32
-    /// The bound socket's inode: a listener that ends removes the path only while it is still
-    /// its own (a worker started again may already have bound a new socket there).
-    private let inode: ino_t
+    /// The bound socket: a listener that ends removes the path only while it is still its
+    /// own (a worker started again may already have bound a new socket there).
+    private let ownedSocket: OwnedPath?
 
-    /// Creates the socket, replacing a stale one. Throws when it cannot be made.
+    /// Creates the socket, replacing a stale one (the supervisor's lock on the directory
+    /// makes sure no other supervisor's is live). Throws when it cannot be made.
     init(path: String) throws {
         self.path = path
         self.fd = try Self.bind(path)
-        var status = stat()
-        self.inode = stat(path, &status) == 0 ? status.st_ino : 0
+        self.ownedSocket = OwnedPath(claiming: path)
     }
 
     /// Hands every message's assignments to `receive` until cancelled; closes and removes the
@@ -35,10 +36,7 @@ struct NotifyListener: Sendable {
                     try NIOAsyncChannel<ByteBuffer, Never>(wrappingChannelSynchronously: channel)
                 }
             }
-        defer {
-            var status = stat()
-            if stat(path, &status) == 0 && status.st_ino == inode { unlink(path) }
-        }
+        defer { ownedSocket?.removeIfOwned() }
         try await channel.executeThenClose { inbound in
             for try await datagram in inbound {
                 receive(Self.parse(String(buffer: datagram)))

@@ -2,6 +2,7 @@ import Foundation
 import GatewayProtocol
 // Public: the supervisor logs through swift-log.
 public import Logging
+import ProcessLifecycle
 import ServiceLifecycle
 import Subprocess
 import Synchronization
@@ -63,6 +64,8 @@ public final class Supervisor: Sendable {
         var order: [String] = []
         var readySent = false
         var lastReloadProblem: String?
+        /// A second SIGTERM/SIGINT during the stop: children are killed, not waited for.
+        var hurry = false
         /// Workers wait for the gateway to listen (they would only fail to connect and log
         /// it); until then the configured ones are kept here.
         var pendingWorkers: [ChildSpec]? = []
@@ -88,6 +91,10 @@ public final class Supervisor: Sendable {
     /// Runs until SIGTERM/SIGINT (returns), or until the gateway, or a worker with `escalate`
     /// set, is given up (throws).
     public func run() async throws {
+        // Before any socket is touched: a second supervisor on this configuration must not
+        // replace the first one's notify sockets.
+        let lock = try lockNotifyDirectory()
+        defer { withExtendedLifetime(lock) {} }
         let specs = try state.withLock { try $0.configuration.childSpecs(executable: options.executable, variables: options.variables, hostName: options.hostName) }
         var escalation: SupervisorError?
         await withDiscardingTaskGroup { group in
@@ -129,6 +136,13 @@ public final class Supervisor: Sendable {
             }
             notifier.stopping(status: escalation.map { "stopping: \($0.message)" } ?? "stopping")
             logger.notice("supervisor stopping", metadata: ["reason": "\(escalation?.message ?? "signal")"])
+            // Workers, then the gateway, each get the grace; SIGKILL ends either wait. The
+            // limit only fires if reaping itself hangs.
+            let grace = state.withLock { $0.configuration.supervisor.shutdownGrace }
+            ShutdownDeadline.arm(limit: grace * 2 + .seconds(5), role: "supervisor", logger: logger) {
+                ["children": "\(self.state.withLock { $0.processes.filter { $0.value.processID != nil }.keys.sorted() })"]
+            }
+            group.addTask { await self.killOnSecondSignal() }
             await stopAll()
             group.cancelAll()
         }
@@ -398,6 +412,37 @@ public final class Supervisor: Sendable {
         notifier.ready(status: state.withLock { statusLine($0) })
     }
 
+    /// Takes `notify_directory/supervisor.lock`, creating the directory; refuses (naming the
+    /// holder's pid) when another supervisor holds it.
+    private func lockNotifyDirectory() throws -> InstanceLock {
+        let directory = state.withLock { $0.configuration.supervisor.notifyDirectory }
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        do {
+            return try InstanceLock(path: directory + "/supervisor.lock")
+        } catch where error.code == .alreadyRunning {
+            throw SupervisorError(
+                code: .alreadyRunning,
+                message: "another supervisor (\(error.holder.map { "pid \($0)" } ?? "pid unknown")) runs on \(options.configurationPath) (it holds \(directory)/supervisor.lock); stop it first (under systemd: systemctl stop vps-gateway), or give this one another supervisor.notify_directory"
+            )
+        } catch {
+            throw SupervisorError(code: .notifySocketFailed, message: "\(error.message); is supervisor.notify_directory writable?")
+        }
+    }
+
+    /// During the stop, a second SIGTERM/SIGINT kills every child at once.
+    private func killOnSecondSignal() async {
+        while let batch = await events.nextBatch() {
+            guard batch.contains(where: { if case .signal(let signal) = $0 { signal != .sighup } else { false } }) else { continue }
+            let processes = state.withLock { state in
+                state.hurry = true
+                return Array(state.processes.values)
+            }
+            logger.notice("second signal: killing every child now")
+            for process in processes { process.signal(SIGKILL) }
+            return
+        }
+    }
+
     /// SIGTERM to one child; it is not restarted.
     private func stopChild(_ name: String) {
         let process = state.withLock { state -> ChildProcess? in
@@ -424,7 +469,7 @@ public final class Supervisor: Sendable {
         for names in [workers, ["gateway"]] {
             for name in names { stopChild(name) }
             let deadline = ContinuousClock.now + grace
-            while ContinuousClock.now < deadline, state.withLock({ state in names.contains { state.processes[$0]?.processID != nil } }) {
+            while ContinuousClock.now < deadline, state.withLock({ state in !state.hurry && names.contains { state.processes[$0]?.processID != nil } }) {
                 try? await Task.sleep(for: .milliseconds(50))
             }
             for name in names {

@@ -1,7 +1,7 @@
 /// The one error type of the supervision module.
 public struct SupervisorError: Error, CustomStringConvertible, Sendable {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
-        private enum Value: String { case invalidConfiguration, notifySocketFailed, childGaveUp }
+        private enum Value: String { case invalidConfiguration, notifySocketFailed, childGaveUp, alreadyRunning }
         private let value: Value
         private init(_ value: Value) { self.value = value }
 
@@ -11,6 +11,8 @@ public struct SupervisorError: Error, CustomStringConvertible, Sendable {
         public static let notifySocketFailed = Code(.notifySocketFailed)
         /// The gateway, or a worker with `escalate` set, exceeded its restart intensity.
         public static let childGaveUp = Code(.childGaveUp)
+        /// Another supervisor runs on the same configuration (it holds the notify directory's lock).
+        public static let alreadyRunning = Code(.alreadyRunning)
 
         public var description: String { value.rawValue }
     }

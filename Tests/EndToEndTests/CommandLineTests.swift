@@ -108,18 +108,36 @@ struct CommandLineTests {
         }
     }
 
-    @Test("a second gateway on a live admin socket refuses to start instead of stealing it")
+    @Test("a second gateway on a live admin socket refuses to start (73, naming the first one's pid) and leaves the first's socket alone")
     func adminSocketInUse() async throws {
         try await Cluster.with { cluster in
-            try await cluster.startGateway()
+            let first = try await cluster.startGateway()
             let second = try cluster.spawn(
                 name: "second-gateway",
-                arguments: ["gateway", "--listen", "127.0.0.1:\(try freePort())", "--admin-socket", cluster.adminSocket],
+                arguments: ["gateway", "--listen", "127.0.0.1:\(try freePort())", "--admin-socket", cluster.adminSocket,
+                            "--journal", cluster.directory + "/second.sqlite3", "--dhcp-leases", "off"],
                 environment: ["GATEWAY_API_SECRET": cluster.secret]
             )
-            #expect(await second.waitForExit() == 78)
-            #expect(second.log.contains("in use"))
+            #expect(await second.waitForExit() == 73)
+            #expect(second.log.contains("another gateway (pid \(first.pid)) serves the admin socket"), "\(second.log)")
+            #expect(!FileManager.default.fileExists(atPath: cluster.directory + "/second.sqlite3"), "refused before it opened anything")
             #expect(try await cluster.clients().isEmpty)  // the first still answers
+        }
+    }
+
+    @Test("a second gateway on the same journal refuses to start (73, naming the first one's pid)")
+    func journalInUse() async throws {
+        try await Cluster.with { cluster in
+            let first = try await cluster.startGateway()
+            let second = try cluster.spawn(
+                name: "second-gateway",
+                arguments: ["gateway", "--listen", "127.0.0.1:\(try freePort())", "--admin-socket", cluster.directory + "/second.sock",
+                            "--journal", cluster.journal, "--dhcp-leases", "off"],
+                environment: ["GATEWAY_API_SECRET": cluster.secret]
+            )
+            #expect(await second.waitForExit() == 73)
+            #expect(second.log.contains("is in use by another gateway (pid \(first.pid))"), "\(second.log)")
+            #expect(try await cluster.clients().isEmpty)
         }
     }
 

@@ -47,9 +47,16 @@ struct GatewayCommand: AsyncParsableCommand {
             and writes `<ip> <vps-id>` lines to the hosts file dnsmasq serves, then SIGHUPs \
             that dnsmasq (`vps-gateway leases` shows the state).
 
-            Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT); 78 when the configuration is \
-            unusable (no secret, bad address, socket in use, a corrupt, newer or unwritable \
-            journal); 70 on an internal failure.
+            SIGTERM/SIGINT: no new streams or calls; calls still waiting for a receiver go back \
+            to the journal (pending, for the next start); calls in flight get --shutdown-grace, \
+            then stay unfinished in the journal; every connection is then closed, the ones that \
+            do not close within a second are cut. A second SIGTERM/SIGINT stops at once. The \
+            process always exits within the grace plus 3 s; its last log line says what it left.
+
+            Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT); 73 another gateway runs on \
+            the same admin socket or journal (its pid is named); 78 when the configuration is \
+            unusable (no secret, bad address, port taken, a corrupt, newer or unwritable \
+            journal); 70 on an internal failure, or when a stop outlived its bound.
             """
     )
 
@@ -149,20 +156,28 @@ struct GatewayCommand: AsyncParsableCommand {
         let gateway: Gateway
         do {
             let configuration = try makeConfiguration()
-            gateway = Gateway(configuration: configuration, journal: try await openJournal(logger: logger), logger: logger)
+            let lock = try Gateway.lockAdminSocket(of: configuration)
+            gateway = Gateway(configuration: configuration, journal: try await openJournal(logger: logger), instanceLock: lock, logger: logger)
+        } catch let error as GatewayError where error.code == .alreadyRunning {
+            throw fail(error.message, Exit.alreadyRunning)
+        } catch let error as JournalError where error.code == .inUse {
+            throw fail(error.message, Exit.alreadyRunning)
         } catch {
             throw fail("\(error)", Exit.config)
         }
         let reporter = NotifyReporter(serving: { await gateway.waitUntilServing() }, ready: { await gateway.waitUntilReady() }, status: { "gateway: \(gateway.statusLine)" })
-        let lifeline: [ServiceGroupConfiguration.ServiceConfiguration] = lifelineStdin
-            ? [.init(service: StdinLifeline(), successTerminationBehavior: .gracefullyShutdownGroup)] : []
-        let group = ServiceGroup(configuration: .init(
-            services: [.init(service: gateway), .init(service: reporter)] + lifeline, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger
-        ))
         do {
-            try await group.run()
+            try await runRoleGroup(
+                [gateway, reporter], role: "gateway", lifeline: lifelineStdin,
+                shutdownLimit: gateway.configuration.shutdownLimit, logger: logger,
+                unfinished: { ["status": "\(gateway.statusLine)"] }
+            )
         } catch let error as GatewayError {
-            throw fail("gateway stopped: \(error)", error.code == .invalidConfiguration || error.code == .listenFailed || error.code == .adminSocketFailed ? Exit.config : Exit.software)
+            switch error.code {
+            case .alreadyRunning: throw fail("\(error.message)", Exit.alreadyRunning)
+            case .invalidConfiguration, .listenFailed, .adminSocketFailed: throw fail("gateway stopped: \(error)", Exit.config)
+            default: throw fail("gateway stopped: \(error)", Exit.software)
+            }
         } catch {
             throw fail("gateway stopped: \(error)", Exit.software)
         }
@@ -227,6 +242,7 @@ struct GatewayCommand: AsyncParsableCommand {
             at: path,
             migrations: try migrations.load(),
             durability: RequestJournal.Durability(rawValue: journalSync) ?? .full,
+            exclusive: true,
             logger: logger
         )
     }

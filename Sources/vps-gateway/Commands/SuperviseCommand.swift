@@ -24,9 +24,13 @@ struct SuperviseCommand: AsyncParsableCommand {
               vps-gateway supervise --config /etc/vps-gateway/vps-gateway.yaml
               GATEWAY_API_SECRET=s3cret vps-gateway supervise --config examples/dev.yaml
 
-            Exit codes: 0 after SIGTERM/SIGINT; 75 the gateway was given up after its restart \
-            intensity, or a worker and supervisor.escalate is set (systemd's Restart= takes \
-            over); 78 the configuration is unusable.
+            SIGTERM/SIGINT stop the workers, then the gateway, each within supervisor.shutdown_grace \
+            (then SIGKILL); a second SIGTERM/SIGINT kills every child at once.
+
+            Exit codes: 0 after SIGTERM/SIGINT; 73 another supervisor runs on the same \
+            notify_directory (its pid is named; nothing of it is touched); 75 the gateway was \
+            given up after its restart intensity, or a worker and supervisor.escalate is set \
+            (systemd's Restart= takes over); 78 the configuration is unusable.
             """
     )
 
@@ -51,7 +55,11 @@ struct SuperviseCommand: AsyncParsableCommand {
         do {
             try await supervisor.run()
         } catch let error as SupervisorError {
-            throw fail(error.message, error.code == .childGaveUp ? Exit.tempFail : Exit.software)
+            switch error.code {
+            case .childGaveUp: throw fail(error.message, Exit.tempFail)
+            case .alreadyRunning: throw fail(error.message, Exit.alreadyRunning)
+            default: throw fail(error.message, Exit.software)
+            }
         }
     }
 }

@@ -122,13 +122,12 @@ struct WorkerCommand: AsyncParsableCommand {
             throw fail("\(error)", Exit.config)
         }
         let reporter = NotifyReporter(ready: { await worker.waitUntilRegistered() }, status: { "worker \(worker.statusLine)" })
-        let lifeline: [ServiceGroupConfiguration.ServiceConfiguration] = lifelineStdin
-            ? [.init(service: StdinLifeline(), successTerminationBehavior: .gracefullyShutdownGroup)] : []
-        let group = ServiceGroup(configuration: .init(
-            services: [.init(service: worker), .init(service: reporter)] + lifeline, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger
-        ))
         do {
-            try await group.run()
+            try await runRoleGroup(
+                [worker, reporter], role: "worker", lifeline: lifelineStdin,
+                shutdownLimit: worker.configuration.shutdownLimit, logger: logger,
+                unfinished: { ["requests_running": "\(worker.runningRequests)"] }
+            )
         } catch let error as WorkerError {
             throw fail("worker stopped: \(error)", Exit.config)
         } catch {

@@ -19,6 +19,9 @@ enum Exit {
     static let unavailable = ExitCode(69)
     /// EX_SOFTWARE: an internal error.
     static let software = ExitCode(70)
+    /// EX_CANTCREAT: another gateway, supervisor or worker holds this one's lock (its
+    /// runtime files, journal or notify directory); the message names its pid.
+    static let alreadyRunning = ExitCode(73)
     /// EX_IOERR: a write failed (a full disk).
     static let ioError = ExitCode(74)
     /// EX_TEMPFAIL: the supervisor gave a child up and escalates to systemd.

@@ -42,6 +42,7 @@ release: deps
 
 test: deps
 	SWIFT_BACKTRACE=enable=no $(SWIFT) test
+	scripts/check-no-leftovers.sh
 	scripts/systemd-test.sh --if-possible
 
 systemd-test: deps

@@ -62,7 +62,7 @@ let package = Package(
         // The gateway: stream registry, fan-out and the admin API.
         .target(
             name: "GatewayServer",
-            dependencies: ["GatewayProtocol", "GatewayJournal", "DHCPLeases", "ProcessLifecycle", "CMalloc", grpcCore, grpcTransport, protobuf, logging, lifecycle],
+            dependencies: ["GatewayProtocol", "GatewayJournal", "DHCPLeases", "ProcessLifecycle", "CMalloc", grpcCore, grpcTransport, protobuf, logging, lifecycle, nioCore],
             swiftSettings: swiftSettings
         ),
         // The request journal: migrations, group commit, recovery queries, maintenance.

@@ -71,17 +71,14 @@ extension Gateway {
         let identity = try ClientIdentity(registration: first.registration, remoteAddress: remoteAddress)
         // Refused before `registered` is sent; the registry refuses again if the drain
         // begins in between.
-        if clients.isClosed { throw Self.shuttingDownRefusal }
+        if clients.isClosed { throw refuseRegistration(of: identity) }
         let connection = ClientConnection(identity: identity, outbound: outbound)
         guard connection.send(.registered) else {
             throw RPCError(code: .internalError, message: "could not queue 'registered'")
         }
         switch clients.register(connection) {
         case .refused:
-            logger.info("refused a registration: the gateway is shutting down", metadata: [
-                "instance": "\(identity.instanceID)", "environment": "\(identity.environment)", "remote_address": "\(remoteAddress)",
-            ])
-            throw Self.shuttingDownRefusal
+            throw refuseRegistration(of: identity)
         case .registered(let replaced?):
             logger.info("stream replaced by a newer one with the same instance id", metadata: [
                 "instance": "\(identity.instanceID)", "environment": "\(identity.environment)",
@@ -100,6 +97,13 @@ extension Gateway {
     }
 
     static let shuttingDownRefusal = RPCError(code: .unavailable, message: "the gateway is shutting down; reconnect later")
+
+    private func refuseRegistration(of identity: ClientIdentity) -> RPCError {
+        logger.info("refused a registration: the gateway is shutting down", metadata: [
+            "instance": "\(identity.instanceID)", "environment": "\(identity.environment)", "remote_address": "\(identity.remoteAddress)",
+        ])
+        return Self.shuttingDownRefusal
+    }
 
     private func handle(_ message: GatewayMessage, from connection: ClientConnection) {
         connection.touch()

@@ -36,6 +36,9 @@ public final class Gateway: Service, Sendable {
     let runner: RequestRunner?
     /// Nil when the gateway runs without a lease file.
     let leaseWatcher: LeaseWatcher?
+    /// The connections each server has open, for cutting those that outlast the grace.
+    private let streamConnections = OpenConnections()
+    private let adminConnections = OpenConnections()
     /// The admin socket this gateway bound, removed at exit only while it is still that one.
     private let adminSocketFile = Mutex<OwnedPath?>(nil)
     /// What READY=1 waits for: listening, and with a journal, its unfinished rows handed back.
@@ -94,6 +97,7 @@ public final class Gateway: Service, Sendable {
                         )
                         $0.rpc.maxRequestPayloadSize = configuration.maxMessageBytes
                         $0.connection.flushCoalescing = nil
+                        $0.channelDebuggingCallbacks.onAcceptTCPConnection = streamConnections.track
                     }
                 ),
                 services: [StreamService(gateway: self)]
@@ -105,6 +109,7 @@ public final class Gateway: Service, Sendable {
                     config: .defaults {
                         $0.rpc.maxRequestPayloadSize = configuration.maxMessageBytes
                         $0.connection.flushCoalescing = nil
+                        $0.channelDebuggingCallbacks.onAcceptTCPConnection = adminConnections.track
                     }
                 ),
                 services: [AdminService(gateway: self)]
@@ -215,14 +220,21 @@ public final class Gateway: Service, Sendable {
                         return .closeTimeout
                     }
                 case .closeTimeout where serversRunning > 0:
-                    // Peers that did not close their connections (silent, half-open, stopped):
-                    // cancelling the servers closes them from this side.
-                    report?.forcedClose = true
-                    logger.notice("closing the connections still open after the grace period", metadata: [
-                        "close_timeout": "\(configuration.connectionCloseTimeout)",
+                    // Peers that did not close their connections (silent, half-open, stopped)
+                    // are cut from this side; then the servers are stopped, done or not.
+                    let cut = streamConnections.closeAll() + adminConnections.closeAll()
+                    report?.connectionsCut = cut
+                    logger.notice("cut the connections still open after the grace period", metadata: [
+                        "connections": "\(cut)", "close_timeout": "\(configuration.connectionCloseTimeout)",
                     ])
+                    group.addTask {
+                        _ = await waitUntil(.now + self.configuration.connectionCloseTimeout)
+                        return .cutTimeout
+                    }
+                case .cutTimeout where serversRunning > 0:
+                    logger.warning("the servers did not stop after their connections were cut; cancelling them")
                     group.cancelAll()
-                case .closeTimeout, .background:
+                case .closeTimeout, .cutTimeout, .background:
                     break
                 }
             }
@@ -265,12 +277,12 @@ public final class Gateway: Service, Sendable {
         /// Streams the gateway ended itself.
         var closedStreams = 0
         /// Connections that did not close within the close timeout and were cut.
-        var forcedClose = false
+        var connectionsCut = 0
 
         var metadata: Logger.Metadata {
             [
                 "calls_interrupted": "\(interruptedCalls)", "streams_closed": "\(closedStreams)",
-                "connections_cut": "\(forcedClose)",
+                "connections_cut": "\(connectionsCut)",
             ]
         }
     }
@@ -312,9 +324,11 @@ public final class Gateway: Service, Sendable {
     private enum Part: Sendable {
         case server
         case background
-        /// The drain ended (with its report): the servers get the close timeout, then are cut.
+        /// The drain ended (with its report): the servers get the close timeout, then their
+        /// connections are cut, then (another close timeout later) they are cancelled.
         case drained(DrainReport)
         case closeTimeout
+        case cutTimeout
     }
 
     /// Picks up what the journal holds unfinished from an earlier run: rows past their

@@ -19,9 +19,8 @@ struct StreamService: VPSGatewayService.StreamingServiceProtocol {
             ])
             throw RPCError(code: .unauthenticated, message: "missing or wrong \(GatewayMetadataKey.apiSecret) header")
         }
-        guard !gateway.isShuttingDown else {
-            throw RPCError(code: .unavailable, message: "the gateway is shutting down; reconnect later")
-        }
+        guard !gateway.isShuttingDown else { throw Gateway.shuttingDownRefusal }
+        gateway.logger.debug("stream opened", metadata: ["remote_address": "\(context.remotePeer)"])
         return StreamingServerResponse { writer in
             try await gateway.serveStream(inbound: request.messages, writer: writer, remoteAddress: context.remotePeer)
             return [:]

@@ -17,9 +17,9 @@ struct FailureTests {
             let slow = try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production", [vps]), ["--simulate-latency", "10s"])
             try cluster.startWorker(environment: "beta", inventory: try cluster.inventory("beta", [vps]), ["--simulate-latency", "1500ms"])
             try await cluster.waitForClients(["production-1", "beta-1"])
-            let started = ContinuousClock.now
             async let lookup = cluster.lookup(mac: vps.mac, timeoutMs: 20_000)
-            try await Task.sleep(for: .milliseconds(400))
+            try await cluster.waitForRequestInFlight(at: "production-1")
+            let started = ContinuousClock.now
             slow.signal(SIGKILL)
             let (response, owner) = try await lookup
             #expect(response.outcome == .ok)
@@ -36,9 +36,9 @@ struct FailureTests {
             try await cluster.startGateway(["--journal", "off"])
             let slow = try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production", [vps]), ["--simulate-latency", "10s"])
             try await cluster.waitForClients(["production-1"])
-            let started = ContinuousClock.now
             async let lookup = cluster.lookup(mac: vps.mac, timeoutMs: 20_000)
-            try await Task.sleep(for: .milliseconds(400))
+            try await cluster.waitForRequestInFlight(at: "production-1")
+            let started = ContinuousClock.now
             slow.signal(SIGKILL)
             let (response, _) = try await lookup
             #expect(response.outcome == .failed)
@@ -77,12 +77,13 @@ struct FailureTests {
                     silent.send(.register(.legacy(instance: "silent")))
                     chatty.send(.register(.legacy(instance: "chatty")))
                     try await cluster.waitForClients(["silent", "chatty"])
-                    let started = ContinuousClock.now
-                    async let end = silent.waitForEnd(timeout: .seconds(5))
-                    // Chatty heartbeats every 200 ms while silent says nothing.
-                    while ContinuousClock.now - started < .milliseconds(1800) {
+                    async let end = silent.waitForEnd(timeout: .seconds(20))
+                    // Chatty heartbeats every 200 ms (a bounded number of times) until silent,
+                    // which says nothing, is evicted.
+                    for _ in 0..<100 {
                         chatty.send(.heartbeat())
-                        try await Task.sleep(for: .milliseconds(200))
+                        if try await cluster.clients().map(\.instanceID) == ["chatty"] { break }
+                        _ = await waitUntil(.now + .milliseconds(200))
                     }
                     let ended = await end
                     #expect(ended.ended)

@@ -50,6 +50,7 @@ struct JournalTests {
             for round in 0..<6 {
                 let gateway = try await cluster.startGateway()
                 try await cluster.waitForClients(["production-1"])
+                let acceptedBefore = accepted.ids.count
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     for index in 0..<30 {
                         let id = "crash-\(round)-\(index)"
@@ -61,8 +62,11 @@ struct JournalTests {
                             }
                         }
                     }
-                    // Kill somewhere between "nothing recorded yet" and "all answered".
-                    try await Task.sleep(for: .milliseconds(Int.random(in: 0...120)))
+                    // Kill once the journal has taken some of this round's calls (however slow
+                    // the machine is), somewhere between then and "all answered".
+                    let recording = await poll(timeout: .seconds(30)) { accepted.ids.count > acceptedBefore }
+                    #expect(recording, "round \(round): no call was accepted within 30 s")
+                    _ = await waitUntil(.now + .milliseconds(Int.random(in: 0...120)))
                     gateway.signal(SIGKILL)
                     try await group.waitForAll()
                 }
@@ -100,10 +104,10 @@ struct JournalTests {
             let slow = try cluster.startWorker(environment: "production", inventory: inventory, ["--simulate-latency", "10s"])
             try await cluster.waitForClients(["production-1"])
             async let call = cluster.call(lookupRequest(id: "survivor", timeoutMs: 20_000))
-            try await Task.sleep(for: .milliseconds(400))
+            try await cluster.waitForRequestInFlight(at: "production-1")
             slow.signal(SIGKILL)
             await slow.waitForExit()
-            try await Task.sleep(for: .milliseconds(500))
+            try await cluster.waitForClients([])
             try cluster.startWorker(environment: "production", inventory: inventory)
             let response = try await call
             #expect(response.outcome == .ok)
@@ -202,17 +206,25 @@ struct JournalTests {
     @Test("finished rows older than the retention are pruned in the background and the WAL stays small")
     func retention() async throws {
         try await Cluster.with { cluster in
-            try await cluster.startGateway(["--journal-retention", "1s", "--journal-upkeep-interval", "300ms"])
+            let gateway = try await cluster.startGateway(["--journal-retention", "1s", "--journal-upkeep-interval", "300ms"])
             try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production", [vps]))
             try await cluster.waitForClients(["production-1"])
-            for index in 0..<50 { _ = try await cluster.call(lookupRequest(id: "old-\(index)")) }
+            for index in 0..<50 {
+                let response = try await cluster.call(lookupRequest(id: "old-\(index)"))
+                #expect(response.outcome == .ok && response.state == "completed")
+            }
+            // However long the calls took, every one of the 50 finished rows is pruned by the
+            // gateway itself, and the WAL ends truncated.
             let journal = try openJournal(cluster)
-            #expect(try journal.stats().countsByState["completed"] == 50)
-            let pruned = await poll(timeout: .seconds(10)) {
+            let pruned = await poll(timeout: .seconds(20)) {
                 let stats = try? journal.stats()
-                return stats?.countsByState["completed"] == 0 && (stats?.walBytes ?? .max) == 0
+                return stats.map { $0.countsByState.values.reduce(0, +) == 0 && $0.walBytes == 0 } ?? false
             }
             #expect(pruned, "stats: \(String(describing: try? journal.stats()))")
+            let deleted = gateway.log.split(separator: "\n").filter { $0.contains("journal pruned") }.compactMap { line in
+                line.range(of: "deleted=").flatMap { Int(line[$0.upperBound...].prefix { $0.isNumber }) }
+            }
+            #expect(deleted.reduce(0, +) == 50, "prune log lines: \(deleted)")
         }
     }
 

@@ -114,7 +114,7 @@ struct StreamContractTests {
     @Test("a newer stream with the same instance id replaces the older, and the older's end does not remove it")
     func duplicateInstanceReplaces() async throws {
         try await Cluster.with { cluster in
-            try await cluster.startGateway()
+            let gateway = try await cluster.startGateway()
             try await RawStream.with(port: cluster.port, secret: cluster.secret) { first in
                 first.send(.register(.legacy(instance: "same", node: "first")))
                 _ = await first.nextMessage(ofType: .registered)
@@ -123,8 +123,8 @@ struct StreamContractTests {
                     _ = await second.nextMessage(ofType: .registered)
                     let end = await first.waitForEnd()
                     #expect(end.error?.code == .aborted)
-                    // The first stream is gone; the second must still be registered.
-                    try await Task.sleep(for: .milliseconds(200))
+                    // Once the first stream's cleanup ran, the second must still be registered.
+                    #expect(await poll(timeout: .seconds(10)) { gateway.log.contains("was_current=false") })
                     let clients = try await cluster.clients()
                     #expect(clients.map(\.instanceID) == ["same"])
                     #expect(clients.first?.node == "second")

@@ -16,13 +16,15 @@ struct SupervisorTests {
         _ cluster: Cluster,
         environments: [(String, String)],
         policy: String = "",
-        notify: NotifySocket
+        notify: NotifySocket,
+        crashReporter: Bool = false
     ) throws -> TestProcess {
         try writeConfiguration(cluster, environments: environments, policy: policy)
         return try cluster.spawn(
             name: "supervisor",
             arguments: ["supervise", "--config", cluster.directory + "/config.yaml"],
-            environment: ["GATEWAY_API_SECRET": cluster.secret, "NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "2000000"]
+            environment: ["GATEWAY_API_SECRET": cluster.secret, "NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "2000000"],
+            crashReporter: crashReporter
         )
     }
 
@@ -177,6 +179,63 @@ struct SupervisorTests {
             #expect(replaced)
             #expect(supervisor.log.contains("child stopped pinging its watchdog; killing it with SIGABRT child=worker-production"))
             #expect(supervisor.log.contains("killed by signal 6") || supervisor.log.contains("did not end after SIGABRT; killed"))
+        }
+    }
+
+    @Test("a gateway aborted by the child watchdog, crash reporter on: it is restarted and listens again, and nothing of the old one is left")
+    func abortedGatewayRestarts() async throws {
+        try await Cluster.with { cluster in
+            let notify = try NotifySocket(path: cluster.directory + "/supervisor-notify.sock")
+            // The product's own crash reporter setting (the supervisor's default for children).
+            let supervisor = try startSupervisor(cluster, environments: [("production", try cluster.inventory("production"))], notify: notify, crashReporter: true)
+            #expect(await notify.waitFor("READY=1"))
+            try await cluster.waitForClients(["production-1"])
+            let gateway = try #require(pid(of: "gateway --listen", in: cluster))
+            kill(gateway, SIGSTOP)  // stuck: no more WATCHDOG=1
+            // The watchdog's SIGABRT starts the crash reporter, a child of the gateway holding
+            // its sockets. Stopping it stands for a reporter that takes minutes.
+            let reporter = await firstProcess(within: .seconds(20)) { $0.command.hasPrefix("swift-backtrace") && $0.parent == gateway }
+            let reporterPID = try #require(reporter, "no crash reporter started:\n\(supervisor.log.suffix(2000))")
+            kill(reporterPID, SIGSTOP)
+            let replaced = await poll(timeout: .seconds(40)) {
+                pid(of: "gateway --listen", in: cluster).map { $0 != gateway } ?? false
+            }
+            #expect(replaced, "\(supervisor.log.suffix(2000))")
+            #expect(supervisor.log.contains("child stopped pinging its watchdog; killing it with SIGABRT child=gateway"))
+            // Restarted and bound: the worker registers with the new gateway.
+            try await cluster.waitForClients(["production-1"], timeout: .seconds(30))
+            #expect(!isAlive(reporterPID), "the crash reporter went with the gateway's process group")
+            #expect(processes(inGroup: gateway).isEmpty, "nothing of the old gateway's process group is left")
+            #expect(!supervisor.log.contains("child given up"))
+            supervisor.signal(SIGTERM)
+            #expect(await supervisor.waitForExit(timeout: .seconds(30)) == 0)
+        }
+    }
+
+    @Test("a second supervisor on the same configuration refuses (73, naming the first one's pid) and the first keeps running untouched")
+    func secondSupervisorRefused() async throws {
+        try await Cluster.with { cluster in
+            let notify = try NotifySocket(path: cluster.directory + "/supervisor-notify.sock")
+            let first = try startSupervisor(cluster, environments: [("production", try cluster.inventory("production"))], notify: notify)
+            #expect(await notify.waitFor("READY=1"))
+            try await cluster.waitForClients(["production-1"])
+            let gateway = try #require(pid(of: "gateway --listen", in: cluster))
+            let secondNotify = try NotifySocket(path: cluster.directory + "/second-notify.sock")
+            let second = try cluster.spawn(
+                name: "second-supervisor",
+                arguments: ["supervise", "--config", cluster.directory + "/config.yaml"],
+                environment: ["GATEWAY_API_SECRET": cluster.secret, "NOTIFY_SOCKET": secondNotify.path]
+            )
+            #expect(await second.waitForExit(timeout: .seconds(20)) == 73)
+            #expect(second.log.contains("another supervisor (pid \(first.pid))"), "\(second.log)")
+            // Three of the first one's child-watchdog intervals (2 s) without an abort: its
+            // children's notify sockets are still its own.
+            let aborted = await poll(timeout: .seconds(7)) { first.log.contains("stopped pinging its watchdog") }
+            #expect(!aborted, "\(first.log.suffix(2000))")
+            #expect(pid(of: "gateway --listen", in: cluster) == gateway)
+            #expect(first.isRunning)
+            #expect(FileManager.default.fileExists(atPath: cluster.directory + "/notify/gateway.sock"))
+            _ = try await cluster.clients()
         }
     }
 

@@ -49,11 +49,25 @@ final class Cluster: Sendable {
     private func tearDown(printLogs: Bool) async {
         let all = processes.withLock { $0 }
         for process in all { await process.stop() }
+        // What the test's processes started (a supervisor's children) ends through its
+        // lifeline within its shutdown limit; anything still running after that leaked.
+        let leftovers = await leftoverProcesses(within: .seconds(15))
+        for leftover in leftovers { kill(leftover.pid, SIGKILL) }
+        if !leftovers.isEmpty {
+            Issue.record("processes outlived the test: \(leftovers.map { "\($0.pid) \($0.command)" })")
+        }
         for cleanup in cleanups.withLock({ $0.reversed() }) { cleanup() }
-        if printLogs {
+        if printLogs || !leftovers.isEmpty {
             for process in all { print("---- log of \(process.name) ----\n\(process.log.suffix(4000))") }
         }
         try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// Processes with this cluster's directory on their command line that are still there
+    /// after `timeout`.
+    private func leftoverProcesses(within timeout: Duration) async -> [(pid: pid_t, command: String)] {
+        _ = await poll(timeout: timeout) { EndToEndTests.processes(commandLineContaining: self.directory + "/").isEmpty }
+        return EndToEndTests.processes(commandLineContaining: directory + "/")
     }
 
     // MARK: Processes
@@ -99,11 +113,11 @@ final class Cluster: Sendable {
     }
 
     @discardableResult
-    func spawn(name: String, launcher: [String] = [], executable: String? = nil, arguments: [String], environment: [String: String]) throws -> TestProcess {
+    func spawn(name: String, launcher: [String] = [], executable: String? = nil, arguments: [String], environment: [String: String], crashReporter: Bool = false) throws -> TestProcess {
         let count = processes.withLock { $0.count }
         let process = try TestProcess(
             name: name, arguments: arguments, environment: environment,
-            logPath: "\(directory)/\(count)-\(name).log", launcher: launcher, executable: executable
+            logPath: "\(directory)/\(count)-\(name).log", launcher: launcher, executable: executable, crashReporter: crashReporter
         )
         processes.withLock { $0.append(process) }
         return process
@@ -153,6 +167,14 @@ final class Cluster: Sendable {
         if !registered {
             throw ClusterError("expected clients \(instances.sorted()), have \((try? await clients().map(\.instanceID)) ?? [])")
         }
+    }
+
+    /// Waits until the gateway has a request in flight on `instance`'s stream.
+    func waitForRequestInFlight(at instance: String, timeout: Duration = .seconds(20)) async throws {
+        let sent = await poll(timeout: timeout) {
+            (try? await self.clients())?.first { $0.instanceID == instance }.map { $0.inFlight > 0 } ?? false
+        }
+        if !sent { throw ClusterError("no request reached \(instance) within \(timeout)") }
     }
 
     func call(_ request: AdminCallRequest) async throws -> AdminCallResponse {

@@ -20,7 +20,9 @@ final class TestProcess: Sendable {
     /// A `launcher` (like `["/bin/sh", "-c", "ulimit -f 100; exec \"$0\" \"$@\""]`) runs
     /// first and gets the binary and its arguments after its own; an `executable` runs
     /// another program altogether with `arguments` as its own.
-    init(name: String, arguments: [String], environment: [String: String], logPath: String, launcher: [String] = [], executable: String? = nil) throws {
+    /// The Swift runtime's crash reporter is off (it takes seconds per crash) unless the
+    /// test asks for the product's own setting with `crashReporter`.
+    init(name: String, arguments: [String], environment: [String: String], logPath: String, launcher: [String] = [], executable: String? = nil, crashReporter: Bool = false) throws {
         let argv: [String]
         if let executable {
             argv = [executable] + arguments
@@ -31,7 +33,7 @@ final class TestProcess: Sendable {
         }
         var env = environment
         env["PATH"] = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-        env["SWIFT_BACKTRACE"] = "enable=no"
+        if !crashReporter { env["SWIFT_BACKTRACE"] = "enable=no" }
         self.name = name
         self.logPath = logPath
         self.pid = try Self.spawn(argv, environment: env.map { "\($0.key)=\($0.value)" }, output: logPath)
@@ -114,6 +116,64 @@ enum TestBinary {
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         return URL(fileURLWithPath: executable).deletingLastPathComponent().appendingPathComponent("vps-gateway").path
     }()
+}
+
+/// The processes whose command line contains `text`, from /proc.
+func processes(commandLineContaining text: String) -> [(pid: pid_t, command: String)] {
+    guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+    return entries.compactMap { entry in
+        guard let pid = pid_t(entry), pid != getpid(),
+              let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline"), !data.isEmpty else { return nil }
+        let command = String(decoding: data.map { $0 == 0 ? UInt8(ascii: " ") : $0 }, as: UTF8.self)
+        return command.contains(text) ? (pid, command) : nil
+    }
+}
+
+/// The live processes of process group `group`, from /proc (a crash reporter shares its
+/// crashed process's group).
+func processes(inGroup group: pid_t) -> [pid_t] {
+    guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+    return entries.compactMap { entry in
+        guard let pid = pid_t(entry), let data = FileManager.default.contents(atPath: "/proc/\(entry)/stat") else { return nil }
+        // pid (comm) state ppid pgrp …; comm may hold spaces, so read after the last ')'.
+        let text = String(decoding: data, as: UTF8.self)
+        guard let close = text.lastIndex(of: ")") else { return nil }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        guard fields.count > 2, fields[0] != "Z", pid_t(fields[2]) == group else { return nil }
+        return pid
+    }
+}
+
+/// True while `pid` is a live process (a zombie waiting for its reaper does not count).
+func isAlive(_ pid: pid_t) -> Bool {
+    guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/stat") else { return false }
+    let text = String(decoding: data, as: UTF8.self)
+    guard let close = text.lastIndex(of: ")") else { return false }
+    return text[text.index(after: close)...].split(separator: " ").first != "Z"
+}
+
+/// The first process (pid, parent pid, command line) matching `condition` within `timeout`.
+func firstProcess(within timeout: Duration, _ condition: @escaping @Sendable ((pid: pid_t, parent: pid_t, command: String)) -> Bool) async -> pid_t? {
+    let found = Mutex<pid_t?>(nil)
+    _ = await poll(timeout: timeout) {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return false }
+        for entry in entries {
+            guard let pid = pid_t(entry),
+                  let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline"), !data.isEmpty,
+                  let stat = FileManager.default.contents(atPath: "/proc/\(entry)/stat") else { continue }
+            let text = String(decoding: stat, as: UTF8.self)
+            guard let close = text.lastIndex(of: ")") else { continue }
+            let fields = text[text.index(after: close)...].split(separator: " ")
+            guard fields.count > 1, let parent = pid_t(fields[1]) else { continue }
+            let command = String(decoding: data.map { $0 == 0 ? UInt8(ascii: " ") : $0 }, as: UTF8.self)
+            if condition((pid, parent, command)) {
+                found.withLock { $0 = pid }
+                return true
+            }
+        }
+        return false
+    }
+    return found.withLock { $0 }
 }
 
 /// Re-checks `condition` every 20 ms until it holds or `timeout` passes.

@@ -59,8 +59,11 @@ extension SupervisorConfiguration {
             throw SupervisorError(code: .invalidConfiguration, message: "no API secret: set gateway.api_secret_file or api_secret_credential, or GATEWAY_API_SECRET")
         }
 
+        // Each child stops within its own grace plus 3 s; half of the supervisor's keeps
+        // that inside the wait before its SIGKILL.
+        let childGrace = "\(max(supervisor.shutdownGrace / 2, .seconds(1)).wholeMilliseconds)ms"
         var gatewayArguments = [
-            "gateway", "--listen", listen, "--admin-socket", gateway.adminSocket,
+            "gateway", "--listen", listen, "--admin-socket", gateway.adminSocket, "--shutdown-grace", childGrace,
             "--journal", gateway.journal, "--journal-sync", gateway.journalSync, "--dhcp-leases", gateway.dhcpLeases,
             "--dhcp-hosts", gateway.dhcpHosts,
         ]
@@ -81,7 +84,7 @@ extension SupervisorConfiguration {
                 name: name, role: .worker(environment: environment.name), executable: executable,
                 arguments: [
                     "worker", "--env", environment.name, "--instance-id", environment.instanceID ?? "\(hostName)-\(environment.name)",
-                    "--inventory", environment.inventory, "--gateway-url", url,
+                    "--inventory", environment.inventory, "--gateway-url", url, "--shutdown-grace", childGrace,
                 ] + secretArguments + environment.extraArguments,
                 environment: base.merging(workerSecret) { $1 }.merging(["NOTIFY_SOCKET": socket]) { $1 },
                 notifySocket: socket

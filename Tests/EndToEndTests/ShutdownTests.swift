@@ -168,6 +168,22 @@ struct ShutdownTests {
         }
     }
 
+    @Test("a worker whose gateway is SIGSTOPped still exits 0 within its bound on SIGTERM")
+    func workerWithStoppedGateway() async throws {
+        try await Cluster.with { cluster in
+            let gateway = try await cluster.startGateway()
+            let worker = try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production", [vps]), ["--shutdown-grace", "1s"])
+            try await cluster.waitForClients(["production-1"])
+            kill(gateway.pid, SIGSTOP)
+            defer { kill(gateway.pid, SIGCONT) }
+            let started = ContinuousClock.now
+            worker.signal(SIGTERM)
+            #expect(await worker.waitForExit(timeout: Self.bound) == 0, "\(worker.log.suffix(1500))")
+            #expect(ContinuousClock.now - started < Self.bound)
+            #expect(worker.log.contains("worker stopped requests_abandoned=0"))
+        }
+    }
+
     @Test("SIGTERM while in-flight calls outlast the grace: they are interrupted, stay unfinished in the journal and complete after the restart")
     func inFlightCallsOutlastGrace() async throws {
         try await Cluster.with { cluster in

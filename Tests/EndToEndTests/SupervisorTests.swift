@@ -212,6 +212,35 @@ struct SupervisorTests {
         }
     }
 
+    @Test("SIGTERM with a SIGSTOPped worker: the supervisor kills it after the grace and exits 0 within its bound")
+    func stopWithStoppedChild() async throws {
+        try await Cluster.with { cluster in
+            let notify = try NotifySocket(path: cluster.directory + "/supervisor-notify.sock")
+            try writeConfiguration(cluster, environments: [("production", try cluster.inventory("production"))])
+            let path = cluster.directory + "/config.yaml"
+            // A short grace and a watchdog that does not fire first.
+            let text = try String(contentsOfFile: path, encoding: .utf8)
+                .replacingOccurrences(of: "shutdown_grace: 5s", with: "shutdown_grace: 1s")
+                .replacingOccurrences(of: "child_watchdog: 2s", with: "child_watchdog: 60s")
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            let supervisor = try cluster.spawn(
+                name: "supervisor", arguments: ["supervise", "--config", path],
+                environment: ["GATEWAY_API_SECRET": cluster.secret, "NOTIFY_SOCKET": notify.path]
+            )
+            #expect(await notify.waitFor("READY=1"))
+            try await cluster.waitForClients(["production-1"])
+            let worker = try #require(pid(of: "worker --env production", in: cluster))
+            kill(worker, SIGSTOP)
+            let started = ContinuousClock.now
+            supervisor.signal(SIGTERM)
+            // Workers get 1 s, the gateway 1 s, then SIGKILL: well inside 10 s.
+            #expect(await supervisor.waitForExit(timeout: .seconds(10)) == 0, "\(supervisor.log.suffix(2000))")
+            #expect(ContinuousClock.now - started < .seconds(10))
+            #expect(supervisor.log.contains("child did not stop within the grace period; killed child=worker-production"))
+            #expect(pid(of: "worker --env", in: cluster) == nil && pid(of: "gateway --listen", in: cluster) == nil)
+        }
+    }
+
     @Test("a second supervisor on the same configuration refuses (73, naming the first one's pid) and the first keeps running untouched")
     func secondSupervisorRefused() async throws {
         try await Cluster.with { cluster in

@@ -145,4 +145,51 @@ struct CallRouterTests {
         router.deliver(found("r9", vps: "forged"), from: outsider.connection)
         #expect(await result.outcome == .deadlineExceeded)
     }
+
+    @Test("a receiver that answers deadline_exceeded makes the call deadline_exceeded, not failed")
+    func receiverDeadline() async {
+        let a = FakeClient("a"), b = FakeClient("b")
+        for client in [a, b] { _ = clients.register(client.connection) }
+        async let result = router.call(call("r10"))
+        _ = await a.next(); _ = await b.next()
+        router.deliver(.failure(requestID: "r10", code: .notFound, error: ""), from: a.connection)
+        router.deliver(.failure(requestID: "r10", code: .deadlineExceeded, error: "handler ran past the deadline"), from: b.connection)
+        let outcome = await result
+        #expect(outcome.outcome == .deadlineExceeded)
+        #expect(outcome.error.contains("deadline exceeded at production/b"))
+        #expect(outcome.error.contains("not found by production/a"))
+    }
+
+    @Test("closing the registry hands a call waiting for a receiver back as interrupted and refuses new registrations")
+    func closeInterruptsWaitingCalls() async {
+        let started = ContinuousClock.now
+        async let result = router.call(call("r11", timeout: .seconds(30)))
+        // The call may start waiting before or after the close; both end the same way.
+        clients.close()
+        let outcome = await result
+        #expect(outcome.outcome == .interrupted)
+        #expect(outcome.receivers == 0)
+        #expect(ContinuousClock.now - started < .seconds(5))
+        let late = FakeClient("late")
+        guard case .refused = clients.register(late.connection) else {
+            Issue.record("a registration after close must be refused")
+            return
+        }
+        #expect(clients.count == 0)
+        #expect(await router.call(call("r12", timeout: .seconds(30))).outcome == .interrupted)
+    }
+
+    @Test("interruptAll ends the calls in flight as interrupted and sends their receivers cancel")
+    func interruptAll() async {
+        let a = FakeClient("a")
+        _ = clients.register(a.connection)
+        async let result = router.call(call("r13", timeout: .seconds(30)))
+        #expect(await a.next()?.messageType == .request)
+        #expect(router.interruptAll() == 1)
+        let outcome = await result
+        #expect(outcome.outcome == .interrupted)
+        #expect(await a.next()?.messageType == .cancel)
+        #expect(router.pendingCount == 0)
+        #expect(a.connection.inFlightCount == 0)
+    }
 }

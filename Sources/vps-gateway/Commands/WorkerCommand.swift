@@ -36,8 +36,13 @@ struct WorkerCommand: AsyncParsableCommand {
               VPS_NODE_GATEWAY_ENDPOINTS=node1:http://10.0.0.1:1537,node2:http://10.0.0.2:1537 \\
                   vps-gateway worker --env beta --instance-id beta-1 --inventory sqlite:beta.sqlite3
 
+            SIGTERM/SIGINT: `drain` to every gateway, requests in flight get --shutdown-grace, \
+            then the streams are closed (a gateway that does not answer is left after 1 s). A \
+            second SIGTERM/SIGINT stops at once. The process always exits within the grace plus \
+            3 s.
+
             Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT); 78 when the configuration or \
-            the inventory is unusable; 70 on an internal failure.
+            the inventory is unusable; 70 on an internal failure, or when a stop outlived its bound.
             """
     )
 
@@ -80,6 +85,9 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("How long an answer stays in the response cache.", valueName: "duration"))
     var responseCacheTTL = DurationArgument(.seconds(600), text: "10m")
 
+    @Option(help: ArgumentHelp("On shutdown, how long requests in flight get after `drain`; the process exits within this plus 3 s.", valueName: "duration"))
+    var shutdownGrace = DurationArgument(.seconds(5), text: "5s")
+
     @Option(help: ArgumentHelp("For tests and benchmarks: delay every answer by this long, as a slow database would.", valueName: "duration"))
     var simulateLatency: DurationArgument?
 
@@ -93,6 +101,7 @@ struct WorkerCommand: AsyncParsableCommand {
         _ = try backoffInitial.requirePositive("--backoff-initial")
         _ = try keepaliveInterval.requirePositive("--keepalive-interval")
         _ = try backoffMax.requirePositive("--backoff-max")
+        _ = try shutdownGrace.requirePositive("--shutdown-grace")
         guard backoffMax.duration >= backoffInitial.duration else {
             throw ValidationError("--backoff-max (\(backoffMax)) must not be below --backoff-initial (\(backoffInitial))")
         }
@@ -155,6 +164,7 @@ struct WorkerCommand: AsyncParsableCommand {
         configuration.node = node ?? host
         configuration.version = BuildInfo.version
         configuration.maxConcurrentRequests = maxConcurrent
+        configuration.shutdownGracePeriod = shutdownGrace.duration
         configuration.heartbeatInterval = heartbeatInterval.duration
         configuration.keepaliveInterval = keepaliveInterval.duration
         configuration.responseCacheSize = responseCacheSize

@@ -67,7 +67,7 @@ public final class RequestJournal: Service, Sendable {
             } catch where error.code == .alreadyRunning {
                 throw JournalError(
                     code: .inUse,
-                    message: "journal '\(path)' is in use by another gateway (\(error.holder.map { "pid \($0)" } ?? "pid unknown")); stop it, or give this one another --journal"
+                    message: "journal '\(path)' is in use by another gateway (\(error.holderDescription)); stop it, or give this one another --journal"
                 )
             } catch {
                 throw JournalError(code: .cannotOpen, message: error.message)

@@ -15,7 +15,7 @@ enum AdminSocket {
         } catch where error.code == .alreadyRunning {
             throw GatewayError(
                 code: .alreadyRunning,
-                message: "another gateway (\(error.holder.map { "pid \($0)" } ?? "pid unknown")) serves the admin socket '\(path)'; stop it (under systemd: systemctl stop vps-gateway), or give this one another --admin-socket"
+                message: "another gateway (\(error.holderDescription)) serves the admin socket '\(path)'; stop it (under systemd: systemctl stop vps-gateway), or give this one another --admin-socket"
             )
         } catch {
             throw GatewayError(code: .adminSocketFailed, message: error.message)

@@ -27,5 +27,8 @@ public struct LifecycleError: Error, CustomStringConvertible, Sendable {
         self.holder = holder
     }
 
+    /// `pid 1234`, or `pid unknown`: for messages that name the process in the way.
+    public var holderDescription: String { holder.map { "pid \($0)" } ?? "pid unknown" }
+
     public var description: String { "\(code): \"\(message)\"" }
 }

@@ -422,7 +422,7 @@ public final class Supervisor: Sendable {
         } catch where error.code == .alreadyRunning {
             throw SupervisorError(
                 code: .alreadyRunning,
-                message: "another supervisor (\(error.holder.map { "pid \($0)" } ?? "pid unknown")) runs on \(options.configurationPath) (it holds \(directory)/supervisor.lock); stop it first (under systemd: systemctl stop vps-gateway), or give this one another supervisor.notify_directory"
+                message: "another supervisor (\(error.holderDescription)) runs on \(options.configurationPath) (it holds \(directory)/supervisor.lock); stop it first (under systemd: systemctl stop vps-gateway), or give this one another supervisor.notify_directory"
             )
         } catch {
             throw SupervisorError(code: .notifySocketFailed, message: "\(error.message); is supervisor.notify_directory writable?")

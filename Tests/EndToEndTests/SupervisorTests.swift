@@ -58,16 +58,9 @@ struct SupervisorTests {
     /// Other suites run gateways and workers in parallel; every child of this supervisor has
     /// a path inside the cluster's directory on its command line.
     func pid(of role: String, in cluster: Cluster) -> pid_t? {
-        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return nil }
-        for entry in entries {
-            guard let pid = pid_t(entry),
-                  let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { continue }
-            let command = String(decoding: data.map { $0 == 0 ? UInt8(ascii: " ") : $0 }, as: UTF8.self)
-            if command.contains(TestBinary.path) && command.contains(role) && command.contains(cluster.directory) && !command.contains("supervise") {
-                return pid
-            }
-        }
-        return nil
+        processes(commandLineContaining: cluster.directory).first {
+            $0.command.contains(TestBinary.path) && $0.command.contains(role) && !$0.command.contains("supervise")
+        }?.pid
     }
 
     @Test("READY=1 once the gateway is ready; a worker killed with SIGKILL is restarted; SIGTERM stops every child and exits 0")
@@ -195,7 +188,7 @@ struct SupervisorTests {
             // The watchdog's SIGABRT starts the crash reporter, a child of the gateway holding
             // its sockets. Stopping it stands for a reporter that takes minutes.
             let reporter = await firstProcess(within: .seconds(20)) { $0.command.hasPrefix("swift-backtrace") && $0.parent == gateway }
-            let reporterPID = try #require(reporter, "no crash reporter started:\n\(supervisor.log.suffix(2000))")
+            let reporterPID = try #require(reporter?.pid, "no crash reporter started:\n\(supervisor.log.suffix(2000))")
             kill(reporterPID, SIGSTOP)
             let replaced = await poll(timeout: .seconds(40)) {
                 pid(of: "gateway --listen", in: cluster).map { $0 != gateway } ?? false

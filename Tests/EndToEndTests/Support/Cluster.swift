@@ -65,7 +65,7 @@ final class Cluster: Sendable {
 
     /// Processes with this cluster's directory on their command line that are still there
     /// after `timeout`.
-    private func leftoverProcesses(within timeout: Duration) async -> [(pid: pid_t, command: String)] {
+    private func leftoverProcesses(within timeout: Duration) async -> [ProcessEntry] {
         _ = await poll(timeout: timeout) { EndToEndTests.processes(commandLineContaining: self.directory + "/").isEmpty }
         return EndToEndTests.processes(commandLineContaining: directory + "/")
     }

@@ -118,60 +118,57 @@ enum TestBinary {
     }()
 }
 
-/// The processes whose command line contains `text`, from /proc.
-func processes(commandLineContaining text: String) -> [(pid: pid_t, command: String)] {
-    guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
-    return entries.compactMap { entry in
-        guard let pid = pid_t(entry), pid != getpid(),
-              let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline"), !data.isEmpty else { return nil }
-        let command = String(decoding: data.map { $0 == 0 ? UInt8(ascii: " ") : $0 }, as: UTF8.self)
-        return command.contains(text) ? (pid, command) : nil
-    }
+/// One process as /proc shows it.
+struct ProcessEntry: Sendable {
+    var pid: pid_t
+    var parent: pid_t
+    var group: pid_t
+    /// `R`, `S`, `T`, `Z`, … (a zombie waits for its reaper).
+    var state: Character
+    /// The arguments joined by spaces; empty for a zombie or a kernel thread.
+    var command: String
+
+    var isAlive: Bool { state != "Z" }
 }
 
-/// The live processes of process group `group`, from /proc (a crash reporter shares its
-/// crashed process's group).
-func processes(inGroup group: pid_t) -> [pid_t] {
+/// Every process on the machine, from /proc (entries that vanish while reading are skipped).
+func processTable() -> [ProcessEntry] {
     guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
     return entries.compactMap { entry in
-        guard let pid = pid_t(entry), let data = FileManager.default.contents(atPath: "/proc/\(entry)/stat") else { return nil }
+        guard let pid = pid_t(entry), let stat = FileManager.default.contents(atPath: "/proc/\(entry)/stat") else { return nil }
         // pid (comm) state ppid pgrp …; comm may hold spaces, so read after the last ')'.
-        let text = String(decoding: data, as: UTF8.self)
+        let text = String(decoding: stat, as: UTF8.self)
         guard let close = text.lastIndex(of: ")") else { return nil }
         let fields = text[text.index(after: close)...].split(separator: " ")
-        guard fields.count > 2, fields[0] != "Z", pid_t(fields[2]) == group else { return nil }
-        return pid
+        guard fields.count > 2, let state = fields[0].first, let parent = pid_t(fields[1]), let group = pid_t(fields[2]) else { return nil }
+        let arguments = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") ?? Data()
+        let command = String(decoding: arguments.map { $0 == 0 ? UInt8(ascii: " ") : $0 }, as: UTF8.self)
+        return ProcessEntry(pid: pid, parent: parent, group: group, state: state, command: command)
     }
 }
 
-/// True while `pid` is a live process (a zombie waiting for its reaper does not count).
-func isAlive(_ pid: pid_t) -> Bool {
-    guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/stat") else { return false }
-    let text = String(decoding: data, as: UTF8.self)
-    guard let close = text.lastIndex(of: ")") else { return false }
-    return text[text.index(after: close)...].split(separator: " ").first != "Z"
+/// Live processes (not this one) whose command line contains `text`.
+func processes(commandLineContaining text: String) -> [ProcessEntry] {
+    processTable().filter { $0.isAlive && $0.pid != getpid() && $0.command.contains(text) }
 }
 
-/// The first process (pid, parent pid, command line) matching `condition` within `timeout`.
-func firstProcess(within timeout: Duration, _ condition: @escaping @Sendable ((pid: pid_t, parent: pid_t, command: String)) -> Bool) async -> pid_t? {
-    let found = Mutex<pid_t?>(nil)
+/// Live processes of process group `group` (a crash reporter shares its crashed process's group).
+func processes(inGroup group: pid_t) -> [ProcessEntry] {
+    processTable().filter { $0.isAlive && $0.group == group }
+}
+
+/// True while `pid` is a live process.
+func isAlive(_ pid: pid_t) -> Bool {
+    processTable().contains { $0.pid == pid && $0.isAlive }
+}
+
+/// The first live process matching `condition` within `timeout`.
+func firstProcess(within timeout: Duration, _ condition: @escaping @Sendable (ProcessEntry) -> Bool) async -> ProcessEntry? {
+    let found = Mutex<ProcessEntry?>(nil)
     _ = await poll(timeout: timeout) {
-        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return false }
-        for entry in entries {
-            guard let pid = pid_t(entry),
-                  let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline"), !data.isEmpty,
-                  let stat = FileManager.default.contents(atPath: "/proc/\(entry)/stat") else { continue }
-            let text = String(decoding: stat, as: UTF8.self)
-            guard let close = text.lastIndex(of: ")") else { continue }
-            let fields = text[text.index(after: close)...].split(separator: " ")
-            guard fields.count > 1, let parent = pid_t(fields[1]) else { continue }
-            let command = String(decoding: data.map { $0 == 0 ? UInt8(ascii: " ") : $0 }, as: UTF8.self)
-            if condition((pid, parent, command)) {
-                found.withLock { $0 = pid }
-                return true
-            }
-        }
-        return false
+        guard let match = processTable().first(where: { $0.isAlive && condition($0) }) else { return false }
+        found.withLock { $0 = match }
+        return true
     }
     return found.withLock { $0 }
 }

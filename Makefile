@@ -40,9 +40,13 @@ RELEASE_FLAGS := -c release --static-swift-stdlib
 release: deps
 	$(SWIFT) build $(RELEASE_FLAGS)
 
+# Each run's test directories live under a directory of its own, which the leftover check
+# after the suite looks at: a process a test left behind fails the run.
 test: deps
-	SWIFT_BACKTRACE=enable=no $(SWIFT) test
-	scripts/check-no-leftovers.sh
+	@root=$$(mktemp -d /tmp/vpsgw-run-XXXXXX) && \
+	  VPSGW_TEST_ROOT=$$root SWIFT_BACKTRACE=enable=no $(SWIFT) test; status=$$?; \
+	  scripts/check-no-leftovers.sh "$$root" || status=1; \
+	  rm -rf "$$root"; exit $$status
 	scripts/systemd-test.sh --if-possible
 
 systemd-test: deps

@@ -26,7 +26,10 @@ final class Cluster: Sendable {
     var gatewayURL: String { "http://127.0.0.1:\(port)" }
 
     private init() throws {
-        let template = "/tmp/vpsgw-test-XXXXXX"
+        // `make test` gives each run a directory of its own, so the leftover check after the
+        // suite sees only this run's processes (CI may run two suites on one machine).
+        let root = ProcessInfo.processInfo.environment["VPSGW_TEST_ROOT"] ?? "/tmp"
+        let template = "\(root)/vpsgw-test-XXXXXX"
         var bytes = Array(template.utf8CString)
         guard mkdtemp(&bytes) != nil else { throw ClusterError("mkdtemp failed") }
         directory = String(decoding: bytes.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)

@@ -11,7 +11,8 @@ PROTOC_PLUGINS := .build-protoc/release
 GENERATED := Sources/GatewayProtocol/Generated
 PROTOS := proto/obiente/cloud/vpsgateway/v1/gateway.proto \
           proto/obiente/cloud/vps/v1/find_vps_by_lease.proto \
-          proto/vpsgateway/admin/v1/admin.proto
+          proto/vpsgateway/admin/v1/admin.proto \
+          proto/grpc/health/v1/health.proto
 
 .PHONY: help deps build release test systemd-test verify-units run proto check-generated bench install clean
 

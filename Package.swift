@@ -22,6 +22,8 @@ let lifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "sw
 let unixSignals = Target.Dependency.product(name: "UnixSignals", package: "swift-service-lifecycle")
 let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
 let nioPosix = Target.Dependency.product(name: "NIOPosix", package: "swift-nio")
+let nioHTTP2 = Target.Dependency.product(name: "NIOHTTP2", package: "swift-nio-http2")
+let nioHPACK = Target.Dependency.product(name: "NIOHPACK", package: "swift-nio-http2")
 
 let package = Package(
     name: "vps-gateway",
@@ -32,6 +34,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/grpc/grpc-swift-2.git", exact: "2.4.3"),
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", exact: "2.9.2"),
+        .package(url: "https://github.com/apple/swift-nio-http2.git", exact: "1.46.0"),
         .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", exact: "2.4.1"),
         .package(url: "https://github.com/apple/swift-protobuf.git", exact: "1.39.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", exact: "1.8.2"),
@@ -52,6 +55,15 @@ let package = Package(
             exclude: ["Generated/README.md"],
             swiftSettings: swiftSettings
         ),
+        // zlib (Debian's zlib1g-dev): gzip for gRPC and Connect messages.
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
+        // One HTTP/2 endpoint for gRPC and Connect: protocol chosen per stream by content
+        // type, typed methods, limits, bounded shutdown.
+        .target(
+            name: "RPCEndpoint",
+            dependencies: ["CZlib", nioCore, nioPosix, nioHTTP2, nioHPACK, protobuf, logging],
+            swiftSettings: swiftSettings
+        ),
         // What a long-running process owns and how it ends: instance locks, sockets it
         // removes only while they are its own, the bound on a graceful shutdown.
         .target(
@@ -62,7 +74,7 @@ let package = Package(
         // The gateway: stream registry, fan-out and the admin API.
         .target(
             name: "GatewayServer",
-            dependencies: ["GatewayProtocol", "GatewayJournal", "DHCPLeases", "ProcessLifecycle", "CMalloc", grpcCore, grpcTransport, protobuf, logging, lifecycle, nioCore],
+            dependencies: ["GatewayProtocol", "GatewayJournal", "DHCPLeases", "ProcessLifecycle", "RPCEndpoint", "CMalloc", grpcCore, protobuf, logging, lifecycle],
             swiftSettings: swiftSettings
         ),
         // The request journal: migrations, group commit, recovery queries, maintenance.

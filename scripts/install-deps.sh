@@ -5,7 +5,7 @@
 # apt-get itself; otherwise it prints the exact command and fails when something is missing.
 set -euo pipefail
 
-packages=(libsqlite3-dev libsystemd-dev pkg-config iproute2 dnsmasq-base dnsmasq-utils busybox systemd-container)
+packages=(libsqlite3-dev libsystemd-dev zlib1g-dev pkg-config iproute2 dnsmasq-base dnsmasq-utils busybox systemd-container)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

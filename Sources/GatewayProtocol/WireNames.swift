@@ -29,3 +29,7 @@ public enum GatewayMethod {
 public enum GatewayMetadataKey {
     public static let apiSecret = "x-api-secret"
 }
+
+public typealias HealthCheckRequest = Grpc_Health_V1_HealthCheckRequest
+public typealias HealthCheckResponse = Grpc_Health_V1_HealthCheckResponse
+public typealias HealthService = Grpc_Health_V1_Health

@@ -2,31 +2,47 @@ import DHCPLeases
 import Foundation
 import GatewayJournal
 import GatewayProtocol
-import GRPCCore
 import Logging
+import RPCEndpoint
 import SwiftProtobuf
 
 /// The admin API on the Unix socket: `Call` sends one request through the fan-out,
-/// `ListClients` lists the connected instances.
-struct AdminService: GatewayAdminService.SimpleServiceProtocol {
+/// `ListClients` lists the connected instances, `Replay` and `ListLeases` serve the journal
+/// and lease commands. Every method speaks gRPC and Connect (unary, binary or JSON), so
+/// `curl --unix-socket … --http2-prior-knowledge -H 'content-type: application/json'` works.
+struct AdminService: Sendable {
     let gateway: Gateway
 
-    func call(request: AdminCallRequest, context: ServerContext) async throws -> AdminCallResponse {
+    func register(on router: inout RPCRouter) {
+        router.unary(ServedMethods.call) { (request: AdminCallRequest, _) in try await call(request: request) }
+        router.unary(ServedMethods.listClients) { (request: AdminListClientsRequest, _) in listClients(request: request) }
+        router.unary(ServedMethods.replay) { (request: AdminReplayRequest, _) in try await replay(request: request) }
+        router.unary(ServedMethods.listLeases) { (request: AdminListLeasesRequest, _) in listLeases(request: request) }
+    }
+
+    func call(request given: AdminCallRequest) async throws -> AdminCallResponse {
+        var request = given
+        if request.hasArguments {
+            guard request.payload.isEmpty else {
+                throw RPCStatus(.invalidArgument, "give either payload or arguments, not both")
+            }
+            request.payload = try MethodMessages.payload(for: request.method, arguments: request.arguments)
+        }
         guard !gateway.isShuttingDown else {
-            throw RPCError(code: .unavailable, message: "the gateway is shutting down; nothing was recorded or sent; call again once it is back")
+            throw RPCStatus(.unavailable, "the gateway is shutting down; nothing was recorded or sent; call again once it is back")
         }
         guard !request.method.isEmpty else {
-            throw RPCError(code: .invalidArgument, message: "method is empty; expected a method name such as \(GatewayMethod.findVPSByLease)")
+            throw RPCStatus(.invalidArgument, "method is empty; expected a method name such as \(GatewayMethod.findVPSByLease)")
         }
         let configuration = gateway.configuration
         let timeout: Duration = request.timeoutMs == 0
             ? configuration.defaultCallTimeout : .milliseconds(Int64(request.timeoutMs))
         guard timeout <= configuration.maxCallTimeout else {
-            throw RPCError(code: .invalidArgument, message: "timeout_ms \(request.timeoutMs) is above the gateway's maximum of \(configuration.maxCallTimeout)")
+            throw RPCStatus(.invalidArgument, "timeout_ms \(request.timeoutMs) is above the gateway's maximum of \(configuration.maxCallTimeout)")
         }
         let requestID = request.requestID.isEmpty ? Self.newRequestID() : request.requestID
         guard requestID.utf8.count <= 128 else {
-            throw RPCError(code: .invalidArgument, message: "request_id is \(requestID.utf8.count) bytes; expected at most 128")
+            throw RPCStatus(.invalidArgument, "request_id is \(requestID.utf8.count) bytes; expected at most 128")
         }
         let started = ContinuousClock.now
         let target = CallTarget(
@@ -38,13 +54,13 @@ struct AdminService: GatewayAdminService.SimpleServiceProtocol {
             response = try await journaledCall(request, requestID: requestID, target: target, timeout: timeout, journal: journal, runner: runner)
         } else {
             guard !request.async else {
-                throw RPCError(code: .failedPrecondition, message: "async calls need the request journal; this gateway runs with --journal off")
+                throw RPCStatus(.failedPrecondition, "async calls need the request journal; this gateway runs with --journal off")
             }
             let result = await gateway.router.call(OutgoingCall(
                 requestID: requestID, method: request.method, payload: request.payload, target: target, deadline: started + timeout
             ))
             if result.outcome == .interrupted {
-                throw RPCError(code: .unavailable, message: "the gateway shut down before request \(requestID) ended; without a journal it is not retried")
+                throw RPCStatus(.unavailable, "the gateway shut down before request \(requestID) ended; without a journal it is not retried")
             }
             response = .with {
                 $0.requestID = requestID
@@ -58,6 +74,9 @@ struct AdminService: GatewayAdminService.SimpleServiceProtocol {
         }
         var timed = response
         timed.durationUs = UInt64(max(0, (ContinuousClock.now - started).secondsValue * 1_000_000))
+        if timed.outcome == .ok, let result = MethodMessages.result(for: request.method, payload: timed.payload) {
+            timed.result = result
+        }
         gateway.logger.info(request.async ? "call recorded" : "call finished", metadata: [
             "message_id": "\(LogEventID.callFinished)",
             "request_id": "\(requestID)", "method": "\(request.method)", "outcome": "\(BenchmarkName.outcome(response.outcome))",
@@ -89,26 +108,26 @@ struct AdminService: GatewayAdminService.SimpleServiceProtocol {
         } catch {
             switch error {
             case .notRecorded(let cause):
-                throw RPCError(code: .unavailable, message: "the request was not recorded in the journal, so it was not sent: \(cause)")
+                throw RPCStatus(.unavailable, "the request was not recorded in the journal, so it was not sent: \(cause)")
             case .interrupted:
-                throw RPCError(code: .unavailable, message: "the gateway is shutting down; request \(requestID) stays pending in the journal and is retried at the next start")
+                throw RPCStatus(.unavailable, "the gateway is shutting down; request \(requestID) stays pending in the journal and is retried at the next start")
             }
         }
     }
 
-    func listLeases(request: AdminListLeasesRequest, context: ServerContext) async throws -> AdminListLeasesResponse {
+    func listLeases(request: AdminListLeasesRequest) -> AdminListLeasesResponse {
         guard let watcher = gateway.leaseWatcher else { return .with { $0.watching = false } }
         return AdminListLeasesResponse(watcher.status(withEntries: !request.summaryOnly), configuration: watcher.configuration, summaryOnly: request.summaryOnly)
     }
 
-    func replay(request: AdminReplayRequest, context: ServerContext) async throws -> AdminReplayResponse {
+    func replay(request: AdminReplayRequest) async throws -> AdminReplayResponse {
         guard let journal = gateway.journal, let runner = gateway.runner else {
-            throw RPCError(code: .failedPrecondition, message: "replay needs the request journal; this gateway runs with --journal off")
+            throw RPCStatus(.failedPrecondition, "replay needs the request journal; this gateway runs with --journal off")
         }
         var selection = RequestJournal.ReplaySelection(requestIDs: request.requestIds)
         if request.requestIds.isEmpty {
             guard let state = JournalRecord.State(rawValue: request.state), state == .failed || state == .expired || state == .completed else {
-                throw RPCError(code: .invalidArgument, message: "state '\(request.state)' cannot be replayed; expected failed, expired or completed, or give request ids")
+                throw RPCStatus(.invalidArgument, "state '\(request.state)' cannot be replayed; expected failed, expired or completed, or give request ids")
             }
             selection.state = state
         }
@@ -118,7 +137,7 @@ struct AdminService: GatewayAdminService.SimpleServiceProtocol {
         do {
             records = try await journal.resetForReplay(selection, deadline: JournalClock.now() + Int64(timeout.secondsValue * 1000))
         } catch {
-            throw RPCError(code: .unavailable, message: "could not mark the requests for replay: \(error)")
+            throw RPCStatus(.unavailable, "could not mark the requests for replay: \(error)")
         }
         for record in records { runner.submit(record) }
         gateway.logger.notice("journal replay", metadata: ["requests": "\(records.count)"])
@@ -128,7 +147,7 @@ struct AdminService: GatewayAdminService.SimpleServiceProtocol {
         }
     }
 
-    func listClients(request: AdminListClientsRequest, context: ServerContext) async throws -> AdminListClientsResponse {
+    func listClients(request: AdminListClientsRequest) -> AdminListClientsResponse {
         let connections = gateway.clients.connections(environment: request.environment.isEmpty ? nil : request.environment)
         return .with {
             $0.clients = connections.map { connection in

@@ -27,7 +27,18 @@ extension Gateway {
         public var maxCallTimeout: Duration
         /// The largest message accepted on a stream or the admin socket. Default 4 MiB.
         public var maxMessageBytes: Int
-        /// HTTP/2 keepalive pings the gateway sends on idle connections. Default every 60 s.
+        /// Streams a client may open at once on one connection. Default 256.
+        public var maxConcurrentStreams: Int
+        /// The largest request header block. Default 16 KiB.
+        public var maxHeaderListSize: Int
+        /// Connections open at once on the stream port (and on the admin socket); more are
+        /// closed as they arrive. Default 4,096.
+        public var maxConnections: Int
+        /// A connection without an open stream (one that never sent the HTTP/2 preface, or
+        /// whose streams ended) is closed after this. Default 30 s.
+        public var idleConnectionTimeout: Duration
+        /// HTTP/2 keepalive pings the gateway sends on a connection that read nothing for this
+        /// long. Default 30 s (with the timeout, a dead peer is found within a minute).
         public var keepaliveInterval: Duration
         /// How long a keepalive ping may stay unanswered before the connection is closed.
         /// Default 20 s.
@@ -83,7 +94,11 @@ extension Gateway {
             self.defaultCallTimeout = .seconds(10)
             self.maxCallTimeout = .seconds(300)
             self.maxMessageBytes = 4 * 1024 * 1024
-            self.keepaliveInterval = .seconds(60)
+            self.maxConcurrentStreams = 256
+            self.maxHeaderListSize = 16 * 1024
+            self.maxConnections = 4096
+            self.idleConnectionTimeout = .seconds(30)
+            self.keepaliveInterval = .seconds(30)
             self.keepaliveTimeout = .seconds(20)
             self.minClientPingInterval = .seconds(10)
             self.shutdownGracePeriod = .seconds(5)

@@ -1,7 +1,7 @@
 import Foundation
 import GatewayProtocol
-import GRPCCore
 import Logging
+import RPCEndpoint
 import Synchronization
 import SwiftProtobuf
 
@@ -9,9 +9,10 @@ extension Gateway {
     /// Runs one client stream from `register` to its end: reads messages, writes the
     /// stream's send queue, sends heartbeats and evicts the stream when it goes silent.
     func serveStream(
-        inbound: RPCAsyncSequence<GatewayMessage, any Error>,
-        writer: RPCWriter<GatewayMessage>,
-        remoteAddress: String
+        inbound: some AsyncSequence<GatewayMessage, any Error> & Sendable,
+        write: @escaping @Sendable ([GatewayMessage]) async throws -> Void,
+        remoteAddress: String,
+        wireProtocol: RPCContext.WireProtocol
     ) async throws {
         let outbound = MessageQueue<GatewayMessage>(capacity: configuration.sendQueueCapacity)
         let registered = RegisteredConnection()
@@ -21,12 +22,12 @@ extension Gateway {
         }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                while let batch = await outbound.nextBatch() { try await writer.write(contentsOf: batch) }
+                while let batch = await outbound.nextBatch() { try await write(batch) }
             }
             group.addTask {
                 var messages = inbound.makeAsyncIterator()
                 guard let first = try await messages.next() else { return }
-                let connection = try self.accept(first, remoteAddress: remoteAddress, outbound: outbound)
+                let connection = try self.accept(first, remoteAddress: remoteAddress, wireProtocol: wireProtocol, outbound: outbound)
                 registered.set(connection)
                 while let message = try await messages.next() {
                     self.handle(message, from: connection)
@@ -35,10 +36,7 @@ extension Gateway {
             group.addTask {
                 try await Task.sleep(for: self.configuration.registrationTimeout)
                 guard let connection = registered.connection else {
-                    throw RPCError(
-                        code: .deadlineExceeded,
-                        message: "no 'register' message within \(self.configuration.registrationTimeout); send it first"
-                    )
+                    throw RPCStatus(.deadlineExceeded, "no 'register' message within \(self.configuration.registrationTimeout); send it first")
                 }
                 try await self.keepAlive(connection)
             }
@@ -50,9 +48,9 @@ extension Gateway {
         if let reason = registered.connection?.closeReason {
             switch reason {
             case .replaced:
-                throw RPCError(code: .aborted, message: "replaced by a newer stream with the same instance id")
+                throw RPCStatus(.aborted, "replaced by a newer stream with the same instance id")
             case .evicted:
-                throw RPCError(code: .unavailable, message: "evicted: no message for \(configuration.evictionSilence)")
+                throw RPCStatus(.unavailable, "evicted: no message for \(configuration.evictionSilence)")
             case .shuttingDown:
                 throw Self.shuttingDownRefusal
             }
@@ -63,10 +61,11 @@ extension Gateway {
     private func accept(
         _ first: GatewayMessage,
         remoteAddress: String,
+        wireProtocol: RPCContext.WireProtocol,
         outbound: MessageQueue<GatewayMessage>
     ) throws -> ClientConnection {
         guard first.messageType == .register else {
-            throw RPCError(code: .failedPrecondition, message: "the first message must be 'register', got '\(first.type.prefix(64))'")
+            throw RPCStatus(.failedPrecondition, "the first message must be 'register', got '\(first.type.prefix(64))'")
         }
         let identity = try ClientIdentity(registration: first.registration, remoteAddress: remoteAddress)
         // Refused before `registered` is sent; the registry refuses again if the drain
@@ -74,7 +73,7 @@ extension Gateway {
         if clients.isClosed { throw refuseRegistration(of: identity) }
         let connection = ClientConnection(identity: identity, outbound: outbound)
         guard connection.send(.registered) else {
-            throw RPCError(code: .internalError, message: "could not queue 'registered'")
+            throw RPCStatus(.internal, "could not queue 'registered'")
         }
         switch clients.register(connection) {
         case .refused:
@@ -92,13 +91,14 @@ extension Gateway {
             "instance": "\(identity.instanceID)", "environment": "\(identity.environment)",
             "node": "\(identity.node)", "version": "\(identity.version)",
             "methods": "\(identity.methods.joined(separator: ","))", "remote_address": "\(remoteAddress)",
+            "protocol": "\(wireProtocol.rawValue)",
         ])
         return connection
     }
 
-    static let shuttingDownRefusal = RPCError(code: .unavailable, message: "the gateway is shutting down; reconnect later")
+    static let shuttingDownRefusal = RPCStatus(.unavailable, "the gateway is shutting down; reconnect later")
 
-    private func refuseRegistration(of identity: ClientIdentity) -> RPCError {
+    private func refuseRegistration(of identity: ClientIdentity) -> RPCStatus {
         logger.info("refused a registration: the gateway is shutting down", metadata: [
             "instance": "\(identity.instanceID)", "environment": "\(identity.environment)", "remote_address": "\(identity.remoteAddress)",
         ])
@@ -170,7 +170,7 @@ extension ClientIdentity {
         try Self.check(registration.gatewayID, field: "gateway_id (the node name)", allowEmpty: true)
         try Self.check(registration.version, field: "version", allowEmpty: true)
         guard registration.methods.count <= 256 else {
-            throw RPCError(code: .invalidArgument, message: "registration lists \(registration.methods.count) methods; at most 256 are accepted")
+            throw RPCStatus(.invalidArgument, "registration lists \(registration.methods.count) methods; at most 256 are accepted")
         }
         for method in registration.methods { try Self.check(method, field: "methods", allowEmpty: false) }
         self.init(
@@ -186,10 +186,10 @@ extension ClientIdentity {
 
     private static func check(_ value: String, field: String, allowEmpty: Bool) throws {
         if value.isEmpty && !allowEmpty {
-            throw RPCError(code: .invalidArgument, message: "registration field \(field) is empty; expected a non-empty name")
+            throw RPCStatus(.invalidArgument, "registration field \(field) is empty; expected a non-empty name")
         }
         if value.utf8.count > 256 || value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
-            throw RPCError(code: .invalidArgument, message: "registration field \(field) must be at most 256 bytes of printable text")
+            throw RPCStatus(.invalidArgument, "registration field \(field) must be at most 256 bytes of printable text")
         }
     }
 }

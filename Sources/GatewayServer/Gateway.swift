@@ -7,12 +7,11 @@ import GatewayProtocol
 #if canImport(Glibc)
 import Glibc
 #endif
-import GRPCCore
-import GRPCNIOTransportHTTP2Posix
 // Public: the gateway is a `Service` that a `ServiceGroup` runs and shuts down.
 public import Logging
 // Public: the gateway is given the lock on its admin socket.
 public import ProcessLifecycle
+import RPCEndpoint
 public import ServiceLifecycle
 import Synchronization
 
@@ -36,13 +35,13 @@ public final class Gateway: Service, Sendable {
     let runner: RequestRunner?
     /// Nil when the gateway runs without a lease file.
     let leaseWatcher: LeaseWatcher?
-    /// The connections each server has open, for cutting those that outlast the grace.
-    private let streamConnections = OpenConnections()
-    private let adminConnections = OpenConnections()
     /// The admin socket this gateway bound, removed at exit only while it is still that one.
     private let adminSocketFile = Mutex<OwnedPath?>(nil)
-    /// What READY=1 waits for: listening, and with a journal, its unfinished rows handed back.
-    private let readiness = WatchedState<Set<StartupCondition>>([])
+    /// What READY=1 waits for: listening, and with a journal, its unfinished rows handed back;
+    /// and, once it begins, the drain (health then says NOT_SERVING).
+    let readiness = WatchedState<Set<StartupCondition>>([])
+    /// Repeated refusals of unauthenticated streams, one log line per peer and minute.
+    let refusedStreams: RefusalLog
 
     /// Held for the gateway's life: one gateway per admin socket.
     private let instanceLock: InstanceLock?
@@ -61,6 +60,7 @@ public final class Gateway: Service, Sendable {
     public init(configuration: Configuration, journal: RequestJournal?, instanceLock: InstanceLock? = nil, logger: Logger) {
         self.instanceLock = instanceLock
         self.configuration = configuration
+        self.refusedStreams = RefusalLog(logger: logger, message: "refused a stream: missing or wrong API secret")
         self.logger = logger
         let router = CallRouter(clients: clients, logger: logger)
         self.router = router
@@ -81,39 +81,14 @@ public final class Gateway: Service, Sendable {
         // Held until the gateway ends: a second gateway on this socket is refused up front.
         let instanceLock = try self.instanceLock ?? AdminSocket.lock(path: configuration.adminSocketPath)
         try AdminSocket.prepare(path: configuration.adminSocketPath)
+        var streamRoutes = RPCRouter()
+        registerStreamService(on: &streamRoutes)
+        registerHealthService(on: &streamRoutes)
+        var adminRoutes = RPCRouter()
+        AdminService(gateway: self).register(on: &adminRoutes)
         let servers = Servers(
-            stream: GRPCServer(
-                transport: .http2NIOPosix(
-                    address: configuration.listenAddress,
-                    transportSecurity: .plaintext,
-                    config: .defaults {
-                        $0.connection.keepalive = .init(
-                            time: configuration.keepaliveInterval,
-                            timeout: configuration.keepaliveTimeout,
-                            clientBehavior: .init(
-                                minPingIntervalWithoutCalls: configuration.minClientPingInterval,
-                                allowWithoutCalls: true
-                            )
-                        )
-                        $0.rpc.maxRequestPayloadSize = configuration.maxMessageBytes
-                        $0.connection.flushCoalescing = nil
-                        $0.channelDebuggingCallbacks.onAcceptTCPConnection = streamConnections.track
-                    }
-                ),
-                services: [StreamService(gateway: self)]
-            ),
-            admin: GRPCServer(
-                transport: .http2NIOPosix(
-                    address: .unixDomainSocket(path: configuration.adminSocketPath),
-                    transportSecurity: .plaintext,
-                    config: .defaults {
-                        $0.rpc.maxRequestPayloadSize = configuration.maxMessageBytes
-                        $0.connection.flushCoalescing = nil
-                        $0.channelDebuggingCallbacks.onAcceptTCPConnection = adminConnections.track
-                    }
-                ),
-                services: [AdminService(gateway: self)]
-            )
+            stream: RPCServer(configuration: configuration.streamEndpoint, router: streamRoutes, logger: logger),
+            admin: RPCServer(configuration: configuration.adminEndpoint, router: adminRoutes, logger: logger)
         )
         let report: DrainReport?
         if let journal {
@@ -135,10 +110,10 @@ public final class Gateway: Service, Sendable {
         logger.info("gateway stopped", metadata: report?.metadata ?? ["how": "cancelled: stopped at once"])
     }
 
-    /// The two servers of a gateway.
+    /// The two servers of a gateway: the stream port and the admin socket.
     private struct Servers: Sendable {
-        let stream: GRPCServer<HTTP2ServerTransport.Posix>
-        let admin: GRPCServer<HTTP2ServerTransport.Posix>
+        let stream: RPCServer
+        let admin: RPCServer
     }
 
     /// Runs the servers and the gateway's background parts until both servers have stopped;
@@ -146,7 +121,7 @@ public final class Gateway: Service, Sendable {
     private func serve(_ servers: Servers) async throws -> DrainReport? {
         try await withThrowingTaskGroup(of: Part.self) { group in
             group.addTask {
-                do { try await servers.stream.serve() } catch where !Task.isCancelled {
+                do { try await servers.stream.run() } catch where !Task.isCancelled {
                     throw GatewayError(
                         code: .listenFailed,
                         message: "cannot serve on \(self.configuration.listenHost):\(self.configuration.listenPort); is another gateway running, or is the port taken?",
@@ -156,7 +131,7 @@ public final class Gateway: Service, Sendable {
                 return .server
             }
             group.addTask {
-                do { try await servers.admin.serve() } catch where !Task.isCancelled {
+                do { try await servers.admin.run() } catch where !Task.isCancelled {
                     throw GatewayError(
                         code: .adminSocketFailed,
                         message: "cannot serve the admin API on \(self.configuration.adminSocketPath)",
@@ -190,13 +165,14 @@ public final class Gateway: Service, Sendable {
                 }
             }
             group.addTask {
-                let streamAddress = try await servers.stream.listeningAddress
-                _ = try await servers.admin.listeningAddress
+                // Nil when binding failed: that server's task ends the gateway with its error.
+                guard let streamAddress = await servers.stream.listeningAddress,
+                      await servers.admin.listeningAddress != nil else { return .background }
                 try AdminSocket.restrictPermissions(path: self.configuration.adminSocketPath)
                 self.adminSocketFile.withLock { $0 = OwnedPath(claiming: self.configuration.adminSocketPath) }
                 self.readiness.update { _ = $0.insert(.listening) }
                 self.logger.info("gateway listening", metadata: [
-                    "address": "\(streamAddress.map { "\($0)" } ?? "?")",
+                    "address": "\(streamAddress)",
                     "admin_socket": "\(self.configuration.adminSocketPath)",
                     "journal": "\(self.journal?.path ?? "off")",
                     "version": "\(self.configuration.version)",
@@ -222,7 +198,7 @@ public final class Gateway: Service, Sendable {
                 case .closeTimeout where serversRunning > 0:
                     // Peers that did not close their connections (silent, half-open, stopped)
                     // are cut from this side; then the servers are stopped, done or not.
-                    let cut = streamConnections.closeAll() + adminConnections.closeAll()
+                    let cut = servers.stream.closeConnections() + servers.admin.closeConnections()
                     report?.connectionsCut = cut
                     logger.notice("cut the connections still open after the grace period", metadata: [
                         "connections": "\(cut)", "close_timeout": "\(configuration.connectionCloseTimeout)",
@@ -250,6 +226,7 @@ public final class Gateway: Service, Sendable {
         // From here on no stream registers, no call is taken, and a call without a receiver
         // is handed back.
         clients.close()
+        readiness.update { _ = $0.insert(.draining) }
         let connections = clients.connections()
         logger.info("gateway draining", metadata: [
             "clients": "\(connections.count)", "calls_in_flight": "\(router.pendingCount)",
@@ -292,9 +269,12 @@ public final class Gateway: Service, Sendable {
     /// Returns once the gateway listens and, with a journal, has handed every unfinished row
     /// of an earlier run back to the runner: what `READY=1` means.
     public func waitUntilReady() async {
-        let needed: Set<StartupCondition> = journal == nil ? [.listening] : [.listening, .recovered]
+        let needed = readyConditions
         await readiness.wait { needed.isSubset(of: $0) }
     }
+
+    /// Listening, and with a journal, recovered.
+    var readyConditions: Set<StartupCondition> { journal == nil ? [.listening] : [.listening, .recovered] }
 
     /// Returns once the gateway listens: clients can register, though the journal may still
     /// be replaying.
@@ -422,10 +402,27 @@ public final class Gateway: Service, Sendable {
 }
 
 extension Gateway.Configuration {
-    var listenAddress: GRPCNIOTransportCore.SocketAddress {
-        listenHost.contains(":")
-            ? .ipv6(host: listenHost, port: listenPort)
-            : .ipv4(host: listenHost, port: listenPort)
+    /// The stream port's endpoint and its limits.
+    var streamEndpoint: RPCServer.Configuration {
+        var endpoint = RPCServer.Configuration(address: .tcp(host: listenHost, port: listenPort), name: "the stream port")
+        endpoint.maxMessageBytes = maxMessageBytes
+        endpoint.maxConcurrentStreams = maxConcurrentStreams
+        endpoint.maxHeaderListSize = maxHeaderListSize
+        endpoint.maxConnections = maxConnections
+        endpoint.idleTimeout = idleConnectionTimeout
+        endpoint.keepaliveInterval = keepaliveInterval
+        endpoint.keepaliveTimeout = keepaliveTimeout
+        endpoint.minClientPingInterval = minClientPingInterval
+        return endpoint
+    }
+
+    /// The admin socket's endpoint: the same limits; no keepalive (local, short calls).
+    var adminEndpoint: RPCServer.Configuration {
+        var endpoint = streamEndpoint
+        endpoint.address = .unix(path: adminSocketPath)
+        endpoint.name = "the admin socket"
+        endpoint.keepaliveInterval = nil
+        return endpoint
     }
 
     func validate() throws {
@@ -445,4 +442,8 @@ extension Gateway.Configuration {
 }
 
 /// The conditions that together make a gateway ready.
-enum StartupCondition: Hashable, Sendable { case listening, recovered }
+enum StartupCondition: Hashable, Sendable {
+    case listening, recovered
+    /// Not a start condition: set when the drain begins.
+    case draining
+}

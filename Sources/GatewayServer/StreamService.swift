@@ -1,29 +1,29 @@
 import GatewayProtocol
-import GRPCCore
 import Logging
+import RPCEndpoint
 
-/// The `VPSGatewayService` of the wire contract: checks the secret, then hands the stream to
-/// the gateway's session logic.
-struct StreamService: VPSGatewayService.StreamingServiceProtocol {
-    let gateway: Gateway
+/// The `VPSGatewayService` of the wire contract on the stream port, for gRPC and Connect
+/// clients alike: the secret is checked before any message is read, then the stream goes to
+/// the gateway's session logic, which does not know which protocol carries it.
+extension Gateway {
+    func registerStreamService(on router: inout RPCRouter) {
+        router.bidirectionalStreaming(ServedMethods.registerGateway, admission: { context throws(RPCStatus) in
+            try self.admitStream(context)
+        }) { (requests: RPCRequestStream<GatewayMessage>, context, writer: RPCResponseWriter<GatewayMessage>) in
+            try await self.serveStream(
+                inbound: requests, write: { try await writer.write(contentsOf: $0) },
+                remoteAddress: context.remoteAddress, wireProtocol: context.wireProtocol
+            )
+        }
+    }
 
-    func registerGateway(
-        request: StreamingServerRequest<GatewayMessage>,
-        context: ServerContext
-    ) async throws -> StreamingServerResponse<GatewayMessage> {
-        let presented = request.metadata[stringValues: GatewayMetadataKey.apiSecret].first(where: { _ in true })
-        guard gateway.secretCheck.accepts(presented) else {
-            gateway.logger.warning("refused a stream: missing or wrong API secret", metadata: [
-                "remote_address": "\(context.remotePeer)",
-                "secret_presented": "\(presented != nil)",
-            ])
-            throw RPCError(code: .unauthenticated, message: "missing or wrong \(GatewayMetadataKey.apiSecret) header")
+    private func admitStream(_ context: RPCContext) throws(RPCStatus) {
+        let presented = context.header(GatewayMetadataKey.apiSecret)
+        guard secretCheck.accepts(presented) else {
+            refusedStreams.record(peer: context.remoteAddress, why: presented == nil ? "no \(GatewayMetadataKey.apiSecret) header" : "wrong \(GatewayMetadataKey.apiSecret)")
+            throw RPCStatus(.unauthenticated, "missing or wrong \(GatewayMetadataKey.apiSecret) header")
         }
-        guard !gateway.isShuttingDown else { throw Gateway.shuttingDownRefusal }
-        gateway.logger.debug("stream opened", metadata: ["remote_address": "\(context.remotePeer)"])
-        return StreamingServerResponse { writer in
-            try await gateway.serveStream(inbound: request.messages, writer: writer, remoteAddress: context.remotePeer)
-            return [:]
-        }
+        guard !isShuttingDown else { throw Gateway.shuttingDownRefusal }
+        logger.debug("stream opened", metadata: ["remote_address": "\(context.remoteAddress)", "protocol": "\(context.wireProtocol.rawValue)"])
     }
 }

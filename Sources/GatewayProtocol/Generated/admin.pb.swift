@@ -103,9 +103,23 @@ public nonisolated struct Vpsgateway_Admin_V1_CallRequest: Sendable {
   /// waiting for its outcome; `vps-gateway journal show ID` tells the result later.
   public var async: Bool = false
 
+  /// The method's request as JSON-shaped fields (the protobuf JSON mapping of its request
+  /// message, e.g. {"mac": "52:54:00:12:34:56"} for FindVPSByLease), instead of `payload`.
+  /// Only for methods the gateway knows the messages of.
+  public var arguments: SwiftProtobuf.Google_Protobuf_Struct {
+    get {_arguments ?? SwiftProtobuf.Google_Protobuf_Struct()}
+    set {_arguments = newValue}
+  }
+  /// Returns true if `arguments` has been explicitly set.
+  public var hasArguments: Bool {self._arguments != nil}
+  /// Clears the value of `arguments`. Subsequent reads from it will return its default value.
+  public mutating func clearArguments() {self._arguments = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _arguments: SwiftProtobuf.Google_Protobuf_Struct? = nil
 }
 
 public nonisolated struct Vpsgateway_Admin_V1_CallResponse: Sendable {
@@ -133,9 +147,22 @@ public nonisolated struct Vpsgateway_Admin_V1_CallResponse: Sendable {
   /// gateway runs without a journal.
   public var state: String = String()
 
+  /// The answer decoded through the method's response message (protobuf JSON mapping), for
+  /// methods the gateway knows the messages of; `payload` carries the same bytes.
+  public var result: SwiftProtobuf.Google_Protobuf_Struct {
+    get {_result ?? SwiftProtobuf.Google_Protobuf_Struct()}
+    set {_result = newValue}
+  }
+  /// Returns true if `result` has been explicitly set.
+  public var hasResult: Bool {self._result != nil}
+  /// Clears the value of `result`. Subsequent reads from it will return its default value.
+  public mutating func clearResult() {self._result = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _result: SwiftProtobuf.Google_Protobuf_Struct? = nil
 }
 
 public nonisolated struct Vpsgateway_Admin_V1_ListClientsRequest: Sendable {
@@ -362,7 +389,7 @@ nonisolated extension Vpsgateway_Admin_V1_Outcome: SwiftProtobuf._ProtoNameProvi
 
 nonisolated extension Vpsgateway_Admin_V1_CallRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CallRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}method\0\u{1}payload\0\u{1}environment\0\u{3}instance_id\0\u{3}timeout_ms\0\u{3}request_id\0\u{1}async\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}method\0\u{1}payload\0\u{1}environment\0\u{3}instance_id\0\u{3}timeout_ms\0\u{3}request_id\0\u{1}async\0\u{1}arguments\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -377,12 +404,17 @@ nonisolated extension Vpsgateway_Admin_V1_CallRequest: SwiftProtobuf.Message, Sw
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.timeoutMs) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
       case 7: try { try decoder.decodeSingularBoolField(value: &self.async) }()
+      case 8: try { try decoder.decodeSingularMessageField(value: &self._arguments) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.method.isEmpty {
       try visitor.visitSingularStringField(value: self.method, fieldNumber: 1)
     }
@@ -404,6 +436,9 @@ nonisolated extension Vpsgateway_Admin_V1_CallRequest: SwiftProtobuf.Message, Sw
     if self.async != false {
       try visitor.visitSingularBoolField(value: self.async, fieldNumber: 7)
     }
+    try { if let v = self._arguments {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -415,6 +450,7 @@ nonisolated extension Vpsgateway_Admin_V1_CallRequest: SwiftProtobuf.Message, Sw
     if lhs.timeoutMs != rhs.timeoutMs {return false}
     if lhs.requestID != rhs.requestID {return false}
     if lhs.async != rhs.async {return false}
+    if lhs._arguments != rhs._arguments {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -422,7 +458,7 @@ nonisolated extension Vpsgateway_Admin_V1_CallRequest: SwiftProtobuf.Message, Sw
 
 nonisolated extension Vpsgateway_Admin_V1_CallResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CallResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}outcome\0\u{1}payload\0\u{3}responder_instance\0\u{3}responder_environment\0\u{1}error\0\u{1}attempts\0\u{3}duration_us\0\u{1}state\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}outcome\0\u{1}payload\0\u{3}responder_instance\0\u{3}responder_environment\0\u{1}error\0\u{1}attempts\0\u{3}duration_us\0\u{1}state\0\u{1}result\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -439,12 +475,17 @@ nonisolated extension Vpsgateway_Admin_V1_CallResponse: SwiftProtobuf.Message, S
       case 7: try { try decoder.decodeSingularUInt32Field(value: &self.attempts) }()
       case 8: try { try decoder.decodeSingularUInt64Field(value: &self.durationUs) }()
       case 9: try { try decoder.decodeSingularStringField(value: &self.state) }()
+      case 10: try { try decoder.decodeSingularMessageField(value: &self._result) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.requestID.isEmpty {
       try visitor.visitSingularStringField(value: self.requestID, fieldNumber: 1)
     }
@@ -472,6 +513,9 @@ nonisolated extension Vpsgateway_Admin_V1_CallResponse: SwiftProtobuf.Message, S
     if !self.state.isEmpty {
       try visitor.visitSingularStringField(value: self.state, fieldNumber: 9)
     }
+    try { if let v = self._result {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -485,6 +529,7 @@ nonisolated extension Vpsgateway_Admin_V1_CallResponse: SwiftProtobuf.Message, S
     if lhs.attempts != rhs.attempts {return false}
     if lhs.durationUs != rhs.durationUs {return false}
     if lhs.state != rhs.state {return false}
+    if lhs._result != rhs._result {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

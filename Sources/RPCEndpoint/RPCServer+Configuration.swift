@@ -1,0 +1,40 @@
+extension RPCServer {
+    /// Where a server listens and the limits it enforces on every connection.
+    public struct Configuration: Sendable {
+        public enum Address: Sendable, Equatable {
+            case tcp(host: String, port: Int)
+            /// A Unix socket; the caller prepares the path (a stale socket is not removed here).
+            case unix(path: String)
+        }
+
+        public var address: Address
+        /// How logs name this server ("the stream port", "the admin socket").
+        public var name: String
+        /// The largest message accepted (after decompression). Default 4 MiB.
+        public var maxMessageBytes: Int = 4 * 1024 * 1024
+        /// Streams a client may have open at once on one connection (SETTINGS). Default 256.
+        public var maxConcurrentStreams: Int = 256
+        /// The largest header block a client may send (SETTINGS). Default 16 KiB.
+        public var maxHeaderListSize: Int = 16 * 1024
+        /// Connections open at once; more are closed as they arrive. Default 4,096.
+        public var maxConnections: Int = 4096
+        /// A connection without an open stream (one that never sent the preface, or whose
+        /// streams all ended) is closed after this. Default 30 s.
+        public var idleTimeout: Duration = .seconds(30)
+        /// HTTP/2 pings on a connection that read nothing for this long; nil sends none.
+        /// Default 30 s, so with the timeout a dead peer is found within a minute.
+        public var keepaliveInterval: Duration? = .seconds(30)
+        /// How long a keepalive ping may stay unanswered before the connection is closed.
+        /// Default 20 s.
+        public var keepaliveTimeout: Duration = .seconds(20)
+        /// Pings closer together than this are strikes; the third gets GOAWAY. Default 10 s.
+        public var minClientPingInterval: Duration = .seconds(10)
+        /// The HTTP/2 flow-control window per stream and connection. Default 1 MiB.
+        public var windowSize: Int = 1 << 20
+
+        public init(address: Address, name: String) {
+            self.address = address
+            self.name = name
+        }
+    }
+}

@@ -1,0 +1,210 @@
+public import Logging
+// Public: the listening address is a NIO SocketAddress.
+public import NIOCore
+import NIOHTTP2
+import NIOPosix
+import Synchronization
+
+/// An HTTP/2 server that serves the methods of an ``RPCRouter`` over gRPC and Connect alike,
+/// choosing the protocol per stream by its content type. HTTP/2 itself (flow control, HPACK,
+/// SETTINGS, PING acks, GOAWAY) is swift-nio-http2's; this type adds the RPC framing, the
+/// limits a public port needs, and a shutdown that ends whatever the peers do.
+///
+/// ```swift
+/// let server = RPCServer(configuration: .init(address: .tcp(host: "0.0.0.0", port: 1537)), router: router, logger: logger)
+/// try await server.run()   // until cancelled; beginGracefulShutdown() and closeConnections() end it
+/// ```
+public final class RPCServer: Sendable {
+    public let configuration: Configuration
+    private let router: RPCRouter
+    private let logger: Logger
+    private let connections: ConnectionRegistry
+    private let refusals: RefusalLog
+    private let state = Mutex(State())
+
+    private struct State {
+        var listener: (any Channel)?
+        var address: SocketAddress?
+        var bindWaiters: [CheckedContinuation<SocketAddress?, Never>] = []
+        var stopped = false
+    }
+
+    public init(configuration: Configuration, router: RPCRouter, logger: Logger) {
+        self.configuration = configuration
+        self.router = router
+        self.logger = logger
+        self.connections = ConnectionRegistry(limit: configuration.maxConnections)
+        self.refusals = RefusalLog(logger: logger, message: "refused a request on \(configuration.name)")
+    }
+
+    /// Binds and serves until the listener is shut down and every connection has closed, or
+    /// until cancelled (then every connection is closed at once).
+    public func run() async throws {
+        let listener: NIOAsyncChannel<Connection, Never>
+        do {
+            listener = try await bind()
+        } catch {
+            wakeBindWaiters(nil)
+            throw error
+        }
+        let address = listener.channel.localAddress
+        state.withLock { state in
+            state.listener = listener.channel
+            state.address = address
+        }
+        wakeBindWaiters(address)
+        let dispatcher = StreamDispatcher(router: router, maxMessageBytes: configuration.maxMessageBytes, logger: logger, refusals: refusals)
+        try await withTaskCancellationHandler {
+            try await listener.executeThenClose { inbound in
+                try await withThrowingDiscardingTaskGroup { group in
+                    for try await connection in inbound {
+                        group.addTask { await Self.serve(connection, dispatcher) }
+                    }
+                }
+            }
+        } onCancel: {
+            listener.channel.close(promise: nil)
+            self.connections.closeAll()
+        }
+    }
+
+    /// The address the server listens on once bound; nil if binding failed.
+    public var listeningAddress: SocketAddress? {
+        get async {
+            await withCheckedContinuation { continuation in
+                let known: SocketAddress?? = state.withLock { state in
+                    if state.listener != nil || state.stopped { return .some(state.address) }
+                    state.bindWaiters.append(continuation)
+                    return .none
+                }
+                if let known { continuation.resume(returning: known) }
+            }
+        }
+    }
+
+    /// Open connections right now.
+    public var connectionCount: Int { connections.count }
+
+    /// Stops accepting and sends every connection GOAWAY: streams in progress go on, new ones
+    /// are refused, and each connection closes once its streams are done.
+    public func beginGracefulShutdown() {
+        state.withLock { $0.listener }?.close(promise: nil)
+        connections.quiesceAll()
+    }
+
+    /// Closes every connection now (after a graceful shutdown's grace); returns how many were open.
+    @discardableResult
+    public func closeConnections() -> Int { connections.closeAll() }
+
+    private func wakeBindWaiters(_ address: SocketAddress?) {
+        let waiters = state.withLock { state in
+            state.stopped = state.listener == nil
+            defer { state.bindWaiters = [] }
+            return state.bindWaiters
+        }
+        for waiter in waiters { waiter.resume(returning: address) }
+    }
+
+    /// One accepted connection, as the child channel initializer leaves it.
+    enum Connection: Sendable {
+        case accepted(any Channel, NIOHTTP2Handler.AsyncStreamMultiplexer<NIOAsyncChannel<HTTP2Frame.FramePayload, HTTP2Frame.FramePayload>>, remoteAddress: String)
+        /// Over the connection cap: closed at once.
+        case refused(any Channel)
+    }
+
+    private func bind() async throws -> NIOAsyncChannel<Connection, Never> {
+        let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { channel in
+                // EMFILE and friends: wait a moment instead of spinning on accept().
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(AcceptBackoffHandler()) }
+            }
+            .childChannelOption(.socketOption(.so_keepalive), value: 1)
+        let initializer: @Sendable (any Channel) -> EventLoopFuture<Connection> = { channel in
+            channel.eventLoop.makeCompletedFuture { try self.configure(channel) }
+        }
+        switch configuration.address {
+        case .tcp(let host, let port):
+            return try await bootstrap.childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+                .bind(host: host, port: port, childChannelInitializer: initializer)
+        case .unix(let path):
+            return try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: false, childChannelInitializer: initializer)
+        }
+    }
+
+    /// The pipeline of one connection: the HTTP/1 refusal, HTTP/2 with its connection manager
+    /// (keepalive pings, idle close, GOAWAY on quiesce), ping policing, a NIOAsyncChannel per stream.
+    private func configure(_ channel: any Channel) throws -> Connection {
+        let remote = Self.describe(channel.remoteAddress)
+        guard connections.admit(channel) else {
+            refusals.record(peer: remote, why: "\(configuration.maxConnections) connections are open, the limit")
+            channel.close(promise: nil)
+            return .refused(channel)
+        }
+        let sync = channel.pipeline.syncOperations
+        let refusals = self.refusals
+        try sync.addHandler(HTTP1Refusal { line in refusals.record(peer: remote, what: line, why: "HTTP/1 request on an HTTP/2-only endpoint") })
+        var http2 = NIOHTTP2Handler.Configuration()
+        http2.connection.initialSettings = [
+            HTTP2Setting(parameter: .maxConcurrentStreams, value: configuration.maxConcurrentStreams),
+            HTTP2Setting(parameter: .maxHeaderListSize, value: configuration.maxHeaderListSize),
+            HTTP2Setting(parameter: .maxFrameSize, value: 1 << 14),
+            HTTP2Setting(parameter: .initialWindowSize, value: configuration.windowSize),
+        ]
+        http2.connection.maximumBufferedControlFrames = 1000
+        http2.stream.targetWindowSize = configuration.windowSize
+        let management = NIOHTTP2ServerConnectionManagementHandler.Configuration(
+            maxIdleTime: TimeAmount(configuration.idleTimeout),
+            maxAge: nil,
+            maxGraceTime: nil,
+            keepalive: configuration.keepaliveInterval.map { .init(pingInterval: TimeAmount($0), ackTimeout: TimeAmount(configuration.keepaliveTimeout)) }
+        )
+        let multiplexer = try sync.configureAsyncHTTP2Pipeline(
+            mode: .server, connectionManagerConfiguration: management, http2HandlerConfiguration: http2
+        ) { stream in
+            stream.eventLoop.makeCompletedFuture {
+                try NIOAsyncChannel<HTTP2Frame.FramePayload, HTTP2Frame.FramePayload>(wrappingChannelSynchronously: stream)
+            }
+        }
+        try sync.addHandler(PingPolicing(minimumInterval: TimeAmount(configuration.minClientPingInterval)) {
+            refusals.record(peer: remote, why: "pings more often than every \(self.configuration.minClientPingInterval): GOAWAY too_many_pings")
+        })
+        return .accepted(channel, multiplexer, remoteAddress: remote)
+    }
+
+    private static func serve(_ connection: Connection, _ dispatcher: StreamDispatcher) async {
+        guard case .accepted(let channel, let multiplexer, let remote) = connection else { return }
+        await withTaskCancellationHandler {
+            await withDiscardingTaskGroup { group in
+                do {
+                    for try await stream in multiplexer.inbound {
+                        group.addTask { await dispatcher.serve(stream, remoteAddress: remote) }
+                    }
+                } catch {
+                    // The connection failed (a protocol error, a reset): its streams end with it.
+                }
+            }
+        } onCancel: {
+            channel.close(promise: nil)
+        }
+    }
+
+    /// `ipv4:127.0.0.1:50123`, `ipv6:[::1]:50123`, `unix:/path`: the peer as logs and
+    /// `ListClients` show it.
+    static func describe(_ address: SocketAddress?) -> String {
+        switch address {
+        case .v4(let v4)?: "ipv4:\(v4.host):\(address?.port ?? 0)"
+        case .v6(let v6)?: "ipv6:[\(v6.host)]:\(address?.port ?? 0)"
+        case .unixDomainSocket?: "unix:\(address?.pathname ?? "")"
+        case nil: "unknown"
+        }
+    }
+}
+
+extension TimeAmount {
+    init(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+}

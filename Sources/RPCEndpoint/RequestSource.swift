@@ -1,0 +1,106 @@
+import NIOCore
+import NIOHTTP2
+
+/// One stream's request messages: DATA frames in, decoded (decompressed) message bytes out.
+///
+/// It owns the stream's frame iterator, which the dispatcher used for the HEADERS and then
+/// hands to the handler; the two never read at the same time, which is why the unchecked
+/// `Sendable` is sound.
+final class RequestSource: @unchecked Sendable {
+    enum Framing {
+        /// gRPC and Connect streaming: length-prefixed envelopes.
+        case envelopes
+        /// Connect unary: the whole body is the message.
+        case wholeBody
+    }
+
+    private var frames: NIOAsyncChannelInboundStream<HTTP2Frame.FramePayload>.AsyncIterator
+    private var reader: EnvelopeReader
+    private let framing: Framing
+    private let encoding: MessageEncoding
+    private let maxMessageBytes: Int
+    private var inputEnded: Bool
+    private var bodyDelivered = false
+
+    init(
+        frames: NIOAsyncChannelInboundStream<HTTP2Frame.FramePayload>.AsyncIterator,
+        framing: Framing,
+        encoding: MessageEncoding,
+        maxMessageBytes: Int,
+        inputEnded: Bool
+    ) {
+        self.frames = frames
+        self.framing = framing
+        self.encoding = encoding
+        self.maxMessageBytes = maxMessageBytes
+        self.reader = EnvelopeReader(maxMessageBytes: maxMessageBytes)
+        self.inputEnded = inputEnded
+    }
+
+    /// The next message, or nil once the client half-closed. Throws `RPCStatus` for a
+    /// malformed or oversized message, and when the client resets the stream.
+    func next() async throws -> [UInt8]? {
+        switch framing {
+        case .envelopes: return try await nextEnvelope()
+        case .wholeBody: return try await wholeBody()
+        }
+    }
+
+    private func nextEnvelope() async throws -> [UInt8]? {
+        while true {
+            if let envelope = try reader.next() {
+                // A Connect client has nothing to end with an envelope; its end of input is
+                // the end of the stream.
+                if envelope.isEndOfStream { return nil }
+                let bytes = Array(envelope.payload.readableBytesView)
+                guard envelope.isCompressed else { return bytes }
+                guard encoding == .gzip else {
+                    throw RPCStatus(.internal, "a message is flagged compressed but the request named no encoding")
+                }
+                return try Gzip.decompress(bytes, limit: maxMessageBytes)
+            }
+            if inputEnded {
+                if reader.hasPartialEnvelope { throw RPCStatus(.invalidArgument, "the request ended inside a message") }
+                return nil
+            }
+            try await readFrame { reader.append($0) }
+        }
+    }
+
+    private func wholeBody() async throws -> [UInt8]? {
+        guard !bodyDelivered else { return nil }
+        var body = ByteBuffer()
+        while !inputEnded {
+            try await readFrame { bytes in body.writeImmutableBuffer(bytes) }
+            guard body.readableBytes <= maxMessageBytes else {
+                throw RPCStatus(.resourceExhausted, "the request body is over the limit of \(maxMessageBytes) bytes")
+            }
+        }
+        bodyDelivered = true
+        let bytes = Array(body.readableBytesView)
+        return encoding == .gzip ? try Gzip.decompress(bytes, limit: maxMessageBytes) : bytes
+    }
+
+    /// Reads one frame; DATA goes to `consume`. A stream that closes or resets without
+    /// END_STREAM is the client giving up.
+    private func readFrame(_ consume: (ByteBuffer) -> Void) async throws {
+        let frame: HTTP2Frame.FramePayload?
+        do {
+            frame = try await frames.next()
+        } catch {
+            throw RPCStatus(.cancelled, "the client reset the stream")
+        }
+        switch frame {
+        case .data(let data):
+            if case .byteBuffer(let bytes) = data.data { consume(bytes) }
+            if data.endStream { inputEnded = true }
+        case .headers(let headers):
+            // Trailers from the client end its input.
+            if headers.endStream { inputEnded = true }
+        case nil:
+            throw RPCStatus(.cancelled, "the client closed the stream before ending its request")
+        default:
+            break
+        }
+    }
+}

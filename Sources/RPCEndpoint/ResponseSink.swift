@@ -1,0 +1,162 @@
+import NIOCore
+import NIOHPACK
+import NIOHTTP2
+import Synchronization
+
+/// One stream's responses in the caller's protocol: gRPC (headers, enveloped messages,
+/// `grpc-status` trailers or a trailers-only answer), Connect streaming (headers, envelopes,
+/// an end-of-stream envelope with JSON), or Connect unary (a bare body, or an error status
+/// with a JSON body).
+///
+/// `write` is called by one task at a time (the handler's); `finish` once, by the
+/// dispatcher, after the handler returned.
+final class ResponseSink: Sendable {
+    private let outbound: NIOAsyncChannelOutboundWriter<HTTP2Frame.FramePayload>
+    private let wireProtocol: RPCContext.WireProtocol
+    private let contentType: String
+    private let encoding: MessageEncoding
+    private let headersSent = Atomic<Bool>(false)
+
+    init(outbound: NIOAsyncChannelOutboundWriter<HTTP2Frame.FramePayload>, wireProtocol: RPCContext.WireProtocol, contentType: String, encoding: MessageEncoding) {
+        self.outbound = outbound
+        self.wireProtocol = wireProtocol
+        self.contentType = contentType
+        self.encoding = encoding
+    }
+
+    /// Sends messages (one for unary calls) in one flush.
+    func write(_ messages: [[UInt8]]) async throws {
+        var frames: [HTTP2Frame.FramePayload] = []
+        frames.reserveCapacity(2)
+        let first = !headersSent.exchange(true, ordering: .relaxed)
+        switch wireProtocol {
+        case .connectUnary:
+            // One message is the whole body, sent with its headers and the end of the stream.
+            var body = messages.first ?? []
+            var headers = responseHeaders(status: 200)
+            if encoding == .gzip && body.count >= MessageEncoding.compressionThreshold {
+                body = try Gzip.compress(body)
+                headers.add(name: "content-encoding", value: "gzip")
+            }
+            frames.append(.headers(.init(headers: headers)))
+            frames.append(.data(.init(data: .byteBuffer(ByteBuffer(bytes: body)), endStream: true)))
+        case .grpc, .connect:
+            if first { frames.append(.headers(.init(headers: streamHeaders()))) }
+            var buffer = ByteBuffer()
+            for message in messages {
+                if encoding == .gzip && message.count >= MessageEncoding.compressionThreshold {
+                    buffer.writeEnvelope(flags: 0x01, try Gzip.compress(message))
+                } else {
+                    buffer.writeEnvelope(flags: 0x00, message)
+                }
+            }
+            frames.append(.data(.init(data: .byteBuffer(buffer))))
+        }
+        try await outbound.write(contentsOf: frames)
+    }
+
+    /// Ends the stream with `status`.
+    func finish(_ status: RPCStatus) async {
+        let first = !headersSent.exchange(true, ordering: .relaxed)
+        var frames: [HTTP2Frame.FramePayload] = []
+        switch wireProtocol {
+        case .grpc:
+            var trailers: HPACKHeaders = first ? streamHeaders() : [:]
+            trailers.add(name: "grpc-status", value: "\(status.code.rawValue)")
+            if !status.message.isEmpty { trailers.add(name: "grpc-message", value: GRPCMessageEncoding.percentEncoded(status.message)) }
+            for (name, value) in status.metadata { trailers.add(name: name, value: value) }
+            frames.append(.headers(.init(headers: trailers, endStream: true)))
+        case .connect:
+            if first { frames.append(.headers(.init(headers: streamHeaders()))) }
+            var buffer = ByteBuffer()
+            buffer.writeEnvelope(flags: 0x02, Array(ConnectJSON.endOfStream(status).utf8))
+            frames.append(.data(.init(data: .byteBuffer(buffer), endStream: true)))
+        case .connectUnary:
+            // A successful unary call ended with its one message; only errors remain.
+            guard first, status.code != .ok else { return }
+            frames = Self.connectUnaryError(status)
+        }
+        try? await outbound.write(contentsOf: frames)
+    }
+
+    /// The frames of a Connect unary error: its HTTP status and `{"code":…,"message":…}`.
+    static func connectUnaryError(_ status: RPCStatus) -> [HTTP2Frame.FramePayload] {
+        var headers: HPACKHeaders = [":status": "\(status.code.httpStatus)", "content-type": "application/json"]
+        for (name, value) in status.metadata { headers.add(name: name, value: value) }
+        let body = ByteBuffer(string: ConnectJSON.error(status))
+        return [.headers(.init(headers: headers)), .data(.init(data: .byteBuffer(body), endStream: true))]
+    }
+
+    private func streamHeaders() -> HPACKHeaders {
+        var headers = responseHeaders(status: 200)
+        if encoding == .gzip {
+            headers.add(name: wireProtocol == .grpc ? "grpc-encoding" : "connect-content-encoding", value: "gzip")
+        }
+        return headers
+    }
+
+    private func responseHeaders(status: Int) -> HPACKHeaders {
+        var headers: HPACKHeaders = [":status": "\(status)", "content-type": contentType]
+        if wireProtocol == .grpc { headers.add(name: "grpc-accept-encoding", value: "gzip,identity") }
+        return headers
+    }
+}
+
+/// gRPC's `grpc-message` is percent-encoded UTF-8 (every byte outside printable ASCII, and `%`).
+enum GRPCMessageEncoding {
+    static func percentEncoded(_ message: String) -> String {
+        var encoded = ""
+        for byte in message.utf8 {
+            if (0x20...0x7E).contains(byte) && byte != UInt8(ascii: "%") {
+                encoded.unicodeScalars.append(Unicode.Scalar(byte))
+            } else {
+                let digits = Array("0123456789ABCDEF".unicodeScalars)
+                encoded.unicodeScalars.append("%")
+                encoded.unicodeScalars.append(digits[Int(byte >> 4)])
+                encoded.unicodeScalars.append(digits[Int(byte & 0x0f)])
+            }
+        }
+        return encoded
+    }
+}
+
+/// The JSON Connect puts in an end-of-stream message and a unary error body.
+enum ConnectJSON {
+    /// `{}` for success, `{"error":{…},"metadata":{…}}` otherwise.
+    static func endOfStream(_ status: RPCStatus) -> String {
+        var members: [String] = []
+        if status.code != .ok { members.append("\"error\":" + error(status)) }
+        if !status.metadata.isEmpty {
+            var grouped: [(String, [String])] = []
+            for (name, value) in status.metadata {
+                if let index = grouped.firstIndex(where: { $0.0 == name }) { grouped[index].1.append(value) } else { grouped.append((name, [value])) }
+            }
+            members.append("\"metadata\":{" + grouped.map { "\(quoted($0.0)):[\($0.1.map(quoted).joined(separator: ","))]" }.joined(separator: ",") + "}")
+        }
+        return "{" + members.joined(separator: ",") + "}"
+    }
+
+    static func error(_ status: RPCStatus) -> String {
+        status.message.isEmpty
+            ? "{\"code\":\(quoted(status.code.connectName))}"
+            : "{\"code\":\(quoted(status.code.connectName)),\"message\":\(quoted(status.message))}"
+    }
+
+    static func quoted(_ text: String) -> String {
+        var out = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where scalar.value < 0x20:
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+}

@@ -1,0 +1,106 @@
+import Logging
+import NIOCore
+import NIOHPACK
+import NIOHTTP2
+
+/// Serves one HTTP/2 stream: reads its HEADERS, chooses the protocol from the content type,
+/// refuses what it cannot serve, runs the route's handler and ends the stream in the
+/// caller's protocol.
+struct StreamDispatcher: Sendable {
+    let router: RPCRouter
+    let maxMessageBytes: Int
+    let logger: Logger
+    let refusals: RefusalLog
+
+    func serve(_ stream: NIOAsyncChannel<HTTP2Frame.FramePayload, HTTP2Frame.FramePayload>, remoteAddress: String) async {
+        // A stream that the client resets, or whose connection closes, ends here silently.
+        try? await stream.executeThenClose { inbound, outbound in
+            var frames = inbound.makeAsyncIterator()
+            guard case .headers(let first)? = try await frames.next() else { return }
+            let head = RequestHead(headers: first.headers)
+            let call: RequestHead.Call
+            switch head.decide(router) {
+            case .refuse(let refusal):
+                refusals.record(peer: remoteAddress, what: "\(head.path) (\(head.headers.first(name: "content-type") ?? "no content type"))", why: refusal.reason)
+                try await outbound.write(contentsOf: Self.frames(of: refusal))
+                return
+            case .call(let decided):
+                call = decided
+            }
+            let context = RPCContext(
+                method: call.route.method, wireProtocol: call.wireProtocol, remoteAddress: remoteAddress,
+                deadline: call.timeout.map { .now + $0 }, headers: head.headers
+            )
+            let sink = ResponseSink(outbound: outbound, wireProtocol: call.wireProtocol, contentType: call.responseContentType, encoding: call.responseEncoding)
+            if let admission = call.route.admission {
+                do throws(RPCStatus) {
+                    try admission(context)
+                } catch {
+                    await sink.finish(error)
+                    return
+                }
+            }
+            let source = RequestSource(
+                frames: frames, framing: call.wireProtocol == .connectUnary ? .wholeBody : .envelopes,
+                encoding: call.requestEncoding, maxMessageBytes: maxMessageBytes, inputEnded: first.endStream
+            )
+            await sink.finish(await run(call.route, source, sink, call.codec, context))
+        }
+    }
+
+    /// Runs the handler, under the caller's deadline when it gave one; returns how the call ended.
+    private func run(_ route: Route, _ source: RequestSource, _ sink: ResponseSink, _ codec: MessageCodec, _ context: RPCContext) async -> RPCStatus {
+        guard let deadline = context.deadline else {
+            return await Self.status { try await route.run(source, sink, codec, context) }
+        }
+        return await withTaskGroup(of: RPCStatus?.self) { group in
+            group.addTask { await Self.status { try await route.run(source, sink, codec, context) } }
+            group.addTask {
+                do { try await Task.sleep(until: deadline, clock: .continuous) } catch { return nil }
+                return RPCStatus(.deadlineExceeded, "the call's deadline passed")
+            }
+            var result = RPCStatus(.deadlineExceeded, "the call's deadline passed")
+            for await status in group {
+                if let status {
+                    result = status
+                    group.cancelAll()
+                    break
+                }
+            }
+            return result
+        }
+    }
+
+    private static func status(_ body: () async throws -> Void) async -> RPCStatus {
+        do {
+            try await body()
+            return .ok
+        } catch let status as RPCStatus {
+            return status
+        } catch is CancellationError {
+            return RPCStatus(.cancelled, "the call was cancelled")
+        } catch {
+            return RPCStatus(.internal, "\(error)")
+        }
+    }
+
+    static func frames(of refusal: RequestHead.Refusal) -> [HTTP2Frame.FramePayload] {
+        switch refusal {
+        case .http(let status, let extra, let body, let contentType):
+            var headers: HPACKHeaders = [":status": "\(status)", "content-type": contentType]
+            for (name, value) in extra { headers.add(name: name, value: value) }
+            return [.headers(.init(headers: headers)), .data(.init(data: .byteBuffer(ByteBuffer(string: body + "\n")), endStream: true))]
+        case .grpc(let status, let extra):
+            var headers: HPACKHeaders = [":status": "200", "content-type": "application/grpc", "grpc-status": "\(status.code.rawValue)"]
+            if !status.message.isEmpty { headers.add(name: "grpc-message", value: GRPCMessageEncoding.percentEncoded(status.message)) }
+            for (name, value) in extra { headers.add(name: name, value: value) }
+            return [.headers(.init(headers: headers, endStream: true))]
+        case .connectStream(let status, let contentType):
+            var body = ByteBuffer()
+            body.writeEnvelope(flags: 0x02, Array(ConnectJSON.endOfStream(status).utf8))
+            return [.headers(.init(headers: [":status": "200", "content-type": contentType])), .data(.init(data: .byteBuffer(body), endStream: true))]
+        case .connectUnary(let status):
+            return ResponseSink.connectUnaryError(status)
+        }
+    }
+}

@@ -44,6 +44,7 @@ release: deps
 # Each run's test directories live under a directory of its own, which the leftover check
 # after the suite looks at: a process a test left behind fails the run.
 test: deps
+	scripts/python-clients.sh >/dev/null
 	@root=$$(mktemp -d /tmp/vpsgw-run-XXXXXX) && \
 	  VPSGW_TEST_ROOT=$$root SWIFT_BACKTRACE=enable=no $(SWIFT) test; status=$$?; \
 	  scripts/check-no-leftovers.sh "$$root" || status=1; \

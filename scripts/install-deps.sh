@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build, the local run and the tests need (the DHCP
 # end-to-end tests run a real dnsmasq and busybox udhcpc in network namespaces; the systemd
-# end-to-end test boots systemd in a systemd-nspawn container). As root it runs
+# end-to-end test boots systemd in a systemd-nspawn container; the Connect and gRPC client
+# tests run PyPI clients in a virtualenv and curl). As root it runs
 # apt-get itself; otherwise it prints the exact command and fails when something is missing.
 set -euo pipefail
 
-packages=(libsqlite3-dev libsystemd-dev zlib1g-dev pkg-config iproute2 dnsmasq-base dnsmasq-utils busybox systemd-container)
+packages=(libsqlite3-dev libsystemd-dev zlib1g-dev pkg-config iproute2 dnsmasq-base dnsmasq-utils busybox systemd-container python3-venv curl openssl)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

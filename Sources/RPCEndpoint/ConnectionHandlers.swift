@@ -4,18 +4,33 @@ import NIOHTTP2
 /// The first handler of a connection: lets the HTTP/2 preface through and answers an
 /// HTTP/1.x request with a clear refusal instead of the bare connection error NIOHTTP2 would
 /// give (a `curl http://…` without `--http2-prior-knowledge` then says what to do).
-final class HTTP1Refusal: ChannelInboundHandler, RemovableChannelHandler {
+///
+/// NIOHTTP2 sends its SETTINGS the moment the connection opens; an HTTP/1 client would read
+/// that as garbage before the refusal, so what the server writes is held back until the
+/// client's first bytes say which protocol it speaks.
+final class HTTP1Refusal: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
+    typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     private static let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
     private var seen = ByteBuffer()
+    private var heldWrites: [(ByteBuffer, EventLoopPromise<Void>?)] = []
+    private var flushHeld = false
     private let refused: @Sendable (String) -> Void
 
     /// - Parameter refused: told the first line of every refused request (for the log).
     init(refused: @escaping @Sendable (String) -> Void) {
         self.refused = refused
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        heldWrites.append((unwrapOutboundIn(data), promise))
+    }
+
+    func flush(context: ChannelHandlerContext) {
+        flushHeld = true
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -34,6 +49,8 @@ final class HTTP1Refusal: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         refused(line)
+        for (_, promise) in heldWrites { promise?.fail(ChannelError.ioOnClosedChannel) }
+        heldWrites = []
         let body = "this endpoint speaks HTTP/2 only: gRPC or Connect over h2c with prior knowledge (or h2 over TLS); with curl, add --http2-prior-knowledge\n"
         let response = "HTTP/1.1 505 HTTP Version Not Supported\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: \(body.utf8.count)\r\nconnection: close\r\n\r\n" + body
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
@@ -43,6 +60,9 @@ final class HTTP1Refusal: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func pass(_ context: ChannelHandlerContext) {
+        for (bytes, promise) in heldWrites { context.write(wrapOutboundOut(bytes), promise: promise) }
+        heldWrites = []
+        if flushHeld { context.flush() }
         let buffered = seen
         seen = ByteBuffer()
         context.fireChannelRead(wrapInboundOut(buffered))

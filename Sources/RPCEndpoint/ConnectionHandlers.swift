@@ -1,39 +1,56 @@
 import NIOCore
 import NIOHTTP2
 
-/// The first handler of a connection: lets the HTTP/2 preface through and answers an
-/// HTTP/1.x request with a clear refusal instead of the bare connection error NIOHTTP2 would
-/// give (a `curl http://…` without `--http2-prior-knowledge` then says what to do).
+/// The first handler of a connection: lets the HTTP/2 preface through, answers an HTTP/1.x
+/// request with a clear refusal instead of the bare connection error NIOHTTP2 would give (a
+/// `curl http://…` without `--http2-prior-knowledge` then says what to do), and closes a
+/// connection that sends no preface within the deadline.
 ///
-/// NIOHTTP2 sends its SETTINGS the moment the connection opens; an HTTP/1 client would read
-/// that as garbage before the refusal, so what the server writes is held back until the
-/// client's first bytes say which protocol it speaks.
-final class HTTP1Refusal: ChannelDuplexHandler, RemovableChannelHandler {
+/// NIOHTTP2 sends its SETTINGS when the connection becomes active; an HTTP/1 client would read
+/// them as garbage before the refusal. So the rest of the pipeline learns that the connection
+/// is active only once the client's preface has arrived. (Holding NIOHTTP2's writes back
+/// instead broke its flow-control accounting: a client that stopped reading was then sent
+/// more than its window and reset the stream.)
+final class PrefaceGate: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
-    typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     private static let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
     private var seen = ByteBuffer()
-    private var heldWrites: [(ByteBuffer, EventLoopPromise<Void>?)] = []
-    private var flushHeld = false
+    private let deadline: TimeAmount
+    private var timer: Scheduled<Void>?
+    private var passed = false
     private let refused: @Sendable (String) -> Void
 
-    /// - Parameter refused: told the first line of every refused request (for the log).
-    init(refused: @escaping @Sendable (String) -> Void) {
+    /// - Parameters:
+    ///   - deadline: how long a new connection has to send the preface.
+    ///   - refused: told the first line of every refused request, or why (for the log).
+    init(deadline: TimeAmount, refused: @escaping @Sendable (String) -> Void) {
+        self.deadline = deadline
         self.refused = refused
     }
 
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        heldWrites.append((unwrapOutboundIn(data), promise))
+    func channelActive(context: ChannelHandlerContext) {
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        let refused = self.refused
+        let deadline = self.deadline
+        timer = context.eventLoop.scheduleTask(in: deadline) {
+            refused("no HTTP/2 preface within \(deadline.nanoseconds / 1_000_000) ms")
+            bound.value.close(promise: nil)
+        }
     }
 
-    func flush(context: ChannelHandlerContext) {
-        flushHeld = true
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !passed else {
+            context.fireChannelRead(data)
+            return
+        }
         var bytes = unwrapInboundIn(data)
         seen.writeBuffer(&bytes)
         let prefix = Array(seen.readableBytesView.prefix(Self.preface.count))
@@ -48,9 +65,8 @@ final class HTTP1Refusal: ChannelDuplexHandler, RemovableChannelHandler {
             pass(context)
             return
         }
+        timer?.cancel()
         refused(line)
-        for (_, promise) in heldWrites { promise?.fail(ChannelError.ioOnClosedChannel) }
-        heldWrites = []
         let body = "this endpoint speaks HTTP/2 only: gRPC or Connect over h2c with prior knowledge (or h2 over TLS); with curl, add --http2-prior-knowledge\n"
         let response = "HTTP/1.1 505 HTTP Version Not Supported\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: \(body.utf8.count)\r\nconnection: close\r\n\r\n" + body
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
@@ -60,11 +76,11 @@ final class HTTP1Refusal: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func pass(_ context: ChannelHandlerContext) {
-        for (bytes, promise) in heldWrites { context.write(wrapOutboundOut(bytes), promise: promise) }
-        heldWrites = []
-        if flushHeld { context.flush() }
+        timer?.cancel()
+        passed = true
         let buffered = seen
         seen = ByteBuffer()
+        context.fireChannelActive()
         context.fireChannelRead(wrapInboundOut(buffered))
         context.pipeline.syncOperations.removeHandler(self, promise: nil)
     }
@@ -80,11 +96,15 @@ final class HTTP1Refusal: ChannelDuplexHandler, RemovableChannelHandler {
     }
 }
 
-/// Sends away a client that pings far more often than agreed (a misconfigured keepalive can
-/// cost a server a ping per millisecond): two pings closer together than the minimum interval
-/// are a strike each, and the third strike gets GOAWAY `ENHANCE_YOUR_CALM` with
-/// `too_many_pings`, as gRPC servers do, and the connection closed.
-final class PingPolicing: ChannelInboundHandler {
+/// Ends connections whose peer misbehaves at the connection level:
+/// - a connection error (a bad preface, garbage frames, a flood NIOHTTP2's limits catch):
+///   NIOHTTP2 sends GOAWAY and reports it here, and the connection is closed (NIOHTTP2 leaves
+///   that to the pipeline; stream errors only end their stream);
+/// - a client that pings far more often than agreed (a misconfigured keepalive can cost a
+///   server a ping per millisecond): two pings closer together than the minimum interval are a
+///   strike each, and the third strike gets GOAWAY `ENHANCE_YOUR_CALM` with `too_many_pings`,
+///   as gRPC servers do, and the connection closed.
+final class ConnectionPolicing: ChannelInboundHandler {
     typealias InboundIn = HTTP2Frame
     typealias InboundOut = HTTP2Frame
     typealias OutboundOut = HTTP2Frame
@@ -114,5 +134,10 @@ final class PingPolicing: ChannelInboundHandler {
             }
         }
         context.fireChannelRead(data)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is NIOHTTP2Errors.StreamError { return }
+        context.close(promise: nil)
     }
 }

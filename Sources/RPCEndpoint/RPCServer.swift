@@ -144,7 +144,9 @@ public final class RPCServer: Sendable {
         }
         let sync = channel.pipeline.syncOperations
         let refusals = self.refusals
-        try sync.addHandler(HTTP1Refusal { line in refusals.record(peer: remote, what: line, why: "HTTP/1 request on an HTTP/2-only endpoint") })
+        try sync.addHandler(PrefaceGate(deadline: TimeAmount(configuration.idleTimeout)) { line in
+            refusals.record(peer: remote, what: line, why: line.hasPrefix("no HTTP/2 preface") ? "silent connection" : "HTTP/1 request on an HTTP/2-only endpoint")
+        })
         var http2 = NIOHTTP2Handler.Configuration()
         http2.connection.initialSettings = [
             HTTP2Setting(parameter: .maxConcurrentStreams, value: configuration.maxConcurrentStreams),
@@ -152,7 +154,6 @@ public final class RPCServer: Sendable {
             HTTP2Setting(parameter: .maxFrameSize, value: 1 << 14),
             HTTP2Setting(parameter: .initialWindowSize, value: configuration.windowSize),
         ]
-        http2.connection.maximumBufferedControlFrames = 1000
         http2.stream.targetWindowSize = configuration.windowSize
         let management = NIOHTTP2ServerConnectionManagementHandler.Configuration(
             maxIdleTime: TimeAmount(configuration.idleTimeout),
@@ -167,7 +168,7 @@ public final class RPCServer: Sendable {
                 try NIOAsyncChannel<HTTP2Frame.FramePayload, HTTP2Frame.FramePayload>(wrappingChannelSynchronously: stream)
             }
         }
-        try sync.addHandler(PingPolicing(minimumInterval: TimeAmount(configuration.minClientPingInterval)) {
+        try sync.addHandler(ConnectionPolicing(minimumInterval: TimeAmount(configuration.minClientPingInterval)) {
             refusals.record(peer: remote, why: "pings more often than every \(self.configuration.minClientPingInterval): GOAWAY too_many_pings")
         })
         return .accepted(channel, multiplexer, remoteAddress: remote)

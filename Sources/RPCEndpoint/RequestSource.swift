@@ -19,7 +19,7 @@ final class RequestSource: @unchecked Sendable {
     private let framing: Framing
     private let encoding: MessageEncoding
     private let maxMessageBytes: Int
-    private var inputEnded: Bool
+    private(set) var inputEnded: Bool
     private var bodyDelivered = false
 
     init(
@@ -79,6 +79,31 @@ final class RequestSource: @unchecked Sendable {
         bodyDelivered = true
         let bytes = Array(body.readableBytesView)
         return encoding == .gzip ? try Gzip.decompress(bytes, limit: maxMessageBytes) : bytes
+    }
+
+    /// After the response: reads what the client still sends, up to `limit` bytes and for at
+    /// most `wait`, and says whether its request ended. A small body is usually in flight
+    /// already (then the stream closes normally); a client still uploading is told to stop
+    /// with RST_STREAM NO_ERROR by the caller.
+    func drain(limit: Int = 64 * 1024, wait: Duration = .milliseconds(100)) async -> Bool {
+        guard !inputEnded else { return true }
+        let deadline = ContinuousClock.now + wait
+        return await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                var drained = 0
+                while !self.inputEnded && drained <= limit && ContinuousClock.now < deadline {
+                    do { try await self.readFrame { drained += $0.readableBytes } } catch { return false }
+                }
+                return self.inputEnded
+            }
+            group.addTask {
+                try? await Task.sleep(until: deadline, clock: .continuous)
+                return false
+            }
+            let ended = await group.next() ?? false
+            group.cancelAll()
+            return ended || inputEnded
+        }
     }
 
     /// Reads one frame; DATA goes to `consume`. A stream that closes or resets without

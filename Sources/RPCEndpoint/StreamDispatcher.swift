@@ -23,6 +23,8 @@ struct StreamDispatcher: Sendable {
             case .refuse(let refusal):
                 refusals.record(peer: remoteAddress, what: "\(head.path) (\(head.headers.first(name: "content-type") ?? "no content type"))", why: refusal.reason)
                 try await outbound.write(contentsOf: Self.frames(of: refusal))
+                let rest = RequestSource(frames: frames, framing: .envelopes, encoding: .identity, maxMessageBytes: maxMessageBytes, inputEnded: first.endStream)
+                if await !rest.drain() { try await outbound.write(Self.stopSending) }
                 return
             case .call(let decided):
                 call = decided
@@ -37,6 +39,8 @@ struct StreamDispatcher: Sendable {
                     try admission(context)
                 } catch {
                     await sink.finish(error)
+                    let rest = RequestSource(frames: frames, framing: .envelopes, encoding: .identity, maxMessageBytes: maxMessageBytes, inputEnded: first.endStream)
+                    if await !rest.drain() { try await outbound.write(Self.stopSending) }
                     return
                 }
             }
@@ -44,9 +48,17 @@ struct StreamDispatcher: Sendable {
                 frames: frames, framing: call.wireProtocol == .connectUnary ? .wholeBody : .envelopes,
                 encoding: call.requestEncoding, maxMessageBytes: maxMessageBytes, inputEnded: first.endStream
             )
-            await sink.finish(await run(call.route, source, sink, call.codec, context))
+            let status = await run(call.route, source, sink, call.codec, context)
+            await sink.finish(status, inputEnded: source.inputEnded)
+            if await !source.drain() { try await outbound.write(Self.stopSending) }
         }
     }
+
+    /// After a complete response to a request the client is still sending (one refused at
+    /// its length prefix, say): RST_STREAM NO_ERROR tells it to stop without making the
+    /// response an error (RFC 9113 §8.1). Closing the stream would reset it with CANCEL, and
+    /// clients then drop the response.
+    static let stopSending = HTTP2Frame.FramePayload.rstStream(.noError)
 
     /// Runs the handler, under the caller's deadline when it gave one; returns how the call ended.
     private func run(_ route: Route, _ source: RequestSource, _ sink: ResponseSink, _ codec: MessageCodec, _ context: RPCContext) async -> RPCStatus {

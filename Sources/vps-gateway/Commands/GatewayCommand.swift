@@ -19,6 +19,11 @@ struct GatewayCommand: AsyncParsableCommand {
             requests down every eligible stream and takes the first valid answer. Operators and \
             scripts use the admin API on a Unix socket (`vps-gateway lookup`, `call`, `clients`).
 
+            Both the port and the admin socket speak gRPC and the Connect protocol (streaming, \
+            and unary with proto or JSON bodies), chosen per HTTP/2 stream by its content type; \
+            grpc.health.v1.Health answers on the port. HTTP/2 only (h2c with prior knowledge); \
+            the examples show curl.
+
             Environment:
               GATEWAY_API_SECRET        the shared secret (or --api-secret-file)
               GATEWAY_API_SECRET_FILE   a file holding the secret
@@ -36,6 +41,8 @@ struct GatewayCommand: AsyncParsableCommand {
               vps-gateway gateway --listen 127.0.0.1:1537 --api-secret-file /etc/vps-gateway/secret \\
                   --admin-socket /tmp/gw.sock --journal /tmp/gw-journal.sqlite3
               vps-gateway gateway --journal off      # no recording, no retries (for comparison)
+              curl --unix-socket /run/vps-gateway/admin.sock --http2-prior-knowledge -H 'content-type: application/json' -d '{}' http://localhost/vpsgateway.admin.v1.GatewayAdmin/ListClients
+              curl --http2-prior-knowledge -H 'content-type: application/json' -d '{}' http://127.0.0.1:1537/grpc.health.v1.Health/Check
               vps-gateway gateway --dhcp-leases /var/lib/misc/dnsmasq.leases --dhcp-hosts /etc/dnsmasq.hosts/vps \\
                   --dnsmasq-pid-file /run/dnsmasq/dnsmasq.pid
 
@@ -86,8 +93,23 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("The shortest HTTP/2 ping interval tolerated from a client; faster pingers get GOAWAY. Must be below the workers' --keepalive-interval.", valueName: "duration"))
     var minClientPingInterval = DurationArgument(.seconds(10), text: "10s")
 
-    @Option(help: ArgumentHelp("How often the gateway pings an idle connection at the HTTP/2 level.", valueName: "duration"))
-    var keepaliveInterval = DurationArgument(.seconds(60), text: "60s")
+    @Option(help: ArgumentHelp("HTTP/2 keepalive: ping a connection that read nothing for this long; no answer within 20 s closes it.", valueName: "duration"))
+    var keepaliveInterval = DurationArgument(.seconds(30), text: "30s")
+
+    @Option(help: ArgumentHelp("Connections open at once (stream port, and admin socket); more are closed as they arrive.", valueName: "count"))
+    var maxConnections = 4096
+
+    @Option(help: ArgumentHelp("Streams one client may have open at once on one connection.", valueName: "count"))
+    var maxConcurrentStreams = 256
+
+    @Option(help: ArgumentHelp("The largest message accepted, after decompression.", valueName: "bytes"))
+    var maxMessageSize = 4 * 1024 * 1024
+
+    @Option(help: ArgumentHelp("The largest request header block.", valueName: "bytes"))
+    var maxHeaderListSize = 16 * 1024
+
+    @Option(help: ArgumentHelp("A connection that sent no HTTP/2 preface, or has had no stream open, for this long is closed.", valueName: "duration"))
+    var idleConnectionTimeout = DurationArgument(.seconds(30), text: "30s")
 
     @Option(help: ArgumentHelp("The request journal (SQLite, WAL), or `off` to neither record nor retry calls. Env: GATEWAY_JOURNAL. Default: /var/lib/vps-gateway/journal.sqlite3.", valueName: "path|off"))
     var journal: String?
@@ -138,6 +160,11 @@ struct GatewayCommand: AsyncParsableCommand {
         _ = try defaultTimeout.requirePositive("--default-timeout")
         _ = try minClientPingInterval.requirePositive("--min-client-ping-interval")
         _ = try keepaliveInterval.requirePositive("--keepalive-interval")
+        _ = try idleConnectionTimeout.requirePositive("--idle-connection-timeout")
+        guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1, got \(maxConnections)") }
+        guard (1...100_000).contains(maxConcurrentStreams) else { throw ValidationError("--max-concurrent-streams must be 1-100000, got \(maxConcurrentStreams)") }
+        guard (1024...(64 << 20)).contains(maxMessageSize) else { throw ValidationError("--max-message-size must be 1024 to 67108864 bytes, got \(maxMessageSize)") }
+        guard (1024...(1 << 20)).contains(maxHeaderListSize) else { throw ValidationError("--max-header-list-size must be 1024 to 1048576 bytes, got \(maxHeaderListSize)") }
         guard sendQueue >= 1 else { throw ValidationError("--send-queue must be at least 1, got \(sendQueue)") }
         guard RequestJournal.Durability(rawValue: journalSync) != nil else {
             throw ValidationError("--journal-sync '\(journalSync)' is not full or normal")
@@ -197,6 +224,11 @@ struct GatewayCommand: AsyncParsableCommand {
         configuration.shutdownGracePeriod = shutdownGrace.duration
         configuration.minClientPingInterval = minClientPingInterval.duration
         configuration.keepaliveInterval = keepaliveInterval.duration
+        configuration.maxConnections = maxConnections
+        configuration.maxConcurrentStreams = maxConcurrentStreams
+        configuration.maxMessageBytes = maxMessageSize
+        configuration.maxHeaderListSize = maxHeaderListSize
+        configuration.idleConnectionTimeout = idleConnectionTimeout.duration
         configuration.maxAttempts = maxAttempts
         configuration.journalRetention = journalRetention.duration
         configuration.dhcp = try dhcpConfiguration()

@@ -177,6 +177,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "RPCEndpointTests",
+            dependencies: ["RPCEndpoint", nioCore, nioHPACK, protobuf],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "ProcessLifecycleTests",
             dependencies: ["ProcessLifecycle"],
             swiftSettings: swiftSettings

@@ -24,6 +24,7 @@ let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
 let nioPosix = Target.Dependency.product(name: "NIOPosix", package: "swift-nio")
 let nioHTTP2 = Target.Dependency.product(name: "NIOHTTP2", package: "swift-nio-http2")
 let nioHPACK = Target.Dependency.product(name: "NIOHPACK", package: "swift-nio-http2")
+let nioSSL = Target.Dependency.product(name: "NIOSSL", package: "swift-nio-ssl")
 
 let package = Package(
     name: "vps-gateway",
@@ -35,6 +36,8 @@ let package = Package(
         .package(url: "https://github.com/grpc/grpc-swift-2.git", exact: "2.4.3"),
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", exact: "2.9.2"),
         .package(url: "https://github.com/apple/swift-nio-http2.git", exact: "1.46.0"),
+        // Already in the graph through grpc's TLS support; the endpoint serves h2 over TLS.
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", exact: "2.37.6"),
         .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", exact: "2.4.1"),
         .package(url: "https://github.com/apple/swift-protobuf.git", exact: "1.39.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", exact: "1.8.2"),
@@ -61,7 +64,7 @@ let package = Package(
         // type, typed methods, limits, bounded shutdown.
         .target(
             name: "RPCEndpoint",
-            dependencies: ["CZlib", nioCore, nioPosix, nioHTTP2, nioHPACK, protobuf, logging],
+            dependencies: ["CZlib", nioCore, nioPosix, nioHTTP2, nioHPACK, nioSSL, protobuf, logging],
             swiftSettings: swiftSettings
         ),
         // What a long-running process owns and how it ends: instance locks, sockets it
@@ -147,7 +150,7 @@ let package = Package(
             name: "vps-gateway",
             dependencies: [
                 "GatewayProtocol", "GatewayServer", "GatewayJournal", "DHCPLeases", "GatewayWorker", "LeaseInventory",
-                "GatewayAdminClient", "GatewayBench", "LogOutput", "SystemdSupport", "Supervision", "ProcessLifecycle", argumentParser, logging, lifecycle, unixSignals, protobuf, nioPosix, nioCore,
+                "GatewayAdminClient", "GatewayBench", "LogOutput", "SystemdSupport", "Supervision", "ProcessLifecycle", "RPCEndpoint", argumentParser, logging, lifecycle, unixSignals, protobuf, nioPosix, nioCore,
             ],
             swiftSettings: swiftSettings
         ),

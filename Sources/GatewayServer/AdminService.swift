@@ -74,7 +74,9 @@ struct AdminService: Sendable {
         }
         var timed = response
         timed.durationUs = UInt64(max(0, (ContinuousClock.now - started).secondsValue * 1_000_000))
-        if timed.outcome == .ok, let result = MethodMessages.result(for: request.method, payload: timed.payload) {
+        // Only for a caller that spoke JSON-shaped arguments: decoding every answer into
+        // JSON costs a binary client's call about 4 % of the gateway's CPU for nothing.
+        if given.hasArguments, timed.outcome == .ok, let result = MethodMessages.result(for: request.method, payload: timed.payload) {
             timed.result = result
         }
         gateway.logger.info(request.async ? "call recorded" : "call finished", metadata: [

@@ -1,5 +1,6 @@
-// Public: the configuration carries the lease watcher's.
+// Public: the configuration carries the lease watcher's and the endpoint's TLS settings.
 public import DHCPLeases
+public import RPCEndpoint
 
 extension Gateway {
     /// Everything the gateway needs to know to run. The CLI maps flags and environment
@@ -53,6 +54,9 @@ extension Gateway {
         /// After the grace period, how long connections get to close after GOAWAY before the
         /// gateway cuts them (a silent, half-open or stopped peer never closes). Default 1 s.
         public var connectionCloseTimeout: Duration
+        /// h2 over TLS on the stream port (PEM files); nil serves cleartext h2c. The admin
+        /// socket stays cleartext (a local Unix socket).
+        public var tls: RPCServer.Configuration.TLS?
         /// The version reported in `registered` and logs.
         public var version: String
         /// Journaled requests executing at once from the runner's queue (recovered, replayed
@@ -102,6 +106,7 @@ extension Gateway {
             self.keepaliveTimeout = .seconds(20)
             self.minClientPingInterval = .seconds(10)
             self.shutdownGracePeriod = .seconds(5)
+            self.tls = nil
             self.connectionCloseTimeout = .seconds(1)
             self.version = "dev"
             self.maxConcurrentJournalRequests = 256

@@ -121,7 +121,9 @@ public final class Gateway: Service, Sendable {
     private func serve(_ servers: Servers) async throws -> DrainReport? {
         try await withThrowingTaskGroup(of: Part.self) { group in
             group.addTask {
-                do { try await servers.stream.run() } catch where !Task.isCancelled {
+                do { try await servers.stream.run() } catch let error as RPCServerError {
+                    throw GatewayError(code: .invalidConfiguration, message: error.message)
+                } catch where !Task.isCancelled {
                     throw GatewayError(
                         code: .listenFailed,
                         message: "cannot serve on \(self.configuration.listenHost):\(self.configuration.listenPort); is another gateway running, or is the port taken?",
@@ -413,6 +415,7 @@ extension Gateway.Configuration {
         endpoint.keepaliveInterval = keepaliveInterval
         endpoint.keepaliveTimeout = keepaliveTimeout
         endpoint.minClientPingInterval = minClientPingInterval
+        endpoint.tls = tls
         return endpoint
     }
 
@@ -422,6 +425,7 @@ extension Gateway.Configuration {
         endpoint.address = .unix(path: adminSocketPath)
         endpoint.name = "the admin socket"
         endpoint.keepaliveInterval = nil
+        endpoint.tls = nil
         return endpoint
     }
 

@@ -6,20 +6,24 @@ public struct GatewayEndpoint: Sendable, Hashable, CustomStringConvertible {
     public var node: String?
     public var host: String
     public var port: Int
+    /// `https://`: h2 over TLS (the worker's TLS settings say what to trust).
+    public var usesTLS: Bool
 
-    public init(node: String?, host: String, port: Int) {
+    public init(node: String?, host: String, port: Int, usesTLS: Bool = false) {
         self.node = node
         self.host = host
         self.port = port
+        self.usesTLS = usesTLS
     }
 
     public var description: String {
         let address = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
-        return node.map { "\($0)=http://\(address)" } ?? "http://\(address)"
+        let url = "\(usesTLS ? "https" : "http")://\(address)"
+        return node.map { "\($0)=\(url)" } ?? url
     }
 
-    /// Parses `http://HOST:PORT` (the port defaults to 1537). `source` names where the text
-    /// came from, for the error message.
+    /// Parses `http://HOST:PORT` or `https://HOST:PORT` (the port defaults to 1537). `source`
+    /// names where the text came from, for the error message.
     public init(url text: String, node: String? = nil, source: String) throws {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         func invalid(_ problem: String) -> WorkerError {
@@ -31,14 +35,12 @@ public struct GatewayEndpoint: Sendable, Hashable, CustomStringConvertible {
         guard let components = URLComponents(string: trimmed), let scheme = components.scheme?.lowercased() else {
             throw invalid("is not a URL with a scheme")
         }
-        guard scheme == "http" else {
-            throw invalid(scheme == "https" ? "asks for TLS, which this build does not support yet (use http:// on a trusted network)" : "has scheme '\(scheme)'")
-        }
+        guard scheme == "http" || scheme == "https" else { throw invalid("has scheme '\(scheme)'") }
         guard let host = components.host, !host.isEmpty else { throw invalid("has no host") }
         guard components.path.isEmpty || components.path == "/" else { throw invalid("has a path") }
         let port = components.port ?? 1537
         guard (1...65535).contains(port) else { throw invalid("has port \(port) out of range 1-65535") }
-        self.init(node: node, host: host.trimmingCharacters(in: CharacterSet(charactersIn: "[]")), port: port)
+        self.init(node: node, host: host.trimmingCharacters(in: CharacterSet(charactersIn: "[]")), port: port, usesTLS: scheme == "https")
     }
 
     /// Parses `VPS_NODE_GATEWAY_ENDPOINTS`: `node1:http://h1:1537,node2:http://h2:1537`.

@@ -73,7 +73,7 @@ final class StreamSession: Sendable {
         }
         return try HTTP2ClientTransport.Posix(
             target: target,
-            transportSecurity: .plaintext,
+            transportSecurity: endpoint.usesTLS ? tlsSecurity() : .plaintext,
             config: .defaults {
                 $0.connection.keepalive = .init(
                     time: configuration.keepaliveInterval,
@@ -85,6 +85,19 @@ final class StreamSession: Sendable {
                 $0.connection.flushCoalescing = nil
             }
         )
+    }
+
+    /// h2 over TLS to an `https://` gateway: its certificate checked against the configured
+    /// roots (or the system's), this worker's own certificate presented when configured.
+    private func tlsSecurity() -> HTTP2ClientTransport.Posix.TransportSecurity {
+        let tls = configuration.tls
+        return .tls { config in
+            if let roots = tls.trustRoots { config.trustRoots = .certificates([.file(path: roots, format: .pem)]) }
+            if let chain = tls.certificateChain, let key = tls.privateKey {
+                config.certificateChain = [.file(path: chain, format: .pem)]
+                config.privateKey = .file(path: key, format: .pem)
+            }
+        }
     }
 
     /// Reads the gateway's messages; handles requests concurrently; sends heartbeats; and on

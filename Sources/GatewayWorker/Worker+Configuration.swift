@@ -36,6 +36,21 @@ extension Worker {
         /// stream before the worker drops the connection (a stopped gateway never does).
         /// Default 1 s.
         public var streamCloseTimeout: Duration
+        /// What `https://` gateways are checked against and what this worker presents.
+        public var tls = TLS()
+
+        public struct TLS: Sendable, Equatable {
+            /// PEM CA certificates the gateway's certificate must chain to; nil trusts the
+            /// system's roots.
+            public var trustRoots: String?
+            /// A PEM certificate chain and key to present, for gateways that require client
+            /// certificates (mutual TLS).
+            public var certificateChain: String?
+            public var privateKey: String?
+
+            public init() {}
+        }
+
         /// Final answers remembered by request id, so a repeated id is answered without
         /// running its handler again. Default 100,000 (0 turns the cache off).
         public var responseCacheSize: Int

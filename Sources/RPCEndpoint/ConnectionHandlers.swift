@@ -103,8 +103,10 @@ final class PrefaceGate: ChannelInboundHandler, RemovableChannelHandler {
 /// - a client that pings far more often than agreed (a misconfigured keepalive can cost a
 ///   server a ping per millisecond): two pings closer together than the minimum interval are a
 ///   strike each, and the third strike gets GOAWAY `ENHANCE_YOUR_CALM` with `too_many_pings`,
-///   as gRPC servers do, and the connection closed.
-final class ConnectionPolicing: ChannelInboundHandler {
+///   as gRPC servers do, and the connection closed. Like gRPC's servers, writing HEADERS or
+///   DATA clears the strikes: grpc-go pings with its data to size its windows (BDP pings),
+///   which is traffic, not keepalive.
+final class ConnectionPolicing: ChannelInboundHandler, NIOHTTP2FrameDelegate {
     typealias InboundIn = HTTP2Frame
     typealias InboundOut = HTTP2Frame
     typealias OutboundOut = HTTP2Frame
@@ -113,10 +115,15 @@ final class ConnectionPolicing: ChannelInboundHandler {
     private var lastPing: NIODeadline?
     private var strikes = 0
     private let sentAway: @Sendable () -> Void
+    private let failed: @Sendable (any Error) -> Void
 
-    init(minimumInterval: TimeAmount, sentAway: @escaping @Sendable () -> Void) {
+    /// - Parameters:
+    ///   - sentAway: told when a client is sent away for its pings.
+    ///   - failed: told the error that ends a connection (a TLS handshake, a protocol error).
+    init(minimumInterval: TimeAmount, sentAway: @escaping @Sendable () -> Void, failed: @escaping @Sendable (any Error) -> Void) {
         self.minimumInterval = minimumInterval
         self.sentAway = sentAway
+        self.failed = failed
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -136,8 +143,20 @@ final class ConnectionPolicing: ChannelInboundHandler {
         context.fireChannelRead(data)
     }
 
+    /// NIOHTTP2 reports every frame the connection writes (on the event loop).
+    func wroteFrame(_ frame: HTTP2Frame) {
+        switch frame.payload {
+        case .headers, .data:
+            strikes = 0
+            lastPing = nil
+        default:
+            break
+        }
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if error is NIOHTTP2Errors.StreamError { return }
+        failed(error)
         context.close(promise: nil)
     }
 }

@@ -31,6 +31,24 @@ extension RPCServer {
         public var minClientPingInterval: Duration = .seconds(10)
         /// The HTTP/2 flow-control window per stream and connection. Default 1 MiB.
         public var windowSize: Int = 1 << 20
+        /// h2 over TLS instead of cleartext HTTP/2; nil (the default) serves h2c.
+        public var tls: TLS?
+
+        /// TLS from PEM files (systemd's `LoadCredential=` puts them in
+        /// `$CREDENTIALS_DIRECTORY`): ALPN `h2`, TLS 1.2 or later.
+        public struct TLS: Sendable, Equatable {
+            /// The server's certificate chain, leaf first.
+            public var certificateChain: String
+            public var privateKey: String
+            /// With it, every client must present a certificate this CA signed (mTLS).
+            public var clientCA: String?
+
+            public init(certificateChain: String, privateKey: String, clientCA: String? = nil) {
+                self.certificateChain = certificateChain
+                self.privateKey = privateKey
+                self.clientCA = clientCA
+            }
+        }
 
         public init(address: Address, name: String) {
             self.address = address

@@ -3,6 +3,7 @@ public import Logging
 public import NIOCore
 import NIOHTTP2
 import NIOPosix
+import NIOSSL
 import Synchronization
 
 /// An HTTP/2 server that serves the methods of an ``RPCRouter`` over gRPC and Connect alike,
@@ -42,7 +43,8 @@ public final class RPCServer: Sendable {
     public func run() async throws {
         let listener: NIOAsyncChannel<Connection, Never>
         do {
-            listener = try await bind()
+            let tls = try configuration.tls.map(Self.makeTLSContext)
+            listener = try await bind(tls: tls)
         } catch {
             wakeBindWaiters(nil)
             throw error
@@ -112,7 +114,26 @@ public final class RPCServer: Sendable {
         case refused(any Channel)
     }
 
-    private func bind() async throws -> NIOAsyncChannel<Connection, Never> {
+    /// Loads the PEM files once, so a bad certificate fails the start, not each connection.
+    private static func makeTLSContext(_ tls: Configuration.TLS) throws -> NIOSSLContext {
+        do {
+            var configuration = TLSConfiguration.makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMFile(tls.certificateChain).map { .certificate($0) },
+                privateKey: .privateKey(try NIOSSLPrivateKey(file: tls.privateKey, format: .pem))
+            )
+            configuration.applicationProtocols = ["h2"]
+            configuration.minimumTLSVersion = .tlsv12
+            if let clientCA = tls.clientCA {
+                configuration.certificateVerification = .noHostnameVerification
+                configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(clientCA))
+            }
+            return try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw RPCServerError(message: "cannot load TLS from \(tls.certificateChain), \(tls.privateKey)\(tls.clientCA.map { " and client CA \($0)" } ?? ""): \(error); give PEM files this user can read")
+        }
+    }
+
+    private func bind(tls: NIOSSLContext?) async throws -> NIOAsyncChannel<Connection, Never> {
         let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -122,7 +143,7 @@ public final class RPCServer: Sendable {
             }
             .childChannelOption(.socketOption(.so_keepalive), value: 1)
         let initializer: @Sendable (any Channel) -> EventLoopFuture<Connection> = { channel in
-            channel.eventLoop.makeCompletedFuture { try self.configure(channel) }
+            channel.eventLoop.makeCompletedFuture { try self.configure(channel, tls: tls) }
         }
         switch configuration.address {
         case .tcp(let host, let port):
@@ -135,7 +156,7 @@ public final class RPCServer: Sendable {
 
     /// The pipeline of one connection: the HTTP/1 refusal, HTTP/2 with its connection manager
     /// (keepalive pings, idle close, GOAWAY on quiesce), ping policing, a NIOAsyncChannel per stream.
-    private func configure(_ channel: any Channel) throws -> Connection {
+    private func configure(_ channel: any Channel, tls: NIOSSLContext?) throws -> Connection {
         let remote = Self.describe(channel.remoteAddress)
         guard connections.admit(channel) else {
             refusals.record(peer: remote, why: "\(configuration.maxConnections) connections are open, the limit")
@@ -144,6 +165,7 @@ public final class RPCServer: Sendable {
         }
         let sync = channel.pipeline.syncOperations
         let refusals = self.refusals
+        if let tls { try sync.addHandler(NIOSSLServerHandler(context: tls)) }
         try sync.addHandler(PrefaceGate(deadline: TimeAmount(configuration.idleTimeout)) { line in
             refusals.record(peer: remote, what: line, why: line.hasPrefix("no HTTP/2 preface") ? "silent connection" : "HTTP/1 request on an HTTP/2-only endpoint")
         })
@@ -155,22 +177,26 @@ public final class RPCServer: Sendable {
             HTTP2Setting(parameter: .initialWindowSize, value: configuration.windowSize),
         ]
         http2.stream.targetWindowSize = configuration.windowSize
-        let management = NIOHTTP2ServerConnectionManagementHandler.Configuration(
+        let manager = NIOHTTP2ServerConnectionManagementHandler(eventLoop: channel.eventLoop, configuration: .init(
             maxIdleTime: TimeAmount(configuration.idleTimeout),
             maxAge: nil,
             maxGraceTime: nil,
             keepalive: configuration.keepaliveInterval.map { .init(pingInterval: TimeAmount($0), ackTimeout: TimeAmount(configuration.keepaliveTimeout)) }
+        ))
+        let policing = ConnectionPolicing(
+            minimumInterval: TimeAmount(configuration.minClientPingInterval),
+            sentAway: { refusals.record(peer: remote, why: "pings more often than every \(self.configuration.minClientPingInterval): GOAWAY too_many_pings") },
+            failed: { error in refusals.record(peer: remote, why: "connection ended: \(error)") }
         )
         let multiplexer = try sync.configureAsyncHTTP2Pipeline(
-            mode: .server, connectionManagerConfiguration: management, http2HandlerConfiguration: http2
+            mode: .server, streamDelegate: manager.http2StreamDelegate, frameDelegate: policing, configuration: http2
         ) { stream in
             stream.eventLoop.makeCompletedFuture {
                 try NIOAsyncChannel<HTTP2Frame.FramePayload, HTTP2Frame.FramePayload>(wrappingChannelSynchronously: stream)
             }
         }
-        try sync.addHandler(ConnectionPolicing(minimumInterval: TimeAmount(configuration.minClientPingInterval)) {
-            refusals.record(peer: remote, why: "pings more often than every \(self.configuration.minClientPingInterval): GOAWAY too_many_pings")
-        })
+        try sync.addHandler(manager)
+        try sync.addHandler(policing)
         return .accepted(channel, multiplexer, remoteAddress: remote)
     }
 
@@ -208,4 +234,10 @@ extension TimeAmount {
         let (seconds, attoseconds) = duration.components
         self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
+}
+
+/// A server that cannot start (its TLS files).
+public struct RPCServerError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public var description: String { message }
 }

@@ -17,7 +17,7 @@ struct GatewayEndpointTests {
     }
 
     @Test("URLs that cannot be dialed are refused with what was expected", arguments: [
-        ("gw.example:1537", "scheme"), ("https://gw:1537", "TLS"), ("http://", "no host"),
+        ("gw.example:1537", "scheme"), ("ftp://gw:1537", "scheme 'ftp'"), ("http://", "no host"),
         ("http://gw:70000", "out of range"), ("http://gw:1537/path", "path"), ("grpc://gw", "scheme 'grpc'"),
     ])
     func refusesURL(text: String, problem: String) {
@@ -27,6 +27,13 @@ struct GatewayEndpointTests {
             let message = "\(error)"
             return message.contains(problem) && message.contains("VPS_GATEWAY_URL") && message.contains("expected")
         }
+    }
+
+    @Test("https:// asks for TLS; http:// does not")
+    func tlsByScheme() throws {
+        #expect(try GatewayEndpoint(url: "https://gw.example", source: "test").usesTLS)
+        #expect(try GatewayEndpoint(url: "https://gw.example", source: "test").description == "https://gw.example:1537")
+        #expect(try !GatewayEndpoint(url: "http://gw.example", source: "test").usesTLS)
     }
 
     @Test("the node endpoint list gives one endpoint per node")

@@ -147,8 +147,8 @@ public nonisolated struct Vpsgateway_Admin_V1_CallResponse: Sendable {
   /// gateway runs without a journal.
   public var state: String = String()
 
-  /// The answer decoded through the method's response message (protobuf JSON mapping), for
-  /// methods the gateway knows the messages of; `payload` carries the same bytes.
+  /// The answer decoded through the method's response message (protobuf JSON mapping), when
+  /// the call gave `arguments`; `payload` carries the same bytes.
   public var result: SwiftProtobuf.Google_Protobuf_Struct {
     get {_result ?? SwiftProtobuf.Google_Protobuf_Struct()}
     set {_result = newValue}

@@ -4,6 +4,7 @@ import Foundation
 import GatewayJournal
 import GatewayServer
 import Logging
+import RPCEndpoint
 import ServiceLifecycle
 import Supervision
 import SystemdSupport
@@ -149,6 +150,15 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("How long a lease's owner is trusted before it is asked again (a deleted VPS then drops out of the hosts file).", valueName: "duration"))
     var ownerRecheck = DurationArgument(.seconds(600), text: "10m")
 
+    @Option(help: ArgumentHelp("Serve h2 over TLS on the stream port with this PEM certificate chain (with --tls-key). Under systemd: a LoadCredential= file in $CREDENTIALS_DIRECTORY.", valueName: "path"))
+    var tlsCertificate: String?
+
+    @Option(help: ArgumentHelp("The PEM private key of --tls-certificate.", valueName: "path"))
+    var tlsKey: String?
+
+    @Option(help: ArgumentHelp("Require client certificates signed by this PEM CA (mutual TLS); needs --tls-certificate.", valueName: "path"))
+    var tlsClientCa: String?
+
     @OptionGroup var logging: LogOptions
 
     @Flag(help: "Shut down when stdin reaches end-of-file: the supervisor's lifeline, so no child outlives it.")
@@ -176,6 +186,8 @@ struct GatewayCommand: AsyncParsableCommand {
         _ = try ownerRecheck.requirePositive("--owner-recheck")
         _ = try reconcileInterval?.requirePositive("--reconcile-interval")
         if let listen { _ = try ListenAddress(listen) }
+        guard (tlsCertificate == nil) == (tlsKey == nil) else { throw ValidationError("give --tls-certificate and --tls-key together") }
+        guard tlsClientCa == nil || tlsCertificate != nil else { throw ValidationError("--tls-client-ca needs --tls-certificate and --tls-key (mutual TLS is TLS)") }
     }
 
     func run() async throws {
@@ -229,6 +241,9 @@ struct GatewayCommand: AsyncParsableCommand {
         configuration.maxMessageBytes = maxMessageSize
         configuration.maxHeaderListSize = maxHeaderListSize
         configuration.idleConnectionTimeout = idleConnectionTimeout.duration
+        if let tlsCertificate, let tlsKey {
+            configuration.tls = .init(certificateChain: tlsCertificate, privateKey: tlsKey, clientCA: tlsClientCa)
+        }
         configuration.maxAttempts = maxAttempts
         configuration.journalRetention = journalRetention.duration
         configuration.dhcp = try dhcpConfiguration()

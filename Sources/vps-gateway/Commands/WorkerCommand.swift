@@ -22,7 +22,7 @@ struct WorkerCommand: AsyncParsableCommand {
             for health checks and transport benchmarks).
 
             Environment:
-              VPS_GATEWAY_URL              the gateway to dial, http://HOST:PORT (default http://127.0.0.1:1537)
+              VPS_GATEWAY_URL              the gateway to dial, http://HOST:PORT or https://HOST:PORT (default http://127.0.0.1:1537)
               VPS_NODE_GATEWAY_ENDPOINTS   several gateways: node1:http://h1:1537,node2:http://h2:1537 (wins over VPS_GATEWAY_URL)
               VPS_GATEWAY_API_SECRET       the shared secret (or --api-secret-file)
               VPS_GATEWAY_API_SECRET_FILE  a file holding the secret
@@ -85,6 +85,15 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("How long an answer stays in the response cache.", valueName: "duration"))
     var responseCacheTTL = DurationArgument(.seconds(600), text: "10m")
 
+    @Option(help: ArgumentHelp("For https:// gateways: trust only certificates chaining to this PEM CA (default: the system's roots).", valueName: "path"))
+    var tlsCa: String?
+
+    @Option(help: ArgumentHelp("For https:// gateways that require client certificates: this PEM certificate chain (with --tls-key).", valueName: "path"))
+    var tlsCertificate: String?
+
+    @Option(help: ArgumentHelp("The PEM private key of --tls-certificate.", valueName: "path"))
+    var tlsKey: String?
+
     @Option(help: ArgumentHelp("On shutdown, how long requests in flight get after `drain`; the process exits within this plus 3 s.", valueName: "duration"))
     var shutdownGrace = DurationArgument(.seconds(5), text: "5s")
 
@@ -102,6 +111,7 @@ struct WorkerCommand: AsyncParsableCommand {
         _ = try keepaliveInterval.requirePositive("--keepalive-interval")
         _ = try backoffMax.requirePositive("--backoff-max")
         _ = try shutdownGrace.requirePositive("--shutdown-grace")
+        guard (tlsCertificate == nil) == (tlsKey == nil) else { throw ValidationError("give --tls-certificate and --tls-key together") }
         guard backoffMax.duration >= backoffInitial.duration else {
             throw ValidationError("--backoff-max (\(backoffMax)) must not be below --backoff-initial (\(backoffInitial))")
         }
@@ -165,6 +175,9 @@ struct WorkerCommand: AsyncParsableCommand {
         configuration.version = BuildInfo.version
         configuration.maxConcurrentRequests = maxConcurrent
         configuration.shutdownGracePeriod = shutdownGrace.duration
+        configuration.tls.trustRoots = tlsCa
+        configuration.tls.certificateChain = tlsCertificate
+        configuration.tls.privateKey = tlsKey
         configuration.heartbeatInterval = heartbeatInterval.duration
         configuration.keepaliveInterval = keepaliveInterval.duration
         configuration.responseCacheSize = responseCacheSize

@@ -1,4 +1,5 @@
 import Foundation
+import GatewayProtocol
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -36,8 +37,11 @@ public struct HostsFile: Sendable {
     }
 
     /// The file's text for `entries`: no timestamp, so unchanged entries give unchanged bytes.
+    /// An entry whose name is not a DNS label or whose address is not an IP address is left
+    /// out: the answers were checked where they came in, and this is the last line before
+    /// dnsmasq.
     public static func render(_ entries: some Sequence<Entry>) -> String {
-        let sorted = Set(entries).sorted()
+        let sorted = Set(entries).filter { HostsName.isValid($0.name) && IPAddressText.isValid($0.ip) }.sorted()
         var text = "# Written by vps-gateway from dnsmasq's DHCP leases: <ip> <vps-id>. Do not edit;\n"
         text += "# the gateway replaces this file whenever the leases or their owners change.\n"
         for entry in sorted { text += "\(entry.ip) \(entry.name)\n" }

@@ -6,8 +6,10 @@ import Foundation
 /// looked up, or is known. A pure state machine; ``LeaseWatcher`` does the I/O.
 public struct LeaseTable: Sendable {
     public struct Settings: Sendable {
-        /// Leases whose hostname matches need no lookup: the name already identifies a VPS.
-        public var vpsHostname: HostnamePattern
+        /// Leases whose hostname matches need no lookup: the name is taken to identify a VPS.
+        /// Nil (the default): every lease is looked up by MAC and IP, since the hostname is the
+        /// tenant's choice and proves nothing (a VM can call itself another VPS's id).
+        public var vpsHostname: HostnamePattern?
         /// How long a `not_found` is believed before asking again, in seconds.
         public var negativeTTL: Int64
         /// How long after a failed lookup to try again, in seconds.
@@ -20,7 +22,7 @@ public struct LeaseTable: Sendable {
         /// line that is still there.
         public var vanishGrace: Int64
 
-        public init(vpsHostname: HostnamePattern, negativeTTL: Int64, failureRetry: Int64, positiveRecheck: Int64 = 600, vanishGrace: Int64 = 3) {
+        public init(vpsHostname: HostnamePattern? = nil, negativeTTL: Int64, failureRetry: Int64, positiveRecheck: Int64 = 600, vanishGrace: Int64 = 3) {
             self.vpsHostname = vpsHostname
             self.negativeTTL = negativeTTL
             self.failureRetry = failureRetry
@@ -103,7 +105,7 @@ public struct LeaseTable: Sendable {
             var entry = entries[key] ?? Entry(lease: lease, resolution: nil)
             entry.lease = lease
             entry.missingSince = nil
-            if let hostname = lease.hostname, settings.vpsHostname.matches(hostname) {
+            if let hostname = lease.hostname, let pattern = settings.vpsHostname, pattern.matches(hostname) {
                 // dnsmasq names a lease after the hosts file entry for its address, so a lease
                 // we resolved comes back carrying the VPS id as its hostname: keep what we know.
                 if let owner = entry.resolution?.owner, owner.vpsID.lowercased() == hostname.lowercased() {
@@ -125,6 +127,19 @@ public struct LeaseTable: Sendable {
             lookups.append(Lookup(key: key, lease: current[key]!, requestID: requestID))
         }
         return lookups
+    }
+
+    /// Forgets every `not_found`, so the next ``observe(_:now:limit:)`` asks again; returns
+    /// how many leases it forgot.
+    public mutating func forgetNotFound() -> Int {
+        var forgotten = 0
+        for (key, entry) in entries {
+            if case .notFound = entry.resolution {
+                entries[key]?.resolution = nil
+                forgotten += 1
+            }
+        }
+        return forgotten
     }
 
     private func needsLookup(_ resolution: Resolution?, now: Int64) -> Bool {

@@ -30,8 +30,10 @@ public final class LeaseWatcher: Sendable {
         /// Ask again this long after a lease's owner was found (the VPS may be gone).
         /// Default 10 min.
         public var positiveRecheck: Duration
-        /// Hostnames that already name a VPS; those leases need no lookup. Default `vps-*`.
-        public var vpsHostnamePattern: HostnamePattern
+        /// Hostnames taken to name a VPS, whose leases are not looked up; nil (the default)
+        /// looks every lease up by MAC and IP. Opting in lets a tenant's VM that calls itself
+        /// another VPS's id keep that VPS out of the hosts file.
+        public var vpsHostnamePattern: HostnamePattern?
         /// Lookups in flight at once. Default 64.
         public var maxConcurrentLookups: Int
         /// A lease file larger than this is refused (and the hosts file left alone). Default 64 MiB.
@@ -45,7 +47,7 @@ public final class LeaseWatcher: Sendable {
             self.negativeCacheTTL = .seconds(300)
             self.failureRetryDelay = .seconds(30)
             self.positiveRecheck = .seconds(600)
-            self.vpsHostnamePattern = HostnamePattern("vps-*")
+            self.vpsHostnamePattern = nil
             self.maxConcurrentLookups = 64
             self.maxLeaseFileBytes = 64 << 20
         }
@@ -96,6 +98,15 @@ public final class LeaseWatcher: Sendable {
     }
 
     /// The current state; `withEntries` false leaves out the per-lease list (cheap).
+    /// Drops every cached `not_found` and wakes a reconcile, so those leases are asked again:
+    /// an environment that registered only now was not among those that said so.
+    public func forgetNotFound(reason: String) {
+        let forgotten = state.withLock { $0.table.forgetNotFound() }
+        guard forgotten > 0 else { return }
+        logger.info("asking again for leases nobody owned", metadata: ["leases": "\(forgotten)", "reason": "\(reason)"])
+        wake.enqueue(())
+    }
+
     public func status(withEntries: Bool = true) -> Status {
         let (entries, status) = state.withLock { state in
             (withEntries ? Array(state.table.entries.values) : [], Status(

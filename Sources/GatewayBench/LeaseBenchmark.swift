@@ -90,8 +90,9 @@ public struct LeaseBenchmark: Sendable {
         return LatencyReport(leases: leases.count, timedOut: timedOut, p50Us: percentile(50), p99Us: percentile(99), maxUs: sorted.last ?? 0)
     }
 
-    /// Writes `count` leases whose hostnames name VPSs (no lookups: the cost measured is the
-    /// gateway's reading and diffing), touches the file `rounds` times, and collects the
+    /// Writes `count` leases whose hostnames name VPSs (against a gateway started with
+    /// `--vps-hostname-pattern 'vps-*'` there are no lookups: the cost measured is its reading
+    /// and diffing), touches the file `rounds` times, and collects the
     /// gateway's reconcile durations from its admin API.
     public func measureReconcile(count: Int, rounds: Int, admin: AdminClient) async throws -> ReconcileReport {
         let expiry = Int(Date().timeIntervalSince1970) + 3600

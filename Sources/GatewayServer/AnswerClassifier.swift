@@ -15,6 +15,9 @@ package enum Answer: Sendable, Equatable {
     /// The receiver failed; the text says how. A permanent failure (the request itself is
     /// wrong) is not worth a retry; any other one is.
     case failed(String, permanent: Bool)
+    /// The receiver answered with something the method's rule refuses (a VPS id that is not a
+    /// DNS label): a failure of that receiver, logged with it, never written anywhere.
+    case refused(String)
 }
 
 /// Decides whether a response is the valid answer that wins a call. One per method; methods
@@ -39,8 +42,9 @@ package struct GenericAnswerClassifier: AnswerClassifier {
     }
 }
 
-/// FindVPSByLease wins only with a decodable response naming a VPS: an old peer answers a
-/// miss with success and an empty `vps_id`.
+/// FindVPSByLease wins only with a decodable response naming a VPS whose id (and
+/// organization) are DNS labels: an old peer answers a miss with success and an empty
+/// `vps_id`, and an id with a newline would write records of its own into the hosts file.
 package struct FindVPSByLeaseClassifier: AnswerClassifier {
     package init() {}
 
@@ -49,7 +53,9 @@ package struct FindVPSByLeaseClassifier: AnswerClassifier {
         guard generic == .found else { return generic }
         do {
             let decoded = try FindVPSByLeaseResponse(serializedBytes: response.payload)
-            return decoded.vpsID.isEmpty ? .notFound : .found
+            if decoded.vpsID.isEmpty { return .notFound }
+            if let problem = decoded.ownerProblem { return .refused(problem) }
+            return .found
         } catch {
             return .failed("internal: the response payload is not a FindVPSByLeaseResponse (\(response.payload.count) bytes)", permanent: false)
         }

@@ -1,6 +1,7 @@
 public import Foundation
 package import GatewayProtocol
 package import Logging
+import RPCEndpoint
 import SwiftProtobuf
 import Synchronization
 
@@ -33,11 +34,21 @@ package final class CallRouter: Sendable {
     private let table = Mutex(CallTable())
     private let idleWaiters = Mutex<[CheckedContinuation<Void, Never>]>([])
     private let logger: Logger
+    /// Answers a method's rule refused, one warning per instance and minute.
+    private let refusedAnswers: RefusalLog
 
-    package init(clients: ConnectedClients, classifiers: AnswerClassifiers = AnswerClassifiers(), logger: Logger) {
+    /// The environments that answer calls addressed to all (`--environments`); empty: any.
+    /// Changes when the gateway re-reads its environments file (SIGHUP).
+    private let answering: Mutex<Set<String>>
+
+    /// - Parameter answeringEnvironments: when not empty, a call without an environment goes
+    ///   to these environments only, and "not found" needs an answer from each of them.
+    package init(clients: ConnectedClients, classifiers: AnswerClassifiers = AnswerClassifiers(), answeringEnvironments: Set<String> = [], logger: Logger) {
+        self.answering = Mutex(answeringEnvironments)
         self.clients = clients
         self.classifiers = classifiers
         self.logger = logger
+        self.refusedAnswers = RefusalLog(logger: logger, message: "refused an answer from a client: it breaks the method's rule")
     }
 
     /// Calls in flight right now.
@@ -65,8 +76,26 @@ package final class CallRouter: Sendable {
         }
     }
 
+    /// The receivers of `call` now: the eligible streams, narrowed to the answering
+    /// environments when the call names none.
+    private func receivers(of call: OutgoingCall) -> (connections: [ClientConnection], generation: UInt64) {
+        let (eligible, generation) = clients.eligible(for: call.target, method: call.method)
+        let answering = answeringEnvironments
+        guard call.target.environment == nil, !answering.isEmpty else { return (eligible, generation) }
+        return (eligible.filter { answering.contains($0.identity.environment) }, generation)
+    }
+
+    /// The environments that answer calls addressed to all; empty: any.
+    package var answeringEnvironments: Set<String> {
+        get { answering.withLock { $0 } }
+    }
+
+    package func setAnsweringEnvironments(_ environments: Set<String>) {
+        answering.withLock { $0 = environments }
+    }
+
     private func execute(_ call: OutgoingCall) async -> CallResult {
-        var (receivers, generation) = clients.eligible(for: call.target, method: call.method)
+        var (receivers, generation) = receivers(of: call)
         while receivers.isEmpty {
             // Shutting down: nobody new will register, and the request is the journal's
             // again (left unfinished for the next start), not a "no receivers" answer.
@@ -78,8 +107,11 @@ package final class CallRouter: Sendable {
                     ? CallResult(outcome: .noReceivers, error: "no receiver for '\(call.method)' in \(call.target) connected before the deadline")
                     : CallResult(outcome: .failed, error: "cancelled by the caller while waiting for a receiver")
             }
-            (receivers, generation) = clients.eligible(for: call.target, method: call.method)
+            (receivers, generation) = self.receivers(of: call)
         }
+        // Environments that should answer and have nobody connected: a "not found" without
+        // them is not an answer.
+        let missing = call.target.environment == nil ? self.answeringEnvironments.subtracting(receivers.map(\.identity.environment)) : []
         let message = GatewayMessage.request(.with {
             $0.requestID = call.requestID
             $0.method = call.method
@@ -89,7 +121,7 @@ package final class CallRouter: Sendable {
         })
         return await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                let pending = CallTable.Pending(method: call.method, receivers: receivers, continuation: continuation)
+                let pending = CallTable.Pending(method: call.method, receivers: receivers, missingEnvironments: missing, continuation: continuation)
                 guard table.withLock({ $0.start(call.requestID, pending) }) else {
                     continuation.resume(returning: CallResult(
                         outcome: .failed,
@@ -145,6 +177,9 @@ package final class CallRouter: Sendable {
     /// Routes a receiver's response to its call.
     package func deliver(_ response: GatewayResponse, from connection: ClientConnection) {
         let answer = classify(response)
+        if case .refused(let reason) = answer {
+            refusedAnswers.record(peer: connection.name, what: "request \(Printable.escaped(response.requestID, limit: 64))", why: reason)
+        }
         let (effects, accepted) = table.withLock {
             $0.answer(response.requestID, from: connection, answer, payload: response.payload)
         }

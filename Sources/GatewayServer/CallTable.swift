@@ -17,12 +17,16 @@ package struct CallTable {
         var failures: [String] = []
         /// Failures that a retry would repeat (the request itself was refused).
         var permanentFailures = 0
+        /// Environments expected to answer that had no instance connected when the call went
+        /// out: without them a "not found" is not final.
+        let missingEnvironments: Set<String>
         let continuation: CheckedContinuation<CallResult, Never>
 
-        package init(method: String, receivers: [ClientConnection], continuation: CheckedContinuation<CallResult, Never>) {
+        package init(method: String, receivers: [ClientConnection], missingEnvironments: Set<String> = [], continuation: CheckedContinuation<CallResult, Never>) {
             self.method = method
             self.outstanding = Dictionary(uniqueKeysWithValues: receivers.map { ($0.id, $0) })
             self.receivers = receivers.count
+            self.missingEnvironments = missingEnvironments
             self.continuation = continuation
         }
     }
@@ -94,6 +98,8 @@ package struct CallTable {
         case .failed(let reason, let permanent):
             call.failures.append("\(connection.name): \(reason)")
             if permanent { call.permanentFailures += 1 }
+        case .refused(let reason):
+            call.failures.append("\(connection.name): refused answer: \(reason)")
         }
         effects.merge(settleIfAnswered(requestID, call))
         return (effects, true)
@@ -159,6 +165,13 @@ package struct CallTable {
             var error = timedOut
             if !call.notFound.isEmpty { error += "; not found by \(call.notFound.sorted().joined(separator: ", "))" }
             result = CallResult(outcome: .deadlineExceeded, error: error, receivers: call.receivers)
+        } else if !call.notFound.isEmpty && !call.missingEnvironments.isEmpty {
+            // Everyone asked said no, but an environment that should answer was not asked.
+            result = CallResult(
+                outcome: .failed,
+                error: "not found by \(call.notFound.sorted().joined(separator: ", ")), but environment(s) \(call.missingEnvironments.sorted().joined(separator: ", ")) had no instance connected; retried until they answer",
+                receivers: call.receivers
+            )
         } else if !call.notFound.isEmpty {
             result = CallResult(
                 outcome: .notFound,

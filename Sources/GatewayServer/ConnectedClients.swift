@@ -22,8 +22,9 @@ package final class ConnectedClients: Sendable {
 
     /// What ``register(_:)`` did.
     package enum Registration {
-        /// Registered; the caller closes the connection it replaced, if any.
-        case registered(replaced: ClientConnection?)
+        /// Registered; the caller closes the connection it replaced, if any. `newEnvironment`:
+        /// no instance of its environment was registered before.
+        case registered(replaced: ClientConnection?, newEnvironment: Bool)
         /// The gateway is shutting down and takes no new registrations.
         case refused
     }
@@ -32,8 +33,9 @@ package final class ConnectedClients: Sendable {
     package func register(_ connection: ClientConnection) -> Registration {
         let (registration, waiters) = state.withLock { state -> (Registration, [CheckedContinuation<Void, Never>]) in
             guard !state.closed else { return (.refused, []) }
+            let newEnvironment = state.registry.connections(environment: connection.identity.environment).isEmpty
             let replaced = state.registry.register(connection)
-            return (.registered(replaced: replaced), state.takeWaiters())
+            return (.registered(replaced: replaced, newEnvironment: newEnvironment), state.takeWaiters())
         }
         for waiter in waiters { waiter.resume() }
         return registration
@@ -67,6 +69,11 @@ package final class ConnectedClients: Sendable {
     }
 
     package var count: Int { state.withLock { $0.registry.count } }
+
+    /// The environments with at least one registered instance.
+    package var environments: Set<String> {
+        state.withLock { Set($0.registry.connections().map(\.identity.environment)) }
+    }
 
     /// Returns once a registration happened after `generation`, the registry closed, or the
     /// task is cancelled.

@@ -54,6 +54,12 @@ extension Gateway {
         /// After the grace period, how long connections get to close after GOAWAY before the
         /// gateway cuts them (a silent, half-open or stopped peer never closes). Default 1 s.
         public var connectionCloseTimeout: Duration
+        /// The environments this node serves (`--environments`; the supervisor passes its
+        /// configured ones). When set, a call addressed to all environments goes to these only
+        /// (an instance of another environment cannot answer for this node's leases), a "not
+        /// found" counts only once each of them answered (a missing one makes the call fail and
+        /// be retried), and the start waits for them to register. Empty: any environment.
+        public var answeringEnvironments: Set<String>
         /// h2 over TLS on the stream port (PEM files); nil serves cleartext h2c. The admin
         /// socket stays cleartext (a local Unix socket).
         public var tls: RPCServer.Configuration.TLS?
@@ -107,6 +113,7 @@ extension Gateway {
             self.minClientPingInterval = .seconds(10)
             self.shutdownGracePeriod = .seconds(5)
             self.tls = nil
+            self.answeringEnvironments = []
             self.connectionCloseTimeout = .seconds(1)
             self.version = "dev"
             self.maxConcurrentJournalRequests = 256

@@ -1,3 +1,4 @@
+import DHCPLeases
 import Foundation
 import GatewayProtocol
 import Logging
@@ -78,14 +79,25 @@ extension Gateway {
         switch clients.register(connection) {
         case .refused:
             throw refuseRegistration(of: identity)
-        case .registered(let replaced?):
-            logger.info("stream replaced by a newer one with the same instance id", metadata: [
+        case .registered(let replaced, let newEnvironment):
+            if let replaced {
+                logger.info("stream replaced by a newer one with the same instance id", metadata: [
+                    "instance": "\(identity.instanceID)", "environment": "\(identity.environment)",
+                    "old_remote_address": "\(replaced.identity.remoteAddress)",
+                ])
+                replaced.close(.replaced)
+            }
+            if newEnvironment {
+                // "Not found" from the others was said without this environment.
+                leaseWatcher?.forgetNotFound(reason: "environment \(identity.environment) registered")
+            }
+        }
+        let configured = router.answeringEnvironments
+        if !configured.isEmpty && !configured.contains(identity.environment) {
+            logger.warning("a client registered in an environment this gateway is not configured for; it gets only calls addressed to it", metadata: [
                 "instance": "\(identity.instanceID)", "environment": "\(identity.environment)",
-                "old_remote_address": "\(replaced.identity.remoteAddress)",
+                "configured": "\(configured.sorted().joined(separator: ","))", "remote_address": "\(remoteAddress)",
             ])
-            replaced.close(.replaced)
-        case .registered(nil):
-            break
         }
         logger.info("client registered", metadata: [
             "instance": "\(identity.instanceID)", "environment": "\(identity.environment)",

@@ -62,7 +62,7 @@ public final class Gateway: Service, Sendable {
         self.configuration = configuration
         self.refusedStreams = RefusalLog(logger: logger, message: "refused a stream: missing or wrong API secret")
         self.logger = logger
-        let router = CallRouter(clients: clients, logger: logger)
+        let router = CallRouter(clients: clients, answeringEnvironments: configuration.answeringEnvironments, logger: logger)
         self.router = router
         self.secretCheck = SecretCheck(secret: configuration.apiSecret)
         self.journal = journal
@@ -268,6 +268,20 @@ public final class Gateway: Service, Sendable {
 
     var isShuttingDown: Bool { clients.isClosed }
 
+    /// The environments that answer calls addressed to all, and whose "not found" a lookup
+    /// needs (see ``Configuration/answeringEnvironments``). Newly added ones are asked again
+    /// for the leases nobody else owned.
+    public var answeringEnvironments: Set<String> {
+        get { router.answeringEnvironments }
+    }
+
+    public func setAnsweringEnvironments(_ environments: Set<String>) {
+        let added = environments.subtracting(router.answeringEnvironments)
+        router.setAnsweringEnvironments(environments)
+        logger.notice("answering environments set", metadata: ["environments": "\(environments.sorted().joined(separator: ","))"])
+        if !added.isEmpty { leaseWatcher?.forgetNotFound(reason: "environment(s) \(added.sorted().joined(separator: ",")) configured") }
+    }
+
     /// Returns once the gateway listens and, with a journal, has handed every unfinished row
     /// of an earlier run back to the runner: what `READY=1` means.
     public func waitUntilReady() async {
@@ -336,6 +350,27 @@ public final class Gateway: Service, Sendable {
     /// registration, when none came for the quiet period; at the latest after the settle time.
     func waitForClientsToSettle() async {
         let deadline = ContinuousClock.now + configuration.clientSettleTime
+        let expected = router.answeringEnvironments
+        if !expected.isEmpty {
+            // The environments are known: wait for each of them (bounded), not for a quiet spell.
+            while ContinuousClock.now < deadline && !Task.isCancelled && !clients.isClosed && !expected.isSubset(of: clients.environments) {
+                let generation = clients.eligible(for: .all, method: "").generation
+                if expected.isSubset(of: clients.environments) { return }
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask { await self.clients.waitForRegistration(after: generation) }
+                    group.addTask { _ = await waitUntil(deadline) }
+                    await group.next()
+                    group.cancelAll()
+                }
+            }
+            if !expected.isSubset(of: clients.environments) {
+                logger.warning("not every configured environment registered within the settle time; lookups wait for them", metadata: [
+                    "missing": "\(expected.subtracting(clients.environments).sorted().joined(separator: ","))",
+                    "settle_time": "\(configuration.clientSettleTime)",
+                ])
+            }
+            return
+        }
         var seen = clients.eligible(for: .all, method: "").generation
         var anyRegistered = clients.count > 0
         while ContinuousClock.now < deadline && !Task.isCancelled && !clients.isClosed {

@@ -19,6 +19,9 @@ public struct ChildSpec: Sendable, Equatable {
 }
 
 extension SupervisorConfiguration {
+    /// Where the supervisor writes the configured environments for the gateway.
+    public var environmentsFile: String { "\(supervisor.notifyDirectory)/environments" }
+
     /// The children this configuration asks for, gateway first. `variables` are the
     /// supervisor's own environment (seed overrides, systemd's credentials and journal).
     public func childSpecs(executable: String, variables: [String: String], hostName: String) throws -> [ChildSpec] {
@@ -68,6 +71,9 @@ extension SupervisorConfiguration {
             "--dhcp-hosts", gateway.dhcpHosts,
         ]
         if let pidFile = gateway.dnsmasqPidFile { gatewayArguments += ["--dnsmasq-pid-file", pidFile] }
+        // The environments this node serves; the supervisor rewrites the file on reload and
+        // sends the gateway SIGHUP, so the gateway's arguments stay the same.
+        gatewayArguments += ["--environments-file", environmentsFile]
         var specs = [ChildSpec(
             name: "gateway", role: .gateway, executable: executable,
             arguments: gatewayArguments + secretArguments + gateway.extraArguments,

@@ -66,6 +66,9 @@ public final class Supervisor: Sendable {
         var lastReloadProblem: String?
         /// A second SIGTERM/SIGINT during the stop: children are killed, not waited for.
         var hurry = false
+        /// A reload changed the environments before the gateway listened (and could take
+        /// SIGHUP): it is told once it does.
+        var environmentsChangedBeforeServing = false
         /// Workers wait for the gateway to listen (they would only fail to connect and log
         /// it); until then the configured ones are kept here.
         var pendingWorkers: [ChildSpec]? = []
@@ -105,16 +108,21 @@ public final class Supervisor: Sendable {
             }
             group.addTask { await self.watchChildren() }
             group.addTask { await self.reportToSystemd() }
+            writeEnvironmentsFile(state.withLock { $0.configuration })
             start(specs[0], in: &group)
             state.withLock { $0.pendingWorkers = Array(specs.dropFirst()) }
             loop: while let batch = await events.nextBatch() {
                 for event in batch {
                     switch event {
                     case .gatewayServing:
-                        let workers = state.withLock { state in
-                            defer { state.pendingWorkers = nil }
-                            return state.pendingWorkers ?? []
+                        let (workers, tell) = state.withLock { state in
+                            defer {
+                                state.pendingWorkers = nil
+                                state.environmentsChangedBeforeServing = false
+                            }
+                            return (state.pendingWorkers ?? [], state.environmentsChangedBeforeServing)
                         }
+                        if tell { state.withLock { $0.processes["gateway"] }?.signal(SIGHUP) }
                         for spec in workers { start(spec, in: &group) }
                     case .signal(.sighup):
                         reload(in: &group)
@@ -381,9 +389,11 @@ public final class Supervisor: Sendable {
             let (removed, added, changed) = state.withLock { state -> ([String], [ChildSpec], [ChildSpec]) in
                 state.lastReloadProblem = nil
                 if state.pendingWorkers != nil {
-                    // The gateway does not listen yet: no worker runs; start the new set later.
+                    // The gateway does not listen yet: no worker runs; start the new set later,
+                    // and tell the gateway the new environments once it listens.
                     state.pendingWorkers = Array(specs.dropFirst())
                     state.configuration.environments = configuration.environments
+                    state.environmentsChangedBeforeServing = true
                     return ([], [], [])
                 }
                 let current = state.children.filter { $0.key != "gateway" && !$0.value.stopping }
@@ -395,6 +405,11 @@ public final class Supervisor: Sendable {
                 }
                 state.configuration.environments = configuration.environments
                 return (removed, added, changed)
+            }
+            // The gateway learns the new set first, so an added environment's lookups go to it.
+            writeEnvironmentsFile(configuration)
+            if !state.withLock({ $0.environmentsChangedBeforeServing }) {
+                state.withLock { $0.processes["gateway"] }?.signal(SIGHUP)
             }
             for name in removed + changed.map(\.name) { stopChild(name) }
             for spec in added { start(spec, in: &group) }
@@ -410,6 +425,18 @@ public final class Supervisor: Sendable {
             ])
         }
         notifier.ready(status: state.withLock { statusLine($0) })
+    }
+
+    /// Writes the configured environments for the gateway (`--environments-file`), atomically:
+    /// the gateway may be reading it.
+    private func writeEnvironmentsFile(_ configuration: SupervisorConfiguration) {
+        let text = "# Written by vps-gateway supervise: the environments this node serves.\n"
+            + configuration.environments.map { $0.name + "\n" }.joined()
+        do {
+            try text.write(toFile: configuration.environmentsFile, atomically: true, encoding: .utf8)
+        } catch {
+            logger.error("cannot write the environments file; the gateway keeps its environments", metadata: ["path": "\(configuration.environmentsFile)", "error": "\(error)"])
+        }
     }
 
     /// Takes `notify_directory/supervisor.lock`, creating the directory; refuses (naming the

@@ -24,6 +24,15 @@ struct HostsFileTests {
         #expect(HostsFile.render([.init(ip: "10.0.0.9", name: "vps-a")]) == HostsFile.render([.init(ip: "10.0.0.9", name: "vps-a")]))
     }
 
+    @Test("a name that is not a DNS label, or an address that is not an IP, never reaches the file", arguments: [
+        "vps-x\n10.9.9.9 www.bank.example", "vps x", "-vps", "vps-", "", String(repeating: "a", count: 64), "vps_1", "vps.example",
+    ])
+    func injectionRefused(name: String) {
+        let text = HostsFile.render([.init(ip: "10.0.0.1", name: name), .init(ip: "10.0.0.2 10.9.9.9", name: "vps-ok"), .init(ip: "10.0.0.3", name: "vps-3")])
+        let lines = text.split(separator: "\n").filter { !$0.hasPrefix("#") }
+        #expect(lines == ["10.0.0.3 vps-3"], "\(lines)")
+    }
+
     @Test("the file is written only when its content changes")
     func writesOnChange() throws {
         try withDirectory { directory in

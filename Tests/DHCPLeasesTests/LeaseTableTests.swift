@@ -20,7 +20,25 @@ struct LeaseTableTests {
         #expect(second.isEmpty)
     }
 
-    @Test("a lease whose hostname names a VPS needs no lookup")
+    @Test("by default a lease is looked up whatever its hostname: a VM calling itself another VPS's id is asked about like any other")
+    func hostnamesAreNotTrusted() {
+        var table = LeaseTable(settings: LeaseTable.Settings(negativeTTL: 300, failureRetry: 30))
+        let lookups = table.observe([lease("52:54:00:00:00:01", "10.0.0.1", hostname: "vps-production-0001")], now: 1000, limit: 10)
+        #expect(lookups.count == 1)
+    }
+
+    @Test("a cached not_found is forgotten when an environment arrives, and the lease is asked again")
+    func forgetNotFound() {
+        var table = LeaseTable(settings: LeaseTable.Settings(negativeTTL: 300, failureRetry: 30))
+        let leases = [lease("52:54:00:00:00:01", "10.0.0.1")]
+        let lookup = table.observe(leases, now: 1000, limit: 10)[0]
+        table.resolved(lookup, .notFound, now: 1001)
+        #expect(table.observe(leases, now: 1002, limit: 10).isEmpty, "not_found is believed")
+        #expect(table.forgetNotFound() == 1)
+        #expect(table.observe(leases, now: 1003, limit: 10).count == 1)
+    }
+
+    @Test("with the opt-in pattern, a lease whose hostname names a VPS needs no lookup")
     func vpsHostname() {
         var table = LeaseTable(settings: settings)
         let named = table.observe([lease("52:54:00:00:00:01", "10.0.0.1", hostname: "VPS-123")], now: 1000, limit: 10)

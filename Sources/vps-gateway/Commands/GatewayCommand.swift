@@ -34,6 +34,7 @@ struct GatewayCommand: AsyncParsableCommand {
               GATEWAY_DHCP_LEASES_DIR   the directory of dnsmasq's lease file (default /var/lib/vps-gateway)
               GATEWAY_DNSMASQ_PID_FILE  dnsmasq's pid file when --dnsmasq-pid-file is not given
               GATEWAY_RECONCILE_INTERVAL  how often the lease file is re-read (default 30s)
+              GATEWAY_ENVIRONMENTS      the environments when --environments is not given
               VPS_GATEWAY_MIGRATIONS    the journal migrations directory when --migrations is not given
               VPS_GATEWAY_LOG_LEVEL, VPS_GATEWAY_LOG_FORMAT
 
@@ -141,14 +142,20 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Re-read the lease file at least this often (inotify wakes it sooner). Env: GATEWAY_RECONCILE_INTERVAL.", valueName: "duration"))
     var reconcileInterval: DurationArgument?
 
-    @Option(help: ArgumentHelp("Leases whose hostname matches this glob already name a VPS and are not looked up.", valueName: "glob"))
-    var vpsHostnamePattern = "vps-*"
+    @Option(help: ArgumentHelp("Opt in: leases whose hostname matches this glob (like vps-*) are taken to name their VPS and are not looked up. Risk: the hostname is the tenant's choice, so a VM can claim another VPS's name and keep its real owner out of the hosts file. Default: every lease is looked up by MAC and IP.", valueName: "glob"))
+    var vpsHostnamePattern: String?
 
     @Option(help: ArgumentHelp("How long a lease nobody owns is believed unowned before asking again.", valueName: "duration"))
     var negativeCacheTTL = DurationArgument(.seconds(300), text: "5m")
 
     @Option(help: ArgumentHelp("How long a lease's owner is trusted before it is asked again (a deleted VPS then drops out of the hosts file).", valueName: "duration"))
     var ownerRecheck = DurationArgument(.seconds(600), text: "10m")
+
+    @Option(help: ArgumentHelp("The environments this node serves, comma-separated (production,beta,dev). Calls to all environments go to these only, a \"not found\" needs each of them to answer, and a start waits for them. Env: GATEWAY_ENVIRONMENTS. Default: any environment.", valueName: "names"))
+    var environments: String?
+
+    @Option(help: ArgumentHelp("Like --environments, from a file (one name per line), re-read on SIGHUP: what the supervisor uses.", valueName: "path"))
+    var environmentsFile: String?
 
     @Option(help: ArgumentHelp("Serve h2 over TLS on the stream port with this PEM certificate chain (with --tls-key). Under systemd: a LoadCredential= file in $CREDENTIALS_DIRECTORY.", valueName: "path"))
     var tlsCertificate: String?
@@ -187,6 +194,7 @@ struct GatewayCommand: AsyncParsableCommand {
         _ = try reconcileInterval?.requirePositive("--reconcile-interval")
         if let listen { _ = try ListenAddress(listen) }
         guard (tlsCertificate == nil) == (tlsKey == nil) else { throw ValidationError("give --tls-certificate and --tls-key together") }
+        guard environments == nil || environmentsFile == nil else { throw ValidationError("give --environments or --environments-file, not both") }
         guard tlsClientCa == nil || tlsCertificate != nil else { throw ValidationError("--tls-client-ca needs --tls-certificate and --tls-key (mutual TLS is TLS)") }
     }
 
@@ -206,8 +214,9 @@ struct GatewayCommand: AsyncParsableCommand {
         }
         let reporter = NotifyReporter(serving: { await gateway.waitUntilServing() }, ready: { await gateway.waitUntilReady() }, status: { "gateway: \(gateway.statusLine)" })
         do {
+            let reloader: [any Service] = environmentsFile.map { [EnvironmentsFileReloader(path: $0, gateway: gateway, logger: logger)] } ?? []
             try await runRoleGroup(
-                [gateway, reporter], role: "gateway", lifeline: lifelineStdin,
+                [gateway, reporter] + reloader, role: "gateway", lifeline: lifelineStdin,
                 shutdownLimit: gateway.configuration.shutdownLimit, logger: logger,
                 unfinished: { ["status": "\(gateway.statusLine)"] }
             )
@@ -241,6 +250,11 @@ struct GatewayCommand: AsyncParsableCommand {
         configuration.maxMessageBytes = maxMessageSize
         configuration.maxHeaderListSize = maxHeaderListSize
         configuration.idleConnectionTimeout = idleConnectionTimeout.duration
+        if let environmentsFile {
+            configuration.answeringEnvironments = try EnvironmentsFile.read(environmentsFile)
+        } else if let names = environments ?? Environment.value("GATEWAY_ENVIRONMENTS") {
+            configuration.answeringEnvironments = EnvironmentsFile.parse(names)
+        }
         if let tlsCertificate, let tlsKey {
             configuration.tls = .init(certificateChain: tlsCertificate, privateKey: tlsKey, clientCA: tlsClientCa)
         }
@@ -272,7 +286,7 @@ struct GatewayCommand: AsyncParsableCommand {
             }
             configuration.reconcileInterval = parsed.duration
         }
-        configuration.vpsHostnamePattern = HostnamePattern(vpsHostnamePattern)
+        configuration.vpsHostnamePattern = vpsHostnamePattern.map(HostnamePattern.init)
         configuration.negativeCacheTTL = negativeCacheTTL.duration
         configuration.positiveRecheck = ownerRecheck.duration
         return configuration

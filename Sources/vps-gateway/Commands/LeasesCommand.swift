@@ -37,14 +37,16 @@ struct LeasesCommand: AsyncParsableCommand {
             return
         }
         print("lease file \(response.leaseFile): \(response.activeLeases) active, \(response.expiredLines) expired, \(response.malformedLines) malformed, \(response.ipv6Lines) IPv6 lines")
-        print("hosts file \(response.hostsFile): \(response.hostsEntries) entries\(response.lastError.isEmpty ? "" : "; last error: \(response.lastError)")")
+        print("hosts file \(response.hostsFile): \(response.hostsEntries) entries\(response.lastError.isEmpty ? "" : "; last error: \(Printable.escaped(response.lastError))")")
         guard !response.leases.isEmpty else { return }
         print()
         printTable([["MAC", "IP", "HOSTNAME", "EXPIRES", "STATE", "VPS", "ORGANIZATION", "SINCE"]] + response.leases.map { lease in
             [
-                lease.mac, lease.ip, lease.hostname.isEmpty ? "*" : lease.hostname,
+                // Hostnames are the tenants', answers the instances': untrusted, so escaped.
+                lease.mac, lease.ip, lease.hostname.isEmpty ? "*" : Printable.escaped(lease.hostname, limit: 64),
                 lease.hasExpiresAt ? lease.expiresAt.date.formatted(.iso8601) : "never", lease.state,
-                lease.vpsID.isEmpty ? "-" : lease.vpsID, lease.organizationID.isEmpty ? "-" : lease.organizationID,
+                lease.vpsID.isEmpty ? "-" : Printable.escaped(lease.vpsID, limit: 64),
+                lease.organizationID.isEmpty ? "-" : Printable.escaped(lease.organizationID, limit: 64),
                 lease.hasResolvedAt ? lease.resolvedAt.date.formatted(.iso8601) : "-",
             ]
         })

@@ -67,7 +67,8 @@ struct LookupCommand: AsyncParsableCommand {
         if json {
             try printJSON(LookupJSON(response, owner: owner))
         } else if let owner {
-            print("\(owner.vpsID) (organization \(owner.organizationID)) — answered by \(response.responderEnvironment)/\(response.responderInstance) in \(response.durationUs) µs")
+            // Untrusted text from the instance that answered: escaped before the terminal sees it.
+            print("\(Printable.escaped(owner.vpsID)) (organization \(Printable.escaped(owner.organizationID))) — answered by \(Printable.escaped(response.responderEnvironment))/\(Printable.escaped(response.responderInstance)) in \(response.durationUs) µs")
         } else {
             printError(response.summary)
         }

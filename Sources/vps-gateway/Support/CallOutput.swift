@@ -41,8 +41,8 @@ extension AdminCallResponse {
     var summary: String {
         let name = BenchmarkReport.name(of: outcome)
         switch outcome {
-        case .ok: return "\(name): answered by \(responderEnvironment)/\(responderInstance) in \(durationUs) µs (request \(requestID))"
-        default: return "\(name): \(error) (request \(requestID), \(durationUs) µs)"
+        case .ok: return "\(name): answered by \(Printable.escaped(responderEnvironment))/\(Printable.escaped(responderInstance)) in \(durationUs) µs (request \(Printable.escaped(requestID)))"
+        default: return "\(name): \(Printable.escaped(error, limit: 2048)) (request \(Printable.escaped(requestID)), \(durationUs) µs)"
         }
     }
 }

@@ -1,0 +1,110 @@
+import Foundation
+import GatewayJournal
+import GatewayProtocol
+import LeaseInventory
+import Logging
+import SwiftProtobuf
+import Testing
+
+/// Instances that hold the secret but answer what they should not: names that would inject
+/// records into dnsmasq's hosts file, environments the node does not serve, and a "not found"
+/// said without everyone who should answer.
+@Suite("Hostile answers", .serialized, .timeLimit(.minutes(3)))
+struct HostileAnswerTests {
+    let vps = SampleInventory.Entry("vps-real", mac: "52:54:00:ab:00:01", ip: "10.9.0.1")
+
+    /// Registers a hand-driven instance and answers every request with `vpsID`.
+    func rogue(_ stream: RawStream, instance: String, environment: String, vpsID: String) async {
+        stream.send(.register(.with { $0.gatewayIpDhcp = instance; $0.environment = environment; $0.methods = [GatewayMethod.findVPSByLease] }))
+        _ = await stream.nextMessage(ofType: .registered)
+    }
+
+    func answer(_ stream: RawStream, _ request: GatewayMessage, vpsID: String) {
+        stream.send(.response(.with {
+            $0.requestID = request.request.requestID
+            $0.success = true
+            $0.code = "ok"
+            $0.payload = try! FindVPSByLeaseResponse.with { $0.vpsID = vpsID; $0.organizationID = "org-x" }.serializedBytes()
+        }))
+    }
+
+    @Test("an answer whose vps_id is not a DNS label is refused and logged with its instance; the real owner's answer wins")
+    func injectedNameRefused() async throws {
+        try await Cluster.with { cluster in
+            let gateway = try await cluster.startGateway(["--journal", "off"])
+            try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production", [vps]), ["--simulate-latency", "300ms"])
+            try await RawStream.with(port: cluster.port, secret: cluster.secret) { stream in
+                await rogue(stream, instance: "rogue", environment: "beta", vpsID: "")
+                try await cluster.waitForClients(["rogue", "production-1"])
+                async let lookup = cluster.lookup(mac: vps.mac, timeoutMs: 10_000)
+                let request = try #require(await stream.nextMessage(ofType: .request))
+                answer(stream, request, vpsID: "vps-x\n10.9.9.9 www.bank.example")
+                let (response, owner) = try await lookup
+                #expect(response.outcome == .ok)
+                #expect(owner?.vpsID == "vps-real", "the refused answer must not win")
+            }
+            #expect(gateway.log.contains("refused an answer from a client"))
+            #expect(gateway.log.contains("beta/rogue"))
+            #expect(gateway.log.contains("is not a DNS label"))
+            #expect(!gateway.log.contains("www.bank.example\n"), "the refused text is logged escaped")
+        }
+    }
+
+    @Test("with only a refused answer the lookup fails and nothing is stored as its result")
+    func onlyRefusedAnswer() async throws {
+        try await Cluster.with { cluster in
+            try await cluster.startGateway(["--journal", "off"])
+            try await RawStream.with(port: cluster.port, secret: cluster.secret) { stream in
+                await rogue(stream, instance: "rogue", environment: "production", vpsID: "")
+                try await cluster.waitForClients(["rogue"])
+                async let lookup = cluster.lookup(mac: vps.mac, timeoutMs: 5000)
+                let request = try #require(await stream.nextMessage(ofType: .request))
+                answer(stream, request, vpsID: "evil name")
+                let (response, owner) = try await lookup
+                #expect(response.outcome == .failed)
+                #expect(owner == nil)
+                #expect(response.error.contains("refused answer"), "\(response.error)")
+            }
+        }
+    }
+
+    @Test("with --environments production, an instance of another environment gets no lookup addressed to all, and cannot claim a lease")
+    func unconfiguredEnvironment() async throws {
+        try await Cluster.with { cluster in
+            let gateway = try await cluster.startGateway(["--journal", "off", "--environments", "production"])
+            try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production"))
+            try await RawStream.with(port: cluster.port, secret: cluster.secret) { stream in
+                await rogue(stream, instance: "dev-rogue", environment: "dev", vpsID: "")
+                try await cluster.waitForClients(["dev-rogue", "production-1"])
+                let (response, _) = try await cluster.lookup(mac: vps.mac, timeoutMs: 5000)
+                #expect(response.outcome == .notFound, "production says not found; dev is not asked")
+                #expect(await stream.nextMessage(ofType: .request, timeout: .milliseconds(500)) == nil, "no request reached dev")
+            }
+            #expect(gateway.log.contains("registered in an environment this gateway is not configured for"))
+        }
+    }
+
+    @Test("not found while a configured environment is missing is not final: the journal retries, and the lookup completes once it registers")
+    func missingEnvironmentIsNotNotFound() async throws {
+        try await Cluster.with { cluster in
+            try await cluster.startGateway(["--environments", "production,beta"])
+            try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production"))
+            try await cluster.waitForClients(["production-1"])
+            let request = AdminCallRequest.with {
+                $0.method = GatewayMethod.findVPSByLease
+                $0.payload = try! FindVPSByLeaseRequest.with { $0.mac = vps.mac }.serializedBytes()
+                $0.timeoutMs = 30_000
+                $0.requestID = "needs-beta"
+                $0.async = true
+            }
+            _ = try await cluster.call(request)
+            let journal = try RequestJournal.openExisting(at: cluster.journal, writable: false, logger: Logger(label: "test"))
+            // Production said "not found", beta is not there: the row stays unfinished, retried.
+            #expect(await poll(timeout: .seconds(10)) { ((try? journal.record("needs-beta"))??.attempts ?? 0) >= 2 })
+            #expect(try journal.record("needs-beta")?.state.isTerminal == false)
+            try cluster.startWorker(environment: "beta", inventory: try cluster.inventory("beta", [vps]))
+            #expect(await poll(timeout: .seconds(20)) { (try? journal.record("needs-beta"))??.state == .completed })
+            #expect(try journal.record("needs-beta")?.outcome == "ok")
+        }
+    }
+}

@@ -23,11 +23,14 @@ public struct AdminClient: Sendable {
     ) async throws -> Result {
         var info = stat()
         guard stat(socketPath, &info) == 0 else {
+            if errno == EACCES { throw AdminClientError.permissionDenied(socketPath) }
             throw AdminClientError(
                 code: .unreachable,
                 message: "no admin socket at '\(socketPath)' (\(String(cString: strerror(errno)))); is the gateway running? Give its socket with --admin-socket"
             )
         }
+        // Connecting needs write permission on the socket: say so instead of "does not answer".
+        guard access(socketPath, R_OK | W_OK) == 0 || errno != EACCES else { throw AdminClientError.permissionDenied(socketPath) }
         let transport = try HTTP2ClientTransport.Posix(
             target: .unixDomainSocket(path: socketPath),
             transportSecurity: .plaintext,
@@ -98,12 +101,18 @@ public struct AdminClient: Sendable {
 /// The one error type of the admin client.
 public struct AdminClientError: Error, CustomStringConvertible, Sendable {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
-        private enum Value: String { case unreachable, rejected, failed }
+        private enum Value: String { case unreachable, rejected, failed, notRecorded, shuttingDown, permissionDenied }
         private let value: Value
         private init(_ value: Value) { self.value = value }
 
         /// The socket is missing or nobody answers on it.
         public static let unreachable = Code(.unreachable)
+        /// The gateway's journal could not record the request (a full disk), so nothing was sent.
+        public static let notRecorded = Code(.notRecorded)
+        /// The gateway is stopping and takes no calls.
+        public static let shuttingDown = Code(.shuttingDown)
+        /// This user may not use the socket.
+        public static let permissionDenied = Code(.permissionDenied)
         /// The gateway refused the request as invalid.
         public static let rejected = Code(.rejected)
         /// Anything else the RPC reported.
@@ -120,8 +129,19 @@ public struct AdminClientError: Error, CustomStringConvertible, Sendable {
         self.message = message
     }
 
+    static func permissionDenied(_ socketPath: String) -> AdminClientError {
+        AdminClientError(
+            code: .permissionDenied,
+            message: "permission denied on the admin socket '\(socketPath)': run as root or as a member of its group (ls -l shows them; the unit's group is vps-gateway)"
+        )
+    }
+
     init(rpc error: RPCError, socketPath: String) {
         switch error.code {
+        case .resourceExhausted where error.message.contains("not recorded"):
+            self.init(code: .notRecorded, message: "the gateway could not record the request, so it did not send it: \(error.message)")
+        case .unavailable where error.message.contains("shutting down"):
+            self.init(code: .shuttingDown, message: "\(error.message); run the command again once the gateway is back")
         case .unavailable:
             self.init(code: .unreachable, message: "the gateway's admin socket '\(socketPath)' does not answer (\(error.message)); is the gateway running?")
         case .invalidArgument, .failedPrecondition, .outOfRange:

@@ -110,7 +110,8 @@ struct AdminService: Sendable {
         } catch {
             switch error {
             case .notRecorded(let cause):
-                throw RPCStatus(.unavailable, "the request was not recorded in the journal, so it was not sent: \(cause)")
+                // Its own code: the CLI exits 74 (a write failed), not "is the gateway running?".
+                throw RPCStatus(.resourceExhausted, "the request was not recorded in the journal, so it was not sent: \(cause)")
             case .interrupted:
                 throw RPCStatus(.unavailable, "the gateway is shutting down; request \(requestID) stays pending in the journal and is retried at the next start")
             }

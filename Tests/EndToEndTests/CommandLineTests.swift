@@ -125,6 +125,20 @@ struct CommandLineTests {
         }
     }
 
+    @Test("a user who may not use the admin socket gets 77 and a permission message, not 'is the gateway running?'")
+    func permissionDenied() async throws {
+        try await Cluster.with { cluster in
+            try await cluster.startGateway()
+            // The cluster's directory is 0700 and root's: another user cannot reach the socket.
+            let denied = try cluster.spawn(
+                name: "cli-nobody", executable: "/usr/sbin/runuser",
+                arguments: ["-u", "nobody", "--", TestBinary.path, "clients", "--admin-socket", cluster.adminSocket], environment: [:]
+            )
+            #expect(await denied.waitForExit(timeout: .seconds(20)) == 77, "\(denied.log)")
+            #expect(denied.log.contains("permission denied on the admin socket"), "\(denied.log)")
+        }
+    }
+
     @Test("a second gateway on the same journal refuses to start (73, naming the first one's pid)")
     func journalInUse() async throws {
         try await Cluster.with { cluster in

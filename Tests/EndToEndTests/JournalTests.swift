@@ -249,7 +249,12 @@ struct JournalTests {
             let error = try #require(refusal, "no write ever failed")
             #expect(failedID != "fill-0-" + String(repeating: "x", count: 100), "the first call already failed: not a run-time failure")
             #expect(error.message.contains("not recorded"), "\(error)")
+            #expect(error.code == .notRecorded)
             #expect(gateway.isRunning)
+            // The CLI says so with 74 (a write failed), not "is the gateway running?" (69).
+            let lookup = try await cluster.run(["lookup", "--mac", vps.mac, "--admin-socket", cluster.adminSocket])
+            #expect(lookup.status == 74, "\(lookup.output)")
+            #expect(lookup.output.contains("could not record"), "\(lookup.output)")
             let journal = try openJournal(cluster)
             #expect(try journal.record(failedID) == nil, "a refused request must not be in the journal")
         }

@@ -52,6 +52,6 @@ func withAdmin<Result: Sendable>(_ socket: AdminSocketOption, _ body: @Sendable 
     do {
         return try await AdminClient.connect(socketPath: socket.path, body)
     } catch let error as AdminClientError {
-        throw fail(error.message, error.code == .unreachable ? Exit.unavailable : error.code == .rejected ? Exit.usage : Exit.software)
+        throw fail(error.message, Exit.code(for: error))
     }
 }

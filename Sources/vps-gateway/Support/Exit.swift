@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GatewayAdminClient
 
 /// The documented exit codes (see the root command's help). Values from sysexits.h where
 /// one fits, so scripts and systemd read them the usual way.
@@ -26,8 +27,21 @@ enum Exit {
     static let ioError = ExitCode(74)
     /// EX_TEMPFAIL: the supervisor gave a child up and escalates to systemd.
     static let tempFail = ExitCode(75)
+    /// EX_NOPERM: this user may not use the admin socket.
+    static let noPermission = ExitCode(77)
     /// EX_CONFIG: a role refused to start because of its configuration.
     static let config = ExitCode(78)
+
+    /// The exit code of an admin-socket failure.
+    static func code(for error: AdminClientError) -> ExitCode {
+        switch error.code {
+        case .unreachable, .shuttingDown: unavailable
+        case .rejected: usage
+        case .notRecorded: ioError
+        case .permissionDenied: noPermission
+        default: software
+        }
+    }
 }
 
 /// Writes one line to standard error. (`fputs` on the C `stderr` global does not compile in

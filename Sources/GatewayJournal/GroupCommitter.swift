@@ -26,6 +26,8 @@ final class GroupCommitter: Sendable {
     private let pool: DatabasePool
     private let logger: Logger
     private let state = Mutex(State())
+    /// The last commit's failure, nil once a commit succeeds again.
+    let health = Mutex<JournalError?>(nil)
 
     init(pool: DatabasePool, logger: Logger) {
         self.pool = pool
@@ -147,13 +149,18 @@ final class GroupCommitter: Sendable {
                     return try Self.applySeparately(batch, db)
                 }
             }
+            health.withLock { $0 = nil }
             for (write, failure) in zip(batch, failures) { write.done?(failure) }
         } catch {
+            let corrupt = (error as? DatabaseError).map { [.SQLITE_CORRUPT, .SQLITE_NOTADB].contains($0.resultCode) } ?? false
             let failure = JournalError(
-                code: .writeFailed,
-                message: "the journal could not commit \(batch.count) write(s) (is the disk full or the file gone?); none of them was recorded",
+                code: corrupt ? .corrupt : .writeFailed,
+                message: corrupt
+                    ? "the journal file is corrupt, so \(batch.count) write(s) were not recorded; stop the gateway and move the file aside (it then starts a new one) or restore it"
+                    : "the journal could not commit \(batch.count) write(s) (is the disk full, or the file gone?); none of them was recorded",
                 cause: error
             )
+            health.withLock { $0 = failure }
             logger.error("journal commit failed", metadata: ["error": "\(error)", "writes": "\(batch.count)"])
             for write in batch { write.done?(failure) }
         }

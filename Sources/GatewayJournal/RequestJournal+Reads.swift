@@ -107,6 +107,17 @@ extension RequestJournal {
 
     /// `PRAGMA integrity_check` plus the schema version against this build's migrations.
     public func verify(against migrations: MigrationSet) throws -> Verification {
+        do {
+            return try verifyReadable(against: migrations)
+        } catch let error as JournalError {
+            throw error
+        } catch {
+            // Damage that stops even the check (a damaged schema or data page) is damage.
+            throw JournalError(code: .corrupt, message: "journal '\(path)' is corrupt: \(error)", cause: error)
+        }
+    }
+
+    private func verifyReadable(against migrations: MigrationSet) throws -> Verification {
         try pool.read { db in
             let integrity = try String.fetchAll(db, sql: "PRAGMA integrity_check")
             let applied = try Migrator.applied(db)

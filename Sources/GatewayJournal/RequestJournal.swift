@@ -1,6 +1,10 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import GRDB
 import ProcessLifecycle
+import Synchronization
 // Public: `run()` is the group-commit writer that a ServiceGroup runs.
 public import Logging
 public import ServiceLifecycle
@@ -73,7 +77,9 @@ public final class RequestJournal: Service, Sendable {
                 throw JournalError(code: .cannotOpen, message: error.message)
             }
         }
+        makePrivate(path)
         let pool = try openPool(path, readonly: false)
+        makePrivate(path)
         do {
             let applied = try await Migrator.migrate(pool, migrations, path: path)
             for migration in applied {
@@ -88,12 +94,30 @@ public final class RequestJournal: Service, Sendable {
             guard effective == expected else {
                 throw JournalError(code: .cannotOpen, message: "journal '\(path)' did not take synchronous=\(durability.rawValue) (reads back \(effective))")
             }
+            // The schema table alone says nothing of damaged index or data pages: a journal
+            // that passes it can still fail every write. quick_check reads every page.
+            let check = try await pool.read { db in try String.fetchAll(db, sql: "PRAGMA quick_check(5)") }
+            guard check == ["ok"] else {
+                throw JournalError(code: .corrupt, message: "journal '\(path)' is corrupt (\(check.joined(separator: "; "))); move it aside (the gateway then starts a new one) or restore it from a backup; `vps-gateway journal verify` lists the damage")
+            }
         } catch let error as JournalError {
             throw error
         } catch {
             throw classify(error, path: path)
         }
         return RequestJournal(path: path, pool: pool, logger: logger, lock: lock)
+    }
+
+    /// The journal holds every MAC, address, VPS id and payload: owner-only. A new file is
+    /// created 0600 before SQLite opens it (its WAL and shared-memory files take the database
+    /// file's mode); an existing one, and its companions, are brought down to 0600.
+    private static func makePrivate(_ path: String) {
+        let fd = Glibc.open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o600)
+        if fd >= 0 { close(fd) }
+        for file in [path, path + "-wal", path + "-shm"] {
+            var info = stat()
+            if stat(file, &info) == 0 && info.st_uid == geteuid() && info.st_mode & 0o077 != 0 { chmod(file, 0o600) }
+        }
     }
 
     /// Opens an existing journal for reading (`journal list|show|stats|verify`) while a gateway
@@ -143,6 +167,10 @@ public final class RequestJournal: Service, Sendable {
     public func run() async throws {
         await committer.run()
     }
+
+    /// Why the last commit failed, or nil when it succeeded: a gateway whose journal cannot
+    /// record is not healthy, whatever else works.
+    public var writeFailure: JournalError? { committer.health.withLock { $0 } }
 
     /// Lets ``run()`` commit every write submitted so far, then return. Later writes fail
     /// with ``JournalError/Code/closed``.

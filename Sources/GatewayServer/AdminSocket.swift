@@ -4,8 +4,8 @@ import ProcessLifecycle
 import Glibc
 #endif
 
-/// Checks around the admin socket's path that the gRPC transport does not do: it would
-/// silently delete a live socket of another gateway, and it leaves the mode to the umask.
+/// Checks around the admin socket's path before the server binds it: one gateway per socket
+/// (a lock), and a live socket of another gateway is never deleted.
 enum AdminSocket {
     /// Takes `PATH.lock`: one gateway per admin socket. A second one is refused, naming the
     /// first one's pid, before it touches the socket.
@@ -49,16 +49,6 @@ enum AdminSocket {
             )
         }
         unlink(path)  // a stale socket of a gateway that died
-    }
-
-    /// Owner and group only: the admin API can send any request through the gateway.
-    static func restrictPermissions(path: String) throws {
-        guard chmod(path, 0o660) == 0 else {
-            throw GatewayError(
-                code: .adminSocketFailed,
-                message: "chmod(\(path), 0660) failed: \(String(cString: strerror(errno))) (errno \(errno))"
-            )
-        }
     }
 
     private static func isAcceptingConnections(_ path: String) -> Bool {

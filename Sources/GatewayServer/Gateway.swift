@@ -170,7 +170,6 @@ public final class Gateway: Service, Sendable {
                 // Nil when binding failed: that server's task ends the gateway with its error.
                 guard let streamAddress = await servers.stream.listeningAddress,
                       await servers.admin.listeningAddress != nil else { return .background }
-                try AdminSocket.restrictPermissions(path: self.configuration.adminSocketPath)
                 self.adminSocketFile.withLock { $0 = OwnedPath(claiming: self.configuration.adminSocketPath) }
                 self.readiness.update { _ = $0.insert(.listening) }
                 self.logger.info("gateway listening", metadata: [
@@ -298,6 +297,13 @@ public final class Gateway: Service, Sendable {
         await readiness.wait { $0.contains(.listening) }
     }
 
+    /// False while the journal is corrupt: the gateway stops its watchdog pings, so the
+    /// supervisor (or systemd) restarts it, and the restart refuses the damaged file.
+    public var isAlive: Bool { journal?.writeFailure?.code != .corrupt }
+
+    /// False while the journal's writes fail: health says NOT_SERVING and STATUS says why.
+    var journalHealthy: Bool { journal?.writeFailure == nil }
+
     /// One line for `STATUS=`: clients per environment, calls in flight, unfinished journal rows.
     public var statusLine: String {
         let connections = clients.connections()
@@ -308,6 +314,9 @@ public final class Gateway: Service, Sendable {
         if journal != nil && !readiness.value.contains(.recovered) { line = "recovering the journal; " + line }
         if let journal, let counts = try? journal.unfinishedCounts() {
             line += "; journal \(counts.pending) pending, \(counts.inFlight) in flight"
+        }
+        if let failure = journal?.writeFailure {
+            line = "UNHEALTHY: journal writes failing (\(failure.code)): " + line
         }
         if let leaseWatcher {
             let status = leaseWatcher.status(withEntries: false)
@@ -461,6 +470,8 @@ extension Gateway.Configuration {
         endpoint.name = "the admin socket"
         endpoint.keepaliveInterval = nil
         endpoint.tls = nil
+        // Owner and group only, before anyone can connect: the admin API sends any request.
+        endpoint.unixSocketMode = 0o660
         return endpoint
     }
 

@@ -41,6 +41,6 @@ extension Gateway {
     }
 
     func servingStatus(_ conditions: Set<StartupCondition>) -> HealthCheckResponse.ServingStatus {
-        readyConditions.isSubset(of: conditions) && !conditions.contains(.draining) ? .serving : .notServing
+        readyConditions.isSubset(of: conditions) && !conditions.contains(.draining) && journalHealthy ? .serving : .notServing
     }
 }

@@ -8,6 +8,10 @@ extension RPCServer {
         }
 
         public var address: Address
+        /// For a Unix socket: its mode, set before the socket is reachable at its path (it is
+        /// bound in a private directory, given the mode, then moved into place), so no other
+        /// user can connect in between. Nil leaves the mode to the umask.
+        public var unixSocketMode: UInt16?
         /// How logs name this server ("the stream port", "the admin socket").
         public var name: String
         /// The largest message accepted (after decompression). Default 4 MiB.

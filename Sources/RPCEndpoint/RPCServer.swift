@@ -5,6 +5,9 @@ import NIOHTTP2
 import NIOPosix
 import NIOSSL
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// An HTTP/2 server that serves the methods of an ``RPCRouter`` over gRPC and Connect alike,
 /// choosing the protocol per stream by its content type. HTTP/2 itself (flow control, HPACK,
@@ -114,6 +117,16 @@ public final class RPCServer: Sendable {
         case refused(any Channel)
     }
 
+    /// A new directory only this user can enter, beside `path` (short, so the socket path in
+    /// it still fits a Unix socket's 107 bytes); nil when it cannot be made.
+    private static func privateDirectory(beside path: String) -> String? {
+        let slash = path.lastIndex(of: "/")
+        let directory = slash.map { String(path[..<$0]) } ?? "."
+        var template = Array("\(directory.isEmpty ? "" : directory)/.b-XXXXXX".utf8CString)
+        guard template.count + 2 <= 108, mkdtemp(&template) != nil else { return nil }
+        return String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     /// Loads the PEM files once, so a bad certificate fails the start, not each connection.
     private static func makeTLSContext(_ tls: Configuration.TLS) throws -> NIOSSLContext {
         do {
@@ -150,7 +163,19 @@ public final class RPCServer: Sendable {
             return try await bootstrap.childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .bind(host: host, port: port, childChannelInitializer: initializer)
         case .unix(let path):
-            return try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: false, childChannelInitializer: initializer)
+            guard let mode = configuration.unixSocketMode, let staging = Self.privateDirectory(beside: path) else {
+                return try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: false, childChannelInitializer: initializer)
+            }
+            defer { rmdir(staging) }
+            let bound = staging + "/s"
+            let listener = try await bootstrap.bind(unixDomainSocketPath: bound, cleanupExistingSocketFile: false, childChannelInitializer: initializer)
+            guard chmod(bound, mode_t(mode)) == 0, rename(bound, path) == 0 else {
+                let error = errno
+                unlink(bound)
+                try? await listener.channel.close()
+                throw RPCServerError(message: "cannot put the socket in place at \(path): \(String(cString: strerror(error))) (errno \(error))")
+            }
+            return listener
         }
     }
 

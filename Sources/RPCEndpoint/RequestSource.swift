@@ -81,11 +81,12 @@ final class RequestSource: @unchecked Sendable {
         return encoding == .gzip ? try Gzip.decompress(bytes, limit: maxMessageBytes) : bytes
     }
 
-    /// After the response: reads what the client still sends, up to `limit` bytes and for at
-    /// most `wait`, and says whether its request ended. A small body is usually in flight
-    /// already (then the stream closes normally); a client still uploading is told to stop
-    /// with RST_STREAM NO_ERROR by the caller.
-    func drain(limit: Int = 64 * 1024, wait: Duration = .milliseconds(100)) async -> Bool {
+    /// After the response: reads (and drops) what the client still sends, up to `limit` bytes
+    /// and for at most `wait`, and says whether its request ended. A body a little over the
+    /// limit is read to its end, so the client sees a clean answer; a client that goes on
+    /// uploading is told to stop with RST_STREAM NO_ERROR by the caller (some clients then
+    /// drop the answer they were sent).
+    func drain(limit: Int = 8 << 20, wait: Duration = .seconds(1)) async -> Bool {
         guard !inputEnded else { return true }
         let deadline = ContinuousClock.now + wait
         return await withTaskGroup(of: Bool.self) { group in

@@ -48,8 +48,7 @@ struct StreamDispatcher: Sendable {
                 frames: frames, framing: call.wireProtocol == .connectUnary ? .wholeBody : .envelopes,
                 encoding: call.requestEncoding, maxMessageBytes: maxMessageBytes, inputEnded: first.endStream
             )
-            let status = await run(call.route, source, sink, call.codec, context)
-            await sink.finish(status, inputEnded: source.inputEnded)
+            await sink.finish(await run(call.route, source, sink, call.codec, context))
             if await !source.drain() { try await outbound.write(Self.stopSending) }
         }
     }

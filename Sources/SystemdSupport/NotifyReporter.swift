@@ -15,20 +15,24 @@ public struct NotifyReporter: Service {
     private let status: @Sendable () -> String
     private let statusInterval: Duration
     private let startupExtension: Duration
+    private let alive: @Sendable () -> Bool
 
     /// - Parameters:
     ///   - serving: returns once the role serves but still prepares (listening, replaying);
     ///     nil when there is no such phase.
     ///   - ready: returns once the role is ready (listening, recovered, registered…).
     ///   - status: the current one-line status.
+    ///   - alive: false withholds `WATCHDOG=1` (default: always alive).
     public init(
         notifier: ServiceNotifier = ServiceNotifier(),
         statusInterval: Duration = .seconds(1),
         startupExtension: Duration = .seconds(15),
         serving: (@Sendable () async -> Void)? = nil,
         ready: @escaping @Sendable () async -> Void,
-        status: @escaping @Sendable () -> String
+        status: @escaping @Sendable () -> String,
+        alive: @escaping @Sendable () -> Bool = { true }
     ) {
+        self.alive = alive
         self.notifier = notifier
         self.statusInterval = statusInterval
         self.startupExtension = startupExtension
@@ -48,7 +52,9 @@ public struct NotifyReporter: Service {
                 // Pings from the start: a slow start must not look like a hang.
                 group.addTask {
                     while !Task.isCancelled {
-                        notifier.watchdog()
+                        // A role that cannot do its work (a corrupt journal) stops pinging, so
+                        // its manager restarts it instead of trusting a "ready" that fails.
+                        if alive() { notifier.watchdog() }
                         try? await Task.sleep(for: watchdog)
                     }
                 }

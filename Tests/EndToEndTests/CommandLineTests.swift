@@ -1,6 +1,9 @@
 import Foundation
+import GatewayProtocol
 import GRDB
 import LeaseInventory
+import SwiftProtobuf
+import Synchronization
 import Testing
 
 /// The built binary as an operator runs it: exit codes, messages, JSON.
@@ -122,6 +125,30 @@ struct CommandLineTests {
             #expect(second.log.contains("another gateway (pid \(first.pid)) serves the admin socket"), "\(second.log)")
             #expect(!FileManager.default.fileExists(atPath: cluster.directory + "/second.sqlite3"), "refused before it opened anything")
             #expect(try await cluster.clients().isEmpty)  // the first still answers
+        }
+    }
+
+    @Test("under a permissive umask the journal and its WAL are 0600 and the admin socket is 0660 from the moment it appears")
+    func privateFiles() async throws {
+        try await Cluster.with { cluster in
+            let gateway = try await cluster.startGateway(waitUntilReady: false, launcher: ["/bin/sh", "-c", "umask 000; exec \"$0\" \"$@\""])
+            let first = Mutex<mode_t?>(nil)
+            _ = await poll(timeout: .seconds(20)) {
+                var info = stat()
+                guard lstat(cluster.adminSocket, &info) == 0 else { return false }
+                first.withLock { $0 = info.st_mode & 0o777 }
+                return true
+            }
+            let mode = first.withLock { $0 }
+            #expect(mode == 0o660, "the socket first appeared with mode \(String(mode ?? 0, radix: 8))")
+            _ = try await cluster.clients()
+            _ = try await cluster.call(.with { $0.method = "Ping"; $0.timeoutMs = 100 })
+            for file in [cluster.journal, cluster.journal + "-wal", cluster.journal + "-shm"] {
+                var info = stat()
+                #expect(stat(file, &info) == 0, "\(file) exists")
+                #expect(info.st_mode & 0o777 == 0o600, "\(file) has mode \(String(info.st_mode & 0o777, radix: 8))")
+            }
+            #expect(gateway.isRunning)
         }
     }
 

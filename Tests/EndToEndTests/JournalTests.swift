@@ -260,6 +260,34 @@ struct JournalTests {
         }
     }
 
+    @Test("a journal with damaged pages is refused at start as corrupt (78), and journal verify exits 65 for it", arguments: [
+        ("index", 0.35), ("data", 0.75),
+    ])
+    func damagedPages(kind: String, at fraction: Double) async throws {
+        try await Cluster.with { cluster in
+            // A journal with some thousand rows (data pages) and its index, written and closed.
+            let generated = try await cluster.run(["journal", "generate", "--journal", cluster.journal, "--count", "4000", "--method", "Ping"])
+            #expect(generated.status == 0, "\(generated.output)")
+            let database = try DatabaseQueue(path: cluster.journal)
+            try await database.write { db in try db.execute(sql: "CREATE INDEX IF NOT EXISTS test_damage ON requests(created_at, request_id)") }
+            try database.close()
+            // Overwrite one page past the schema page with garbage.
+            let handle = try #require(FileHandle(forUpdatingAtPath: cluster.journal))
+            let size = try handle.seekToEnd()
+            let pages = size / 4096
+            let page = max(2, UInt64(Double(pages) * fraction))
+            try handle.seek(toOffset: page * 4096 + 100)
+            handle.write(Data((0..<3000).map { _ in UInt8.random(in: 0...255) }))
+            try handle.close()
+
+            let verify = try await cluster.run(["journal", "verify", "--journal", cluster.journal])
+            #expect(verify.status == 65, "\(kind): \(verify.output)")
+            let gateway = try await cluster.startGateway(waitUntilReady: false)
+            #expect(await gateway.waitForExit() == 78, "\(kind): \(gateway.log)")
+            #expect(gateway.log.contains("is corrupt"), "\(gateway.log)")
+        }
+    }
+
     @Test("the gateway refuses a journal it cannot trust, with exit 78 and what to do", arguments: [
         "garbage", "newer-schema", "edited-migration", "read-only-directory",
     ])

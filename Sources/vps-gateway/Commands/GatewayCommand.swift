@@ -212,7 +212,10 @@ struct GatewayCommand: AsyncParsableCommand {
         } catch {
             throw fail("\(error)", Exit.config)
         }
-        let reporter = NotifyReporter(serving: { await gateway.waitUntilServing() }, ready: { await gateway.waitUntilReady() }, status: { "gateway: \(gateway.statusLine)" })
+        let reporter = NotifyReporter(
+            serving: { await gateway.waitUntilServing() }, ready: { await gateway.waitUntilReady() },
+            status: { "gateway: \(gateway.statusLine)" }, alive: { gateway.isAlive }
+        )
         do {
             let reloader: [any Service] = environmentsFile.map { [EnvironmentsFileReloader(path: $0, gateway: gateway, logger: logger)] } ?? []
             try await runRoleGroup(

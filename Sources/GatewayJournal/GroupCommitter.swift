@@ -13,6 +13,10 @@ final class GroupCommitter: Sendable {
     private struct Write: Sendable {
         let apply: @Sendable (Database) throws -> Void
         let done: (@Sendable ((any Error)?) -> Void)?
+        /// A submitted write (not awaited) that a failed commit puts back, until it is
+        /// written: a final row lost to a full disk would turn an answered call into an
+        /// expired one at the next start.
+        var retried = false
     }
 
     private struct State {
@@ -21,6 +25,8 @@ final class GroupCommitter: Sendable {
         var stopped = false
         /// Set by ``finish()``: commit what is queued, then stop.
         var finishing = false
+        /// Failed commits in a row; the writer waits longer after each.
+        var failedCommits = 0
     }
 
     private let pool: DatabasePool
@@ -58,7 +64,7 @@ final class GroupCommitter: Sendable {
         let accepted = enqueue(Write(apply: body, done: { error in
             if let error { logger.error("journal write failed", metadata: ["error": "\(error)"]) }
             whenDone()
-        }))
+        }, retried: true))
         if !accepted {
             logger.error("journal write dropped: the writer has stopped")
             whenDone()
@@ -83,11 +89,22 @@ final class GroupCommitter: Sendable {
         while !Task.isCancelled {
             await waitForWork()
             await commitQueued()
-            let done = state.withLock { state in
-                if state.finishing && state.queue.isEmpty { state.stopped = true }
-                return state.stopped
+            let (done, failures, abandoned) = state.withLock { state -> (Bool, Int, [Write]) in
+                // Finishing gives put-back writes three more tries, not forever.
+                guard state.finishing && (state.queue.isEmpty || state.failedCommits > 3) else { return (false, state.failedCommits, []) }
+                state.stopped = true
+                defer { state.queue = [] }
+                return (true, state.failedCommits, state.queue)
             }
-            if done { return }
+            if done {
+                let failure = JournalError(code: .writeFailed, message: "the journal stopped before \(abandoned.count) write(s) could be committed")
+                for write in abandoned { write.done?(failure) }
+                return
+            }
+            if failures > 0 {
+                // 100 ms doubling to 5 s: a full disk is not retried in a busy loop.
+                try? await Task.sleep(for: .milliseconds(min(5000, 100 << min(failures - 1, 6))))
+            }
         }
         let rest = state.withLock { state in
             state.stopped = true
@@ -150,6 +167,7 @@ final class GroupCommitter: Sendable {
                 }
             }
             health.withLock { $0 = nil }
+            state.withLock { $0.failedCommits = 0 }
             for (write, failure) in zip(batch, failures) { write.done?(failure) }
         } catch {
             let corrupt = (error as? DatabaseError).map { [.SQLITE_CORRUPT, .SQLITE_NOTADB].contains($0.resultCode) } ?? false
@@ -161,8 +179,17 @@ final class GroupCommitter: Sendable {
                 cause: error
             )
             health.withLock { $0 = failure }
-            logger.error("journal commit failed", metadata: ["error": "\(error)", "writes": "\(batch.count)"])
-            for write in batch { write.done?(failure) }
+            let retried = batch.filter(\.retried)
+            let giveUp = state.withLock { state -> Bool in
+                state.failedCommits += 1
+                if state.finishing && state.failedCommits > 3 { return true }
+                state.queue.insert(contentsOf: retried, at: 0)
+                return false
+            }
+            logger.error("journal commit failed", metadata: [
+                "error": "\(error)", "writes": "\(batch.count)", "kept_for_retry": "\(giveUp ? 0 : retried.count)",
+            ])
+            for write in batch where !write.retried || giveUp { write.done?(failure) }
         }
     }
 

@@ -35,12 +35,46 @@ public final class RequestJournal: Service, Sendable {
     /// Held by the one gateway that writes this journal (see ``open(at:migrations:durability:exclusive:logger:)``).
     private let lock: InstanceLock?
 
+    /// The journal file as it was opened (device, inode): a file deleted or replaced under a
+    /// running gateway takes its writes into an inode nobody will read again.
+    private let fileIdentity: (device: UInt64, inode: UInt64)?
+    /// Set once the file is found deleted or replaced; stays (commits into the lost inode
+    /// still succeed).
+    private let lostFile = Mutex<JournalError?>(nil)
+
     private init(path: String, pool: DatabasePool, logger: Logger, lock: InstanceLock? = nil) {
         self.path = path
         self.pool = pool
         self.logger = logger
         self.lock = lock
         self.committer = GroupCommitter(pool: pool, logger: logger)
+        self.fileIdentity = Self.identity(of: path)
+    }
+
+    private static func identity(of path: String) -> (device: UInt64, inode: UInt64)? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        return (UInt64(info.st_dev), UInt64(info.st_ino))
+    }
+
+    /// Checks that the file at ``path`` is still the one this journal writes; when it was
+    /// deleted or replaced, marks the journal failing (STATUS, health) and returns why.
+    @discardableResult
+    public func checkFile() -> JournalError? {
+        guard let opened = fileIdentity else { return nil }
+        let problem: String?
+        switch Self.identity(of: path) {
+        case nil: problem = "was deleted"
+        case let current? where current != opened: problem = "was replaced by another file"
+        default: problem = nil
+        }
+        guard let problem else { return nil }
+        let failure = JournalError(
+            code: .writeFailed,
+            message: "the journal file '\(path)' \(problem) while the gateway runs: what it records now is lost at the next start; restart the gateway"
+        )
+        lostFile.withLock { $0 = failure }
+        return failure
     }
 
     /// Opens (creating it and its directory when missing) and migrates the journal; refuses
@@ -170,7 +204,7 @@ public final class RequestJournal: Service, Sendable {
 
     /// Why the last commit failed, or nil when it succeeded: a gateway whose journal cannot
     /// record is not healthy, whatever else works.
-    public var writeFailure: JournalError? { committer.health.withLock { $0 } }
+    public var writeFailure: JournalError? { lostFile.withLock { $0 } ?? committer.health.withLock { $0 } }
 
     /// Lets ``run()`` commit every write submitted so far, then return. Later writes fail
     /// with ``JournalError/Code/closed``.

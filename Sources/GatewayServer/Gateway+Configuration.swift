@@ -75,6 +75,9 @@ extension Gateway {
         public var retryInitialDelay: Duration
         /// The longest delay between attempts. Default 5 s.
         public var retryMaxDelay: Duration
+        /// The largest answer the journal keeps with a finished row; a larger one is given to
+        /// its caller but not stored (the row says so). Default 64 KiB.
+        public var maxStoredResultBytes: Int
         /// Finished journal rows older than this are pruned. Default 7 days.
         public var journalRetention: Duration
         /// How often finished rows are pruned. Default 30 s.
@@ -120,6 +123,7 @@ extension Gateway {
             self.maxAttempts = 5
             self.retryInitialDelay = .milliseconds(100)
             self.retryMaxDelay = .seconds(5)
+            self.maxStoredResultBytes = 64 * 1024
             self.journalRetention = .seconds(7 * 86_400)
             self.pruneInterval = .seconds(30)
             self.checkpointInterval = .seconds(30)

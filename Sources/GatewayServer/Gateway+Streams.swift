@@ -181,8 +181,14 @@ extension ClientIdentity {
         try Self.check(registration.environment, field: "environment", allowEmpty: true)
         try Self.check(registration.gatewayID, field: "gateway_id (the node name)", allowEmpty: true)
         try Self.check(registration.version, field: "version", allowEmpty: true)
-        guard registration.methods.count <= 256 else {
-            throw RPCStatus(.invalidArgument, "registration lists \(registration.methods.count) methods; at most 256 are accepted")
+        // Bounded, so ListClients and the registration's log line stay small (one client
+        // could otherwise carry 64 KB of method names).
+        guard registration.methods.count <= 64 else {
+            throw RPCStatus(.invalidArgument, "registration lists \(registration.methods.count) methods; at most 64 are accepted")
+        }
+        let size = (try? registration.serializedBytes() as [UInt8])?.count ?? .max
+        guard size <= 4096 else {
+            throw RPCStatus(.invalidArgument, "the registration is \(size) bytes; at most 4096 are accepted")
         }
         for method in registration.methods { try Self.check(method, field: "methods", allowEmpty: false) }
         self.init(

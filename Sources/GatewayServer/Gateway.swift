@@ -440,6 +440,9 @@ public final class Gateway: Service, Sendable {
                     sinceCheckpoint = .zero
                     try await journal.checkpoint()
                 }
+                if let problem = journal.checkFile() {
+                    logger.error("journal file lost", metadata: ["error": "\(problem.message)"])
+                }
             } catch {
                 logger.error("journal upkeep failed", metadata: ["error": "\(error)"])
             }

@@ -248,7 +248,15 @@ final class RequestRunner: Sendable {
         final.leaseOwner = nil
         let requestID = record.requestID
         runs.withLock { $0.claims[requestID] = .finished(final) }
-        journal.finish(final) { [self] in
+        // The caller gets the whole answer; the journal keeps it only up to the cap, so a
+        // rogue instance's huge answers cannot fill the disk for a week of retention.
+        var stored = final
+        if let payload = stored.resultPayload, payload.count > configuration.maxStoredResultBytes {
+            stored.resultPayload = nil
+            let note = "the answer of \(payload.count) bytes was not stored (over --max-stored-result \(configuration.maxStoredResultBytes))"
+            stored.error = [stored.error, note].compactMap { $0 }.joined(separator: "; ")
+        }
+        journal.finish(stored) { [self] in
             // The journal has the row now; readers get it from there.
             runs.withLock { state in
                 if case .finished = state.claims[requestID] { state.claims[requestID] = nil }

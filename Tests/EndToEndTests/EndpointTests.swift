@@ -171,6 +171,25 @@ struct EndpointTests {
         }
     }
 
+    @Test("an idle-connection flood: past --max-connections they are closed as they arrive, the rest after the idle timeout; a worker still gets in")
+    func idleConnectionFlood() async throws {
+        try await Cluster.with { cluster in
+            let gateway = try await cluster.startGateway(["--max-connections", "60", "--idle-connection-timeout", "1s"])
+            let before = try #require(residentKiB(of: gateway.pid))
+            // Silent connections: no preface, no bytes, no CPU on the client's side.
+            let flood = try (0..<150).map { _ in try RawSocket(port: cluster.port) }
+            let refusedAtOnce = flood.filter { $0.readUntilClosed(timeout: .milliseconds(20)).closed }.count
+            #expect(refusedAtOnce >= 80, "over the cap of 60 (the admin client's own connection counts too): \(refusedAtOnce) closed at once")
+            let allClosed = await poll(timeout: .seconds(15)) { flood.allSatisfy { $0.readUntilClosed(timeout: .milliseconds(5)).closed } }
+            #expect(allClosed, "idle connections are closed after the idle timeout")
+            try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production", [vps]))
+            try await cluster.waitForClients(["production-1"])
+            let after = try #require(residentKiB(of: gateway.pid))
+            #expect(after - before < 32 * 1024, "resident memory grew from \(before) KiB to \(after) KiB")
+            #expect(gateway.log.contains("connections are open, the limit"))
+        }
+    }
+
     @Test("10,000 streams held open on one connection: the gateway refuses those over its limit of 256, stays within bounded memory and keeps answering")
     func streamFlood() async throws {
         try await Cluster.with { cluster in

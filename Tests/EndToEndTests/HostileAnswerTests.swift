@@ -1,6 +1,7 @@
 import Foundation
 import GatewayJournal
 import GatewayProtocol
+import GRPCCore
 import LeaseInventory
 import Logging
 import SwiftProtobuf
@@ -105,6 +106,51 @@ struct HostileAnswerTests {
             try cluster.startWorker(environment: "beta", inventory: try cluster.inventory("beta", [vps]))
             #expect(await poll(timeout: .seconds(20)) { (try? journal.record("needs-beta"))??.state == .completed })
             #expect(try journal.record("needs-beta")?.outcome == "ok")
+        }
+    }
+
+    @Test("a huge answer reaches its caller but is not stored: the journal row says why, and stays small")
+    func hugeAnswerNotStored() async throws {
+        try await Cluster.with { cluster in
+            try await cluster.startGateway(["--max-stored-result", "1024"])
+            try await RawStream.with(port: cluster.port, secret: cluster.secret) { stream in
+                stream.send(.register(.with { $0.gatewayIpDhcp = "big"; $0.environment = "production"; $0.methods = ["Ping"] }))
+                _ = await stream.nextMessage(ofType: .registered)
+                try await cluster.waitForClients(["big"])
+                async let call = cluster.call(.with { $0.method = "Ping"; $0.timeoutMs = 5000; $0.requestID = "big-answer" })
+                let request = try #require(await stream.nextMessage(ofType: .request))
+                stream.send(.response(.with {
+                    $0.requestID = request.request.requestID
+                    $0.success = true
+                    $0.code = "ok"
+                    $0.payload = Data(repeating: 0x42, count: 200_000)
+                }))
+                let response = try await call
+                #expect(response.outcome == .ok && response.payload.count == 200_000, "the caller gets the whole answer")
+            }
+            let journal = try RequestJournal.openExisting(at: cluster.journal, writable: false, logger: Logger(label: "test"))
+            #expect(await poll(timeout: .seconds(10)) { (try? journal.record("big-answer"))??.state == .completed })
+            let row = try #require(try journal.record("big-answer"))
+            #expect(row.resultPayload == nil)
+            #expect(row.error?.contains("was not stored") == true, "\(row.error ?? "")")
+        }
+    }
+
+    @Test("a registration listing too many methods, or too large, is refused as invalid")
+    func oversizedRegistration() async throws {
+        try await Cluster.with { cluster in
+            try await cluster.startGateway()
+            let many = try await RawStream.with(port: cluster.port, secret: cluster.secret) { stream in
+                stream.send(.register(.with { $0.gatewayIpDhcp = "many"; $0.methods = (0..<65).map { "M\($0)" } }))
+                return await stream.waitForEnd()
+            }
+            #expect(many.error?.code == .invalidArgument, "\(String(describing: many.error))")
+            let large = try await RawStream.with(port: cluster.port, secret: cluster.secret) { stream in
+                stream.send(.register(.with { $0.gatewayIpDhcp = "large"; $0.methods = (0..<20).map { _ in String(repeating: "m", count: 250) } }))
+                return await stream.waitForEnd()
+            }
+            #expect(large.error?.message.contains("at most 4096") == true, "\(String(describing: large.error))")
+            #expect(try await cluster.clients().isEmpty)
         }
     }
 }

@@ -260,6 +260,52 @@ struct JournalTests {
         }
     }
 
+    @Test("a journal file deleted under the running gateway is noticed within one upkeep interval: logged, STATUS says UNHEALTHY, health NOT_SERVING")
+    func deletedJournalNoticed() async throws {
+        try await Cluster.with { cluster in
+            let notify = try NotifySocket(path: cluster.directory + "/notify.sock")
+            let gateway = try await cluster.startGateway(["--journal-upkeep-interval", "300ms"], environment: [
+                "GATEWAY_API_SECRET": cluster.secret, "NOTIFY_SOCKET": notify.path,
+            ])
+            #expect(await notify.waitFor("READY=1"))
+            for suffix in ["", "-wal", "-shm"] { unlink(cluster.journal + suffix) }
+            #expect(await poll(timeout: .seconds(10)) { gateway.log.contains("journal file lost") }, "\(gateway.log.suffix(1500))")
+            #expect(gateway.log.contains("was deleted"))
+            #expect(await notify.waitFor("UNHEALTHY: journal writes failing"))
+        }
+    }
+
+    @Test("final rows that fail to commit on a full disk are kept and written once there is room again: no answered call stays unfinished")
+    func finalRowsRetried() async throws {
+        try await Cluster.with { cluster in
+            // A soft limit only, which the test can lift on the running gateway later.
+            let gateway = try await cluster.startGateway(launcher: ["/bin/sh", "-c", "trap '' XFSZ; ulimit -S -f 256; exec \"$0\" \"$@\""])
+            try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production", [vps]))
+            try await cluster.waitForClients(["production-1"])
+            var answered: [String] = []
+            var refused = false
+            for index in 0..<3000 where !refused {
+                let id = "full-\(index)-" + String(repeating: "y", count: 100)
+                do {
+                    if try await cluster.call(lookupRequest(id: id)).outcome == .ok { answered.append(id) }
+                } catch {
+                    refused = true
+                }
+            }
+            #expect(refused, "the size limit was never hit")
+            // Room again: lift the limit on the running gateway.
+            let lift = try cluster.spawn(name: "prlimit", executable: "/usr/bin/prlimit", arguments: ["--pid", "\(gateway.pid)", "--fsize=unlimited:"], environment: [:])
+            #expect(await lift.waitForExit() == 0, "\(lift.log)")
+            let journal = try openJournal(cluster)
+            let ids = answered
+            let settled = await poll(timeout: .seconds(30)) {
+                ids.allSatisfy { id in (try? journal.record(id))??.state == .completed }
+            }
+            let stuck = ids.filter { (try? journal.record($0))??.state != .completed }
+            #expect(settled, "answered calls still unfinished in the journal: \(stuck.count) of \(answered.count)")
+        }
+    }
+
     @Test("a journal with damaged pages is refused at start as corrupt (78), and journal verify exits 65 for it", arguments: [
         ("index", 0.35), ("data", 0.75),
     ])

@@ -125,6 +125,9 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("How often finished journal rows are pruned and the WAL is checkpointed.", valueName: "duration"))
     var journalUpkeepInterval = DurationArgument(.seconds(30), text: "30s")
 
+    @Option(help: ArgumentHelp("The largest answer kept in the journal with its finished row; larger ones go to their caller but are not stored.", valueName: "bytes"))
+    var maxStoredResult = 64 * 1024
+
     @Option(help: ArgumentHelp("Attempts of a request whose attempts keep failing (a dropped stream, an internal error).", valueName: "count"))
     var maxAttempts = 5
 
@@ -186,6 +189,7 @@ struct GatewayCommand: AsyncParsableCommand {
         guard RequestJournal.Durability(rawValue: journalSync) != nil else {
             throw ValidationError("--journal-sync '\(journalSync)' is not full or normal")
         }
+        guard maxStoredResult >= 0 else { throw ValidationError("--max-stored-result must not be negative") }
         guard (1...100).contains(maxAttempts) else { throw ValidationError("--max-attempts must be 1-100, got \(maxAttempts)") }
         _ = try journalRetention.requirePositive("--journal-retention")
         _ = try journalUpkeepInterval.requirePositive("--journal-upkeep-interval")
@@ -262,6 +266,7 @@ struct GatewayCommand: AsyncParsableCommand {
             configuration.tls = .init(certificateChain: tlsCertificate, privateKey: tlsKey, clientCA: tlsClientCa)
         }
         configuration.maxAttempts = maxAttempts
+        configuration.maxStoredResultBytes = maxStoredResult
         configuration.journalRetention = journalRetention.duration
         configuration.dhcp = try dhcpConfiguration()
         configuration.pruneInterval = journalUpkeepInterval.duration

@@ -14,7 +14,7 @@ PROTOS := proto/obiente/cloud/vpsgateway/v1/gateway.proto \
           proto/vpsgateway/admin/v1/admin.proto \
           proto/grpc/health/v1/health.proto
 
-.PHONY: help deps build release test systemd-test verify-units run proto check-generated bench install clean
+.PHONY: help deps build release test fuzz systemd-test verify-units run proto check-generated bench install clean
 
 help:
 	@echo "make run      - build, then run a gateway with three environment workers on sample inventories and look up a VPS"
@@ -23,6 +23,7 @@ help:
 	@echo "make bench    - release build, then the benchmark table of the README"
 	@echo "make proto    - regenerate $(GENERATED) from proto/ (needs protoc; builds the plugins)"
 	@echo "make install  - release build, then install binary, migrations, units, system user and example config under \$$DESTDIR (PREFIX=/usr/local)"
+	@echo "make fuzz     - libFuzzer on the lease-file and session-message targets, 10 min each (make test runs 60 s each)"
 	@echo "make systemd-test - the end-to-end test under a real systemd (root, systemd-nspawn); part of make test"
 	@echo "make verify-units - systemd-analyze verify (any output fails) and security --offline=yes on the installed units"
 
@@ -50,6 +51,10 @@ test: deps
 	  scripts/check-no-leftovers.sh "$$root" || status=1; \
 	  rm -rf "$$root"; exit $$status
 	scripts/systemd-test.sh --if-possible
+	scripts/fuzz.sh --seconds 60
+
+fuzz: deps
+	scripts/fuzz.sh --seconds 600
 
 systemd-test: deps
 	scripts/systemd-test.sh

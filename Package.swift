@@ -140,6 +140,20 @@ let package = Package(
             dependencies: [logging],
             swiftSettings: swiftSettings
         ),
+        // Properties of what an attacker controls (lease files, stream messages), for
+        // libFuzzer (scripts/fuzz.sh) and for replaying the committed corpus in tests.
+        .target(
+            name: "FuzzTargets",
+            dependencies: ["DHCPLeases", "GatewayServer", "GatewayProtocol", protobuf],
+            swiftSettings: swiftSettings
+        ),
+        // libFuzzer's LLVMFuzzerRunDriver, declared only: linked by -sanitize=fuzzer builds.
+        .systemLibrary(name: "CLibFuzzer", path: "Sources/CLibFuzzer"),
+        .executableTarget(
+            name: "vps-gateway-fuzz",
+            dependencies: ["FuzzTargets", "CLibFuzzer"],
+            swiftSettings: swiftSettings
+        ),
         // The load generator behind `vps-gateway bench`.
         .target(
             name: "GatewayBench",
@@ -181,7 +195,7 @@ let package = Package(
         ),
         .testTarget(
             name: "RPCEndpointTests",
-            dependencies: ["RPCEndpoint", nioCore, nioHPACK, protobuf],
+            dependencies: ["RPCEndpoint", nioCore, nioHPACK, protobuf, logging],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -12,7 +12,7 @@ import Glibc
 /// name a VPS, and keeps the hosts file dnsmasq serves in step: `<ip> <vps-id>` for every
 /// active lease with an owner. Reacts to inotify events on the lease file's directory and
 /// reconciles on a timer as well (and when a lease expires), so a missed event costs at most
-/// one interval.
+/// one interval. A directory moved away and re-created is watched again at once.
 public final class LeaseWatcher: Sendable {
     public struct Configuration: Sendable {
         /// dnsmasq's `dhcp-leasefile`.
@@ -142,6 +142,8 @@ public final class LeaseWatcher: Sendable {
     /// Reads the lease file and returns the lookups to start.
     private func reconcile() -> [LeaseTable.Lookup] {
         let started = ContinuousClock.now
+        // A replaced directory whose events were missed is still caught here, once per interval.
+        checkDirectory()
         let now = Int64(Date().timeIntervalSince1970)
         let leases: [DHCPLease]
         let summary: LeaseFileSummary
@@ -252,41 +254,62 @@ public final class LeaseWatcher: Sendable {
         }
     }
 
+    /// The directory watch, once ``watchDirectory()`` has one: reconciles re-check it too.
+    private let directoryWatch = Mutex<LeaseDirectoryWatch?>(nil)
+
+    /// Re-arms the watch if the lease file's directory was replaced or removed, and says so:
+    /// until it is watched again, new leases wait for the timed reconcile.
+    private func checkDirectory() {
+        guard let watch = directoryWatch.withLock({ $0 }) else { return }
+        switch watch.rearm() {
+        case .unchanged, .armed:
+            break
+        case .rearmed:
+            logger.warning("the lease file's directory was replaced; watching the new one", metadata: ["directory": "\(watch.directory)"])
+            wake.enqueue(())
+        case .vanished:
+            logger.warning("the lease file's directory is gone; watching for it to come back", metadata: ["directory": "\(watch.directory)"])
+            wake.enqueue(())
+        case .failed(let error):
+            logger.warning("cannot watch the lease file's directory; reconciling on the timer only until it can be", metadata: [
+                "directory": "\(watch.directory)", "error": "\(String(cString: strerror(error)))",
+            ])
+        }
+    }
+
     /// Feeds inotify events on the lease file's directory into the wake queue. Without
-    /// inotify (or the directory) the timer still reconciles.
+    /// inotify the timer still reconciles.
     private func watchDirectory() async {
         let directory = (configuration.leaseFile as NSString).deletingLastPathComponent.isEmpty
             ? "." : (configuration.leaseFile as NSString).deletingLastPathComponent
-        let fd = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
-        guard fd >= 0 else {
+        guard let watch = LeaseDirectoryWatch(directory: directory) else {
             logger.warning("inotify unavailable; reconciling on the timer only", metadata: ["errno": "\(errno)"])
             return
         }
-        let mask = UInt32(IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_MODIFY)
-        guard inotify_add_watch(fd, directory, mask) >= 0 else {
-            logger.warning("cannot watch the lease file's directory; reconciling on the timer only", metadata: [
-                "directory": "\(directory)", "error": "\(String(cString: strerror(errno)))",
-            ])
-            close(fd)
-            return
-        }
+        directoryWatch.withLock { $0 = watch }
+        checkDirectory()
         do {
             // inotify descriptors work with epoll, so NIO reads them like a pipe: no thread
             // of our own blocks on read().
             let channel = try await NIOPipeBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .takingOwnershipOfDescriptor(input: fd) { channel in
+                .takingOwnershipOfDescriptor(input: watch.descriptor) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try NIOAsyncChannel<ByteBuffer, Never>(wrappingChannelSynchronously: channel)
                     }
                 }
             try await channel.executeThenClose { inbound in
-                for try await _ in inbound { wake.enqueue(()) }
+                for try await buffer in inbound {
+                    let events = watch.classify(buffer.readableBytesView)
+                    if events.directoryMayHaveChanged { checkDirectory() }
+                    if events.leasesMayHaveChanged { wake.enqueue(()) }
+                }
             }
         } catch {
             if !Task.isCancelled {
                 logger.warning("inotify watch ended; reconciling on the timer only", metadata: ["error": "\(error)"])
             }
         }
+        directoryWatch.withLock { $0 = nil }
     }
 }
 

@@ -1,6 +1,6 @@
 import DHCPLeases
 import Foundation
-import GatewayProtocol
+package import GatewayProtocol
 import Logging
 import RPCEndpoint
 import Synchronization
@@ -175,7 +175,7 @@ private final class RegisteredConnection: Sendable {
 extension ClientIdentity {
     /// Reads a `register` message. The instance id travels in `gateway_ip_dhcp` (field 7);
     /// an old peer that leaves it empty is known by its node name instead.
-    init(registration: GatewayRegistration, remoteAddress: String) throws {
+    package init(registration: GatewayRegistration, remoteAddress: String) throws {
         let instance = registration.gatewayIpDhcp.isEmpty ? registration.gatewayID : registration.gatewayIpDhcp
         try Self.check(instance, field: "gateway_ip_dhcp (the instance id)", allowEmpty: false)
         try Self.check(registration.environment, field: "environment", allowEmpty: true)

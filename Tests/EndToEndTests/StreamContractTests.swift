@@ -1,6 +1,7 @@
 import Foundation
 import GatewayProtocol
 import GRPCCore
+import GRPCNIOTransportHTTP2Posix
 import SwiftProtobuf
 import Testing
 
@@ -69,6 +70,46 @@ struct StreamContractTests {
             // A worker process with the wrong secret does not get in either.
             let worker = try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production"), secret: "nope")
             #expect(await poll(timeout: .seconds(5)) { worker.log.contains("unauthenticated") })
+            #expect(try await cluster.clients().isEmpty)
+        }
+    }
+
+    @Test("5,000 refused streams from one peer write one warning line, not 5,000, and the gateway still serves")
+    func refusedStreamsAggregated() async throws {
+        try await Cluster.with { cluster in
+            let gateway = try await cluster.startGateway(["--journal", "off"])
+            let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: cluster.port), transportSecurity: .plaintext)
+            let refused = try await withGRPCClient(transport: transport) { client in
+                let service = VPSGatewayService.Client(wrapping: client)
+                var metadata: Metadata = [:]
+                metadata.addString("wrong-secret", forKey: GatewayMetadataKey.apiSecret)
+                return await withTaskGroup(of: Bool.self) { group in
+                    var refused = 0
+                    // 32 at a time, 5,000 in all: bounded in count, not in time.
+                    for attempt in 0..<5000 {
+                        if attempt >= 32, await group.next() == true { refused += 1 }
+                        group.addTask { [metadata] in
+                            do {
+                                try await service.registerGateway(
+                                    metadata: metadata, requestProducer: { _ in },
+                                    onResponse: { for try await _ in $0.messages {} }
+                                )
+                                return false
+                            } catch let error as RPCError {
+                                return error.code == .unauthenticated
+                            } catch {
+                                return false
+                            }
+                        }
+                    }
+                    for await wasRefused in group where wasRefused { refused += 1 }
+                    return refused
+                }
+            }
+            #expect(refused == 5000)
+            let lines = gateway.log.split(separator: "\n").filter { $0.contains("refused a stream") }
+            #expect(lines.count == 1, "one line per peer and minute; got \(lines.count)")
+            // Still answering: the flood did not take the admin path down.
             #expect(try await cluster.clients().isEmpty)
         }
     }

@@ -1,7 +1,9 @@
+import Logging
 import NIOCore
 import NIOHPACK
 @testable import RPCEndpoint
 import SwiftProtobuf
+import Synchronization
 import Testing
 
 /// The pure part of the endpoint: which protocol, codec and route a request gets, or which
@@ -161,5 +163,37 @@ struct RequestHeadTests {
         #expect(RefusalLog.host(of: "ipv4:10.0.0.7:51234") == "ipv4:10.0.0.7")
         #expect(RefusalLog.host(of: "ipv6:[::1]:443") == "ipv6:[::1]")
         #expect(RefusalLog.host(of: "unix:/run/x.sock") == "unix:/run/x.sock")
+
+        let lines = CapturedLines()
+        let log = RefusalLog(logger: Logger(label: "test") { _ in CapturingHandler(lines: lines) }, message: "refused", interval: .seconds(60))
+        let start = ContinuousClock.now
+        for port in 0..<5000 { log.record(peer: "ipv4:10.0.0.7:\(40000 + port)", why: "wrong secret", now: start + .milliseconds(port)) }
+        log.record(peer: "ipv4:10.0.0.8:1", why: "wrong secret", now: start + .seconds(1))
+        #expect(lines.all.count == 2, "one line per peer, not one per refusal")
+        log.record(peer: "ipv4:10.0.0.7:1", why: "wrong secret", now: start + .seconds(61))
+        let after = lines.all
+        #expect(after.count == 3)
+        #expect(after.last?["repeats_not_logged"] == "4999")
+        #expect(after.first?["remote_address"] == "ipv4:10.0.0.7:40000" && after.first?["repeats_not_logged"] == nil)
+    }
+}
+
+/// Log lines' metadata, as rendered strings, in the order logged.
+private final class CapturedLines: Sendable {
+    private let lines = Mutex<[[String: String]]>([])
+    var all: [[String: String]] { lines.withLock { $0 } }
+    func append(_ line: [String: String]) { lines.withLock { $0.append(line) } }
+}
+
+private struct CapturingHandler: LogHandler {
+    let lines: CapturedLines
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+    func log(event: LogEvent) {
+        lines.append((event.metadata ?? [:]).mapValues { "\($0)" })
     }
 }

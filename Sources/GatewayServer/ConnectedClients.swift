@@ -18,7 +18,12 @@ package final class ConnectedClients: Sendable {
         }
     }
 
-    package init() {}
+    /// Registered instances at most; a stream that replaces its own instance's is still taken.
+    package let limit: Int
+
+    package init(limit: Int = .max) {
+        self.limit = limit
+    }
 
     /// What ``register(_:)`` did.
     package enum Registration {
@@ -27,12 +32,15 @@ package final class ConnectedClients: Sendable {
         case registered(replaced: ClientConnection?, newEnvironment: Bool)
         /// The gateway is shutting down and takes no new registrations.
         case refused
+        /// ``limit`` instances are registered already, and this one is not among them.
+        case full
     }
 
     /// Registers `connection` and wakes every caller waiting for a receiver.
     package func register(_ connection: ClientConnection) -> Registration {
         let (registration, waiters) = state.withLock { state -> (Registration, [CheckedContinuation<Void, Never>]) in
             guard !state.closed else { return (.refused, []) }
+            guard state.registry.count < limit || state.registry.isRegistered(connection.identity.instanceID) else { return (.full, []) }
             let newEnvironment = state.registry.connections(environment: connection.identity.environment).isEmpty
             let replaced = state.registry.register(connection)
             return (.registered(replaced: replaced, newEnvironment: newEnvironment), state.takeWaiters())

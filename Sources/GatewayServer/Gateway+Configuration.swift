@@ -35,6 +35,10 @@ extension Gateway {
         /// Connections open at once on the stream port (and on the admin socket); more are
         /// closed as they arrive. Default 4,096.
         public var maxConnections: Int
+        /// Instances registered at once (new instance ids beyond it are refused with
+        /// resource_exhausted); keeps `ListClients` under the admin client's 4 MiB even with
+        /// every registration at its 4 KiB cap. Default 256.
+        public var maxClients: Int
         /// A connection without an open stream (one that never sent the HTTP/2 preface, or
         /// whose streams ended) is closed after this. Default 30 s.
         public var idleConnectionTimeout: Duration
@@ -110,6 +114,7 @@ extension Gateway {
             self.maxConcurrentStreams = 256
             self.maxHeaderListSize = 16 * 1024
             self.maxConnections = 4096
+            self.maxClients = 256
             self.idleConnectionTimeout = .seconds(30)
             self.keepaliveInterval = .seconds(30)
             self.keepaliveTimeout = .seconds(20)

@@ -30,8 +30,18 @@ extension Gateway {
                 guard let first = try await messages.next() else { return }
                 let connection = try self.accept(first, remoteAddress: remoteAddress, wireProtocol: wireProtocol, outbound: outbound)
                 registered.set(connection)
-                while let message = try await messages.next() {
-                    self.handle(message, from: connection)
+                do {
+                    while let message = try await messages.next() {
+                        self.handle(message, from: connection)
+                    }
+                } catch let status as RPCStatus {
+                    // What the client sent broke the stream (a message over the size limit, bytes
+                    // that are not a GatewayMessage): the client gets the status, the log says why.
+                    self.logger.warning("ended a stream: the client sent what the gateway cannot take", metadata: [
+                        "instance": "\(connection.identity.instanceID)", "environment": "\(connection.identity.environment)",
+                        "code": "\(status.code)", "error": "\(Printable.escaped(status.message))", "remote_address": "\(remoteAddress)",
+                    ])
+                    throw status
                 }
             }
             group.addTask {
@@ -79,12 +89,22 @@ extension Gateway {
         switch clients.register(connection) {
         case .refused:
             throw refuseRegistration(of: identity)
+        case .full:
+            refusedRegistrations.record(peer: remoteAddress, what: "\(identity.environment)/\(identity.instanceID)", why: "\(clients.limit) clients registered")
+            throw RPCStatus(.resourceExhausted, "the gateway has \(clients.limit) registered clients, its --max-clients; a new instance id is refused until one leaves")
         case .registered(let replaced, let newEnvironment):
             if let replaced {
-                logger.info("stream replaced by a newer one with the same instance id", metadata: [
+                let metadata: Logger.Metadata = [
                     "instance": "\(identity.instanceID)", "environment": "\(identity.environment)",
-                    "old_remote_address": "\(replaced.identity.remoteAddress)",
-                ])
+                    "old_remote_address": "\(replaced.identity.remoteAddress)", "remote_address": "\(remoteAddress)",
+                ]
+                // A reconnect replaces a stream that has been up a while; two live instances
+                // configured with one id replace each other within seconds, over and over.
+                if identity.connectedAt.timeIntervalSince(replaced.identity.connectedAt) < 60 {
+                    duplicateInstances.record(peer: remoteAddress, key: identity.instanceID, what: "\(identity.environment)/\(identity.instanceID)", why: "replaced a stream \(replaced.identity.remoteAddress) registered less than 60 s before; are two instances configured with this id?")
+                } else {
+                    logger.info("stream replaced by a newer one with the same instance id", metadata: metadata)
+                }
                 replaced.close(.replaced)
             }
             if newEnvironment {
@@ -136,20 +156,27 @@ extension Gateway {
         }
     }
 
-    /// Sends a heartbeat every interval and evicts the stream once it has been silent for
-    /// the configured number of intervals.
+    /// Sends a heartbeat every interval and evicts the stream as soon as it has been silent
+    /// for the configured number of intervals (not at the next heartbeat after that).
     private func keepAlive(_ connection: ClientConnection) async throws {
+        let silenceLimit = configuration.evictionSilence
+        var nextHeartbeat = ContinuousClock.now
         while true {
-            let silence = ContinuousClock.now - connection.lastSeen
-            if silence > configuration.evictionSilence {
-                logger.warning("evicting a silent stream", metadata: [
-                    "instance": "\(connection.identity.instanceID)", "silent_for": "\(silence)",
+            let now = ContinuousClock.now
+            let silence = now - connection.lastSeen
+            if silence >= silenceLimit {
+                logger.warning("evicting a silent stream: nothing received for \(configuration.missedHeartbeatsBeforeEviction) heartbeat intervals", metadata: [
+                    "instance": "\(connection.identity.instanceID)", "environment": "\(connection.identity.environment)",
+                    "silent_for": "\(silence)", "limit": "\(silenceLimit)",
                 ])
                 connection.close(.evicted)
                 return
             }
-            _ = connection.send(.heartbeat())
-            try await Task.sleep(for: configuration.heartbeatInterval)
+            if now >= nextHeartbeat {
+                _ = connection.send(.heartbeat())
+                nextHeartbeat = now + configuration.heartbeatInterval
+            }
+            try await Task.sleep(until: min(nextHeartbeat, connection.lastSeen + silenceLimit), clock: .continuous)
         }
     }
 

@@ -27,7 +27,7 @@ import Synchronization
 public final class Gateway: Service, Sendable {
     public let configuration: Configuration
     let logger: Logger
-    let clients = ConnectedClients()
+    let clients: ConnectedClients
     let router: CallRouter
     let secretCheck: SecretCheck
     /// Nil when the gateway runs with `--journal off`.
@@ -42,6 +42,10 @@ public final class Gateway: Service, Sendable {
     let readiness = WatchedState<Set<StartupCondition>>([])
     /// Repeated refusals of unauthenticated streams, one log line per peer and minute.
     let refusedStreams: RefusalLog
+    /// Registrations over ``Configuration/maxClients``, one log line per peer and minute.
+    let refusedRegistrations: RefusalLog
+    /// Streams replacing a stream of the same instance id that was only just registered.
+    let duplicateInstances: RefusalLog
 
     /// Held for the gateway's life: one gateway per admin socket.
     private let instanceLock: InstanceLock?
@@ -61,6 +65,10 @@ public final class Gateway: Service, Sendable {
         self.instanceLock = instanceLock
         self.configuration = configuration
         self.refusedStreams = RefusalLog(logger: logger, message: "refused a stream: missing or wrong API secret")
+        self.refusedRegistrations = RefusalLog(logger: logger, message: "refused a registration: the gateway has as many clients as --max-clients allows")
+        self.duplicateInstances = RefusalLog(logger: logger, message: "a stream replaced one of the same instance id registered moments before")
+        let clients = ConnectedClients(limit: configuration.maxClients)
+        self.clients = clients
         self.logger = logger
         let router = CallRouter(clients: clients, answeringEnvironments: configuration.answeringEnvironments, logger: logger)
         self.router = router

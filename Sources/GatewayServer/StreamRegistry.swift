@@ -26,6 +26,8 @@ package struct StreamRegistry {
         return replaced
     }
 
+    package func isRegistered(_ instance: String) -> Bool { byInstance[instance] != nil }
+
     /// Removes `connection` if it is still the one registered for its instance id.
     /// Returns false when a newer stream took its place (or it was never registered).
     @discardableResult

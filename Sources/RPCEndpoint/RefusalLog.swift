@@ -24,9 +24,10 @@ public final class RefusalLog: Sendable {
         self.interval = interval
     }
 
-    /// Records one refusal of `peer` (`ipv4:10.0.0.7:51234`; the port is not part of the key).
-    public func record(peer: String, what: String = "", why: String, now: ContinuousClock.Instant = .now) {
-        let host = Self.host(of: peer)
+    /// Records one refusal of `peer` (`ipv4:10.0.0.7:51234`); repeats are counted by `key`,
+    /// by default the peer's address without its port.
+    public func record(peer: String, key: String? = nil, what: String = "", why: String, now: ContinuousClock.Instant = .now) {
+        let host = key ?? Self.host(of: peer)
         let suppressedBefore: Int? = entries.withLock { entries in
             if var entry = entries[host], now - entry.loggedAt < interval {
                 entry.suppressed += 1

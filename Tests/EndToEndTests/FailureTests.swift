@@ -71,7 +71,7 @@ struct FailureTests {
     @Test("a stream silent for three heartbeat intervals is evicted; one that heartbeats stays")
     func silentStreamEvicted() async throws {
         try await Cluster.with { cluster in
-            try await cluster.startGateway(["--heartbeat-interval", "300ms", "--registration-timeout", "300ms"])
+            let gateway = try await cluster.startGateway(["--heartbeat-interval", "300ms", "--registration-timeout", "300ms"])
             try await RawStream.with(port: cluster.port, secret: cluster.secret) { silent in
                 try await RawStream.with(port: cluster.port, secret: cluster.secret) { chatty in
                     silent.send(.register(.legacy(instance: "silent")))
@@ -88,6 +88,7 @@ struct FailureTests {
                     let ended = await end
                     #expect(ended.ended)
                     #expect(ended.error?.code == .unavailable)
+                    #expect(gateway.log.contains("evicting a silent stream: nothing received for 3 heartbeat intervals"))
                     let clients = try await cluster.clients()
                     #expect(clients.map(\.instanceID) == ["chatty"])
                     #expect(clients.first?.hasLastHeartbeat == true)

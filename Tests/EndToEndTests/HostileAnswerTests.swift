@@ -153,4 +153,48 @@ struct HostileAnswerTests {
             #expect(try await cluster.clients().isEmpty)
         }
     }
+
+    @Test("with --max-clients 2 a third instance id is refused with resource_exhausted and one log line; a registered instance may still reconnect")
+    func clientCap() async throws {
+        try await Cluster.with { cluster in
+            let gateway = try await cluster.startGateway(["--journal", "off", "--max-clients", "2"])
+            try await RawStream.with(port: cluster.port, secret: cluster.secret) { first in
+                await rogue(first, instance: "one", environment: "production", vpsID: "")
+                try await RawStream.with(port: cluster.port, secret: cluster.secret) { second in
+                    await rogue(second, instance: "two", environment: "production", vpsID: "")
+                    try await cluster.waitForClients(["one", "two"])
+                    for _ in 0..<3 {
+                        let third = try await RawStream.with(port: cluster.port, secret: cluster.secret) { third in
+                            third.send(.register(.with { $0.gatewayIpDhcp = "three"; $0.environment = "production" }))
+                            return await third.waitForEnd()
+                        }
+                        #expect(third.error?.code == .resourceExhausted, "\(String(describing: third.error))")
+                        #expect(third.error?.message.contains("--max-clients") == true)
+                    }
+                    // The same instance id on a new stream replaces its old one, full or not.
+                    try await RawStream.with(port: cluster.port, secret: cluster.secret) { again in
+                        await rogue(again, instance: "two", environment: "production", vpsID: "")
+                        let names = try await cluster.clients().map(\.instanceID).sorted()
+                        #expect(names == ["one", "two"])
+                    }
+                }
+            }
+            #expect(gateway.log.split(separator: "\n").filter { $0.contains("refused a registration: the gateway has as many clients") }.count == 1)
+        }
+    }
+
+    @Test("a registered client sending a message over the size limit gets resource_exhausted, and the gateway logs why it ended the stream")
+    func oversizedMessageLogged() async throws {
+        try await Cluster.with { cluster in
+            let gateway = try await cluster.startGateway(["--journal", "off", "--max-message-size", "65536"])
+            let end = try await RawStream.with(port: cluster.port, secret: cluster.secret) { stream in
+                await rogue(stream, instance: "big-sender", environment: "production", vpsID: "")
+                stream.send(.response(.with { $0.requestID = "x"; $0.payload = Data(count: 100_000) }))
+                return await stream.waitForEnd()
+            }
+            #expect(end.error?.code == .resourceExhausted, "\(String(describing: end.error))")
+            #expect(await poll(timeout: .seconds(5)) { gateway.log.contains("ended a stream: the client sent what the gateway cannot take") })
+            #expect(gateway.log.contains("big-sender"))
+        }
+    }
 }

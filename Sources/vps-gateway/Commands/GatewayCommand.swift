@@ -101,6 +101,9 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Connections open at once (stream port, and admin socket); more are closed as they arrive.", valueName: "count"))
     var maxConnections = 4096
 
+    @Option(help: ArgumentHelp("Instances registered at once; a new instance id beyond it is refused (resource_exhausted). Default: 256.", valueName: "count"))
+    var maxClients: Int?
+
     @Option(help: ArgumentHelp("Streams one client may have open at once on one connection.", valueName: "count"))
     var maxConcurrentStreams = 256
 
@@ -181,6 +184,7 @@ struct GatewayCommand: AsyncParsableCommand {
         _ = try minClientPingInterval.requirePositive("--min-client-ping-interval")
         _ = try keepaliveInterval.requirePositive("--keepalive-interval")
         _ = try idleConnectionTimeout.requirePositive("--idle-connection-timeout")
+        if let maxClients, maxClients < 1 { throw ValidationError("--max-clients must be at least 1, got \(maxClients)") }
         guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1, got \(maxConnections)") }
         guard (1...100_000).contains(maxConcurrentStreams) else { throw ValidationError("--max-concurrent-streams must be 1-100000, got \(maxConcurrentStreams)") }
         guard (1024...(64 << 20)).contains(maxMessageSize) else { throw ValidationError("--max-message-size must be 1024 to 67108864 bytes, got \(maxMessageSize)") }
@@ -253,6 +257,7 @@ struct GatewayCommand: AsyncParsableCommand {
         configuration.minClientPingInterval = minClientPingInterval.duration
         configuration.keepaliveInterval = keepaliveInterval.duration
         configuration.maxConnections = maxConnections
+        if let maxClients { configuration.maxClients = maxClients }
         configuration.maxConcurrentStreams = maxConcurrentStreams
         configuration.maxMessageBytes = maxMessageSize
         configuration.maxHeaderListSize = maxHeaderListSize

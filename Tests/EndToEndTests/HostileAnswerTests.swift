@@ -197,4 +197,19 @@ struct HostileAnswerTests {
             #expect(gateway.log.contains("big-sender"))
         }
     }
+
+    @Test("text a client chose is printed escaped by `clients`: a right-to-left override cannot reorder the table")
+    func clientsPrintedEscaped() async throws {
+        try await Cluster.with { cluster in
+            try await cluster.startGateway(["--journal", "off"])
+            try await RawStream.with(port: cluster.port, secret: cluster.secret) { stream in
+                await rogue(stream, instance: "evil\u{202E}gnp.exe", environment: "production", vpsID: "")
+                try await cluster.waitForClients(["evil\u{202E}gnp.exe"])
+                let table = try await cluster.run(["clients", "--admin-socket", cluster.adminSocket])
+                #expect(table.status == 0)
+                #expect(table.output.contains("evil\\u{202e}gnp.exe"), "\(table.output)")
+                #expect(!table.output.contains("\u{202E}"))
+            }
+        }
+    }
 }

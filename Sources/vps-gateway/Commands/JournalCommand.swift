@@ -200,7 +200,11 @@ extension JournalCommand {
                 lines.append(("vps", "\(owner.vpsID) (organization \(owner.organizationID))"))
             }
             let width = lines.map(\.0.count).max() ?? 0
-            for (key, value) in lines { print("\(key.padding(toLength: width, withPad: " ", startingAt: 0))  \(value)") }
+            for (key, value) in lines {
+                // Hex is safe as it is (and long); everything else may hold a worker's text.
+                let shown = key == "payload" || key == "result" ? value : Printable.escaped(value, limit: 4096)
+                print("\(key.padding(toLength: width, withPad: " ", startingAt: 0))  \(shown)")
+            }
         }
     }
 
@@ -446,7 +450,10 @@ extension String {
 }
 
 /// Prints rows as aligned columns.
+/// Prints `rows` as aligned columns. Cells come from outside (instance ids, worker errors),
+/// so each is escaped: a control character cannot move the cursor or fake a row.
 func printTable(_ rows: [[String]]) {
+    let rows = rows.map { $0.map { Printable.escaped($0, limit: 512) } }
     guard let header = rows.first else { return }
     let widths = header.indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
     for row in rows {

@@ -157,9 +157,19 @@ struct CommandLineTests {
         try await Cluster.with { cluster in
             try await cluster.startGateway()
             // The cluster's directory is 0700 and root's: another user cannot reach the socket.
+            // The binary may sit under a directory that user cannot reach either (a clone in a
+            // private temp directory), so it runs a copy in a directory anyone may enter.
+            var template = Array("/tmp/vpsgw-bin-XXXXXX".utf8CString)
+            let made = mkdtemp(&template) != nil
+            try #require(made)
+            let binDirectory = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            cluster.onTearDown { try? FileManager.default.removeItem(atPath: binDirectory) }
+            chmod(binDirectory, 0o755)
+            let binary = binDirectory + "/vps-gateway"
+            if link(TestBinary.path, binary) != 0 { try FileManager.default.copyItem(atPath: TestBinary.path, toPath: binary) }
             let denied = try cluster.spawn(
                 name: "cli-nobody", executable: "/usr/sbin/runuser",
-                arguments: ["-u", "nobody", "--", TestBinary.path, "clients", "--admin-socket", cluster.adminSocket], environment: [:]
+                arguments: ["-u", "nobody", "--", binary, "clients", "--admin-socket", cluster.adminSocket], environment: [:]
             )
             #expect(await denied.waitForExit(timeout: .seconds(20)) == 77, "\(denied.log)")
             #expect(denied.log.contains("permission denied on the admin socket"), "\(denied.log)")

@@ -16,6 +16,7 @@ let grpcProtobuf = Target.Dependency.product(name: "GRPCProtobuf", package: "grp
 let protobuf = Target.Dependency.product(name: "SwiftProtobuf", package: "swift-protobuf")
 let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
 let grdb = Target.Dependency.product(name: "GRDB", package: "GRDB.swift")
+let postgres = Target.Dependency.product(name: "PostgresNIO", package: "postgres-nio")
 let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
 let nioCore = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
 let lifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
@@ -44,6 +45,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", exact: "1.16.2"),
         .package(url: "https://github.com/apple/swift-nio.git", exact: "2.101.3"),
         .package(url: "https://github.com/groue/GRDB.swift.git", exact: "7.10.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", exact: "1.33.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", exact: "2.13.0"),
         // Already in the graph through grpc's TLS support; the journal uses its SHA-256.
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
@@ -98,10 +100,11 @@ let package = Package(
             dependencies: ["GatewayProtocol", grpcCore, grpcTransport, protobuf, logging, lifecycle],
             swiftSettings: swiftSettings
         ),
-        // The environment's inventory database and the FindVPSByLease handler on it.
+        // The environment's inventory (a SQLite file, or the platform's PostgreSQL) and the
+        // FindVPSByLease handler on it.
         .target(
             name: "LeaseInventory",
-            dependencies: ["GatewayProtocol", "GatewayWorker", grdb, protobuf],
+            dependencies: ["GatewayProtocol", "GatewayWorker", grdb, postgres, nioSSL, logging, lifecycle, protobuf],
             swiftSettings: swiftSettings
         ),
         // A client of the admin socket, for the CLI and the benchmark.

@@ -5,9 +5,9 @@ import SwiftProtobuf
 
 /// Answers `FindVPSByLease` from the environment's inventory.
 public struct FindVPSByLeaseHandler: RequestHandler {
-    private let inventory: SQLiteInventory
+    private let inventory: any Inventory
 
-    public init(inventory: SQLiteInventory) {
+    public init(inventory: any Inventory) {
         self.inventory = inventory
     }
 
@@ -32,7 +32,14 @@ public struct FindVPSByLeaseHandler: RequestHandler {
         guard mac != nil || !ip.isEmpty else {
             throw HandlerError.invalidArgument("neither mac nor ip is set; expected at least one")
         }
-        guard let owner = try await inventory.owner(mac: mac, ip: ip.isEmpty ? nil : ip) else {
+        let found: LeaseOwner?
+        do {
+            found = try await inventory.owner(mac: mac, ip: ip.isEmpty ? nil : ip)
+        } catch let error as InventoryError where error.code == .unavailable {
+            // Not "not found": the gateway retries, and its journal keeps the request.
+            throw HandlerError(.unavailable, error.message)
+        }
+        guard let owner = found else {
             throw HandlerError.notFound("no VPS in environment '\(request.environment)' owns mac '\(mac?.canonical ?? "")' ip '\(ip)'")
         }
         return try FindVPSByLeaseResponse.with {

@@ -1,7 +1,7 @@
 /// The one error type of the inventory module.
 public struct InventoryError: Error, CustomStringConvertible, Sendable {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
-        private enum Value: String { case invalidURL, unreadable, wrongSchema, queryFailed }
+        private enum Value: String { case invalidURL, unreadable, wrongSchema, queryFailed, unavailable }
         private let value: Value
         private init(_ value: Value) { self.value = value }
 
@@ -13,6 +13,8 @@ public struct InventoryError: Error, CustomStringConvertible, Sendable {
         public static let wrongSchema = Code(.wrongSchema)
         /// A query failed at run time.
         public static let queryFailed = Code(.queryFailed)
+        /// The database cannot be reached now: worth a retry, never "not found".
+        public static let unavailable = Code(.unavailable)
 
         public var description: String { value.rawValue }
     }

@@ -21,7 +21,7 @@ public struct LeaseOwner: Sendable, Hashable {
 /// The lookup order is the platform's: `dhcp_leases` by MAC (leases of deleted VPSs do not
 /// count), then `vps_instances` by MAC where not deleted, then `dhcp_leases` by IP. MACs are
 /// compared case-insensitively after trimming.
-public struct SQLiteInventory: Sendable {
+public struct SQLiteInventory: Inventory {
     public let path: String
     private let database: DatabaseQueue
 
@@ -48,14 +48,13 @@ public struct SQLiteInventory: Sendable {
 
     /// Parses `sqlite:PATH` (also `sqlite://PATH`) and opens it.
     public init(url: String) throws {
-        let prefixes = ["sqlite://", "sqlite:"]
-        guard let prefix = prefixes.first(where: { url.hasPrefix($0) }), url.count > prefix.count else {
-            let scheme = url.split(separator: ":").first.map(String.init) ?? ""
-            let hint = scheme.hasPrefix("postgres") ? " (PostgreSQL inventories are not supported by this build yet)" : ""
-            throw InventoryError(code: .invalidURL, message: "inventory URL '\(url)' is not sqlite:PATH\(hint); expected e.g. sqlite:/var/lib/vps-gateway/production.sqlite3")
+        guard case .sqlite(let path) = try InventoryLocation(url: url) else {
+            throw InventoryError(code: .invalidURL, message: "inventory URL '\(url)' is not sqlite:PATH")
         }
-        try self.init(path: String(url.dropFirst(prefix.count)))
+        try self.init(path: path)
     }
+
+    public var displayName: String { "sqlite:\(path)" }
 
     private static func checkSchema(_ db: Database, path: String) throws {
         for (table, columns) in InventorySchema.required {

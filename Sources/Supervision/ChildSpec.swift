@@ -85,13 +85,22 @@ extension SupervisorConfiguration {
         let url = "http://\(dialHost):\(listen.split(separator: ":").last ?? "1537")"
         for environment in environments {
             let name = "worker-\(environment.name)"
+            var passwordArguments: [String] = []
+            if let file = environment.inventoryPasswordFile {
+                passwordArguments = ["--inventory-password-file", file]
+            } else if let credential = environment.inventoryPasswordCredential {
+                guard let directory = variables["CREDENTIALS_DIRECTORY"] else {
+                    throw SupervisorError(code: .invalidConfiguration, message: "environments \(environment.name): inventory_password_credential '\(credential)' needs $CREDENTIALS_DIRECTORY (LoadCredential= in the unit)")
+                }
+                passwordArguments = ["--inventory-password-file", "\(directory)/\(credential)"]
+            }
             let socket = "\(supervisor.notifyDirectory)/\(name).sock"
             specs.append(ChildSpec(
                 name: name, role: .worker(environment: environment.name), executable: executable,
                 arguments: [
                     "worker", "--env", environment.name, "--instance-id", environment.instanceID ?? "\(hostName)-\(environment.name)",
                     "--inventory", environment.inventory, "--gateway-url", url, "--shutdown-grace", childGrace,
-                ] + secretArguments + environment.extraArguments,
+                ] + passwordArguments + secretArguments + environment.extraArguments,
                 environment: base.merging(workerSecret) { $1 }.merging(["NOTIFY_SOCKET": socket]) { $1 },
                 notifySocket: socket
             ))

@@ -26,8 +26,12 @@ public struct SupervisorConfiguration: Sendable, Equatable {
 
     public struct Environment: Sendable, Equatable {
         public var name: String
-        /// `sqlite:PATH`.
+        /// `sqlite:PATH` or `postgres://USER@HOST[:PORT]/DB[?sslmode=…]` (no password in it).
         public var inventory: String
+        /// For a PostgreSQL inventory: a file holding its password, or the name of a systemd
+        /// credential (`LoadCredential=`) holding it.
+        public var inventoryPasswordFile: String?
+        public var inventoryPasswordCredential: String?
         /// Default: `<host name>-<name>`.
         public var instanceID: String?
         public var extraArguments: [String] = []
@@ -111,11 +115,13 @@ public struct SupervisorConfiguration: Sendable, Equatable {
             }
             for (index, node) in list.enumerated() {
                 let at = "environments[\(index)]"
-                reader.keys(node, allowed: ["name", "inventory", "instance_id", "extra_arguments"], at: at)
+                reader.keys(node, allowed: ["name", "inventory", "inventory_password_file", "inventory_password_credential", "instance_id", "extra_arguments"], at: at)
                 let name = reader.string(node, "name", at: at, required: true) ?? ""
                 let inventory = reader.string(node, "inventory", at: at, required: true) ?? ""
                 configuration.environments.append(Environment(
                     name: name, inventory: inventory,
+                    inventoryPasswordFile: reader.string(node, "inventory_password_file", at: at),
+                    inventoryPasswordCredential: reader.string(node, "inventory_password_credential", at: at),
                     instanceID: reader.string(node, "instance_id", at: at),
                     extraArguments: reader.strings(node, "extra_arguments", at: at) ?? []
                 ))
@@ -163,9 +169,25 @@ public struct SupervisorConfiguration: Sendable, Equatable {
             } else if !names.insert(environment.name).inserted {
                 problems.append("\(at).name '\(environment.name)' appears twice")
             }
-            if !environment.inventory.hasPrefix("sqlite:") {
-                problems.append("\(at).inventory '\(environment.inventory)' is not sqlite:PATH")
+            if environment.inventory.hasPrefix("postgres://") || environment.inventory.hasPrefix("postgresql://") {
+                // The URL's own rules are checked where it is opened (check-config does that
+                // too); the file's rules here: no password in the YAML.
+                let authority = environment.inventory.split(separator: "/", maxSplits: 3).dropFirst().first ?? ""
+                if let atSign = authority.firstIndex(of: "@"), authority[..<atSign].contains(":") {
+                    problems.append("\(at).inventory carries a password; remove it and set inventory_password_file or inventory_password_credential")
+                }
+                if environment.inventoryPasswordFile != nil && environment.inventoryPasswordCredential != nil {
+                    problems.append("\(at): give inventory_password_file or inventory_password_credential, not both")
+                }
+                if let file = environment.inventoryPasswordFile, !FileManager.default.isReadableFile(atPath: file) {
+                    problems.append("\(at).inventory_password_file: cannot read '\(file)'")
+                }
+            } else if !environment.inventory.hasPrefix("sqlite:") {
+                problems.append("\(at).inventory '\(environment.inventory)' is neither sqlite:PATH nor postgres://USER@HOST[:PORT]/DB")
             } else {
+                if environment.inventoryPasswordFile != nil || environment.inventoryPasswordCredential != nil {
+                    problems.append("\(at): inventory_password_file and inventory_password_credential are for postgres:// inventories only")
+                }
                 let path = String(environment.inventory.dropFirst("sqlite:".count)).replacingOccurrences(of: "//", with: "/", options: .anchored)
                 if !FileManager.default.fileExists(atPath: path) {
                     problems.append("\(at).inventory: no file at '\(path)'")

@@ -13,11 +13,11 @@ struct CommandLineTests {
     func checkConfig() async throws {
         try await Cluster.with { cluster in
             let bad = cluster.directory + "/bad.yaml"
-            try "gateway:\n  listen: nowhere\n  colour: blue\nenvironments:\n  - name: Prod\n    inventory: postgres://x\n"
+            try "gateway:\n  listen: nowhere\n  colour: blue\nenvironments:\n  - name: Prod\n    inventory: mysql://x\n"
                 .write(toFile: bad, atomically: true, encoding: .utf8)
             let text = try await cluster.run(["check-config", bad])
             #expect(text.status == 78)
-            for fragment in ["4 problem(s)", "gateway.colour: unknown key", "gateway.listen 'nowhere'", "environments[0].name 'Prod'", "not sqlite:PATH"] {
+            for fragment in ["4 problem(s)", "gateway.colour: unknown key", "gateway.listen 'nowhere'", "environments[0].name 'Prod'", "is neither sqlite:PATH nor postgres://"] {
                 #expect(text.output.contains(fragment), "\(fragment) missing in \(text.output)")
             }
             let json = try await cluster.run(["check-config", "--json", bad])
@@ -213,7 +213,9 @@ struct CommandLineTests {
         ("garbage", "cannot be read as a SQLite database"),
         ("no-tables", "has no table 'vps_instances'"),
         ("missing-column", "lacks column(s) deleted_at"),
-        ("postgres", "not supported"),
+        ("postgres-no-user", "names no user"),
+        ("postgres-password", "carries a password"),
+        ("unknown-scheme", "is neither sqlite:PATH nor postgres://"),
     ])
     func unusableInventory(kind: String, expected: String) async throws {
         try await Cluster.with { cluster in
@@ -231,14 +233,19 @@ struct CommandLineTests {
                     try db.execute(sql: "CREATE TABLE dhcp_leases (id TEXT, vps_id TEXT, organization_id TEXT, mac_address TEXT, ip_address TEXT)")
                 }
                 try database.close()
-            case "postgres":
+            case "postgres-no-user":
                 url = "postgres://db/inventory"
+            case "postgres-password":
+                url = "postgresql://vps:s3cret@db/inventory"
+            case "unknown-scheme":
+                url = "mysql://vps@db/inventory"
             default:
                 break
             }
             let result = try await cluster.run(["worker", "--env", "production", "--inventory", url], environment: ["VPS_GATEWAY_API_SECRET": "x"])
             #expect(result.status == 78)
             #expect(result.output.contains(expected), "output: \(result.output)")
+            #expect(!result.output.contains("s3cret"), "a password in a refused URL is not echoed")
         }
     }
 }

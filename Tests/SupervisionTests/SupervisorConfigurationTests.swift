@@ -43,8 +43,9 @@ struct SupervisorConfigurationTests {
               colour: blue
             environments:
               - name: Production
-                inventory: postgres://db/inventory
+                inventory: postgres://vps:hunter2@db/inventory
               - inventory: sqlite:/nonexistent/beta.sqlite3
+                inventory_password_file: /etc/beta-password
             supervisor:
               intensity: many
               child_watchdog: 10 parsecs
@@ -53,7 +54,8 @@ struct SupervisorConfigurationTests {
         #expect(configuration == nil)
         let expected = [
             "gateway.colour", "gateway.listen 'nowhere' is not HOST:PORT", "journal_sync 'sometimes'",
-            "environments[0].name 'Production'", "environments[0].inventory 'postgres://db/inventory' is not sqlite:PATH",
+            "environments[0].name 'Production'", "environments[0].inventory carries a password",
+            "environments[1]: inventory_password_file and inventory_password_credential are for postgres:// inventories only",
             "environments[1]", "name", "no file at '/nonexistent/beta.sqlite3'",
             "supervisor.intensity", "supervisor.child_watchdog", "ready_when 'never'",
         ]
@@ -120,5 +122,41 @@ struct SupervisorConfigurationTests {
                 try withoutSecret?.childSpecs(executable: "vps-gateway", variables: [:], hostName: "node7")
             }
         }
+    }
+
+    @Test("a PostgreSQL inventory takes its password from a file or a credential, handed to the worker as --inventory-password-file")
+    func postgresInventories() throws {
+        let (configuration, problems) = SupervisorConfiguration.parse("""
+            gateway:
+              api_secret_file: /etc/vps-gateway/api-secret
+            environments:
+              - name: production
+                inventory: postgres://vps_gateway@db.internal/platform?sslmode=require
+                inventory_password_credential: inventory-password
+              - name: beta
+                inventory: postgresql://vps_gateway@db.internal/beta
+                inventory_password_file: /dev/null
+            """, source: "pg.yaml")
+        #expect(problems.isEmpty, "\(problems)")
+        let parsed = try #require(configuration)
+        let specs = try parsed.childSpecs(executable: "vps-gateway", variables: ["CREDENTIALS_DIRECTORY": "/run/credentials/vps-gateway.service"], hostName: "node")
+        let production = try #require(specs.first { $0.name == "worker-production" })
+        #expect(production.arguments.contains("postgres://vps_gateway@db.internal/platform?sslmode=require"))
+        let flag = try #require(production.arguments.firstIndex(of: "--inventory-password-file"))
+        #expect(production.arguments[flag + 1] == "/run/credentials/vps-gateway.service/inventory-password")
+        let beta = try #require(specs.first { $0.name == "worker-beta" })
+        #expect(beta.arguments.contains("/dev/null"))
+        #expect(throws: (any Error).self) {
+            try parsed.childSpecs(executable: "vps-gateway", variables: [:], hostName: "node")
+        }
+
+        let (_, both) = SupervisorConfiguration.parse("""
+            environments:
+              - name: production
+                inventory: postgres://vps_gateway@db/platform
+                inventory_password_file: /dev/null
+                inventory_password_credential: inventory-password
+            """, source: "both.yaml")
+        #expect(both.contains { $0.contains("not both") }, "\(both)")
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import LeaseInventory
+import Logging
 
 struct InventoryCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -53,29 +54,57 @@ struct InventoryCommand: AsyncParsableCommand {
             discussion: """
                 Examples:
                   vps-gateway inventory check sqlite:/var/lib/vps-service/production.sqlite3
+                  vps-gateway inventory check 'postgres://vps_gateway@db.internal/platform?sslmode=require' \\
+                      --password-file /etc/vps-gateway/inventory-password
+                  vps-gateway inventory check sqlite:production.sqlite3 --json
 
-                It also lists the indexes a fast lookup needs that the inventory lacks, as \
-                CREATE INDEX statements to run on a writable copy.
+                For PostgreSQL it connects, checks that the role may read vps_instances and \
+                dhcp_leases and that they have the columns the lookups read. It also lists the \
+                indexes a fast lookup needs that the inventory lacks, as CREATE INDEX statements.
 
-                Exit codes: 0 usable (also with missing indexes); 78 unusable (the message says why).
+                Exit codes: 0 usable (also with missing indexes); 69 the database cannot be \
+                reached now; 78 unusable (wrong password, no such database, missing tables or \
+                columns; the message says which).
                 """
         )
 
-        @Argument(help: ArgumentHelp("The inventory, sqlite:PATH.", valueName: "url"))
+        @Argument(help: ArgumentHelp("The inventory: sqlite:PATH or postgres://USER@HOST[:PORT]/DB[?sslmode=…].", valueName: "url"))
         var url: String
 
+        @Option(help: ArgumentHelp("File holding a PostgreSQL inventory's password. Default: $VPS_INVENTORY_PASSWORD_FILE.", valueName: "path"))
+        var passwordFile: String?
+
+        @Flag(help: "Print the result as JSON: {inventory, usable, error, missing_indexes}.")
+        var json = false
+
         func run() async throws {
+            let logger = Logger(label: "inventory-check") { _ in SwiftLogNoOpLogHandler() }
             do {
-                let inventory = try SQLiteInventory(url: url)
-                let missing = try inventory.missingIndexes()
-                print("\(inventory.path): usable")
-                if !missing.isEmpty {
-                    print("warning: lookups of unknown MACs scan whole tables; on a writable copy, run:")
-                    for statement in missing { print("  \(statement)") }
+                let opened = try await InventoryOpener.open(url: url, password: try InventoryPassword.load(file: passwordFile, for: url), requireReachable: true, logger: logger)
+                if json {
+                    try printJSON(CheckJSON(inventory: opened.inventory.displayName, usable: true, error: nil, missing_indexes: opened.missingIndexes))
+                    return
+                }
+                print("\(opened.inventory.displayName): usable")
+                if !opened.missingIndexes.isEmpty {
+                    print("warning: lookups of unknown MACs scan whole tables; on a writable copy (or as the table owner), run:")
+                    for statement in opened.missingIndexes { print("  \(statement)") }
                 }
             } catch {
-                throw fail("\(error)", Exit.config)
+                let unreachable = (error as? InventoryError)?.code == .unavailable
+                if json {
+                    try printJSON(CheckJSON(inventory: url, usable: false, error: "\(error)", missing_indexes: []))
+                    throw ExitCode(unreachable ? Exit.unavailable.rawValue : Exit.config.rawValue)
+                }
+                throw fail("\(error)", unreachable ? Exit.unavailable : Exit.config)
             }
+        }
+
+        struct CheckJSON: Encodable {
+            var inventory: String
+            var usable: Bool
+            var error: String?
+            var missing_indexes: [String]
         }
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LeaseInventory
 import Logging
 import Supervision
 
@@ -71,7 +72,10 @@ struct CheckConfigCommand: AsyncParsableCommand {
         discussion: """
             Checks the file's shape (unknown keys, wrong types), its values (addresses, \
             durations, names, that each inventory file exists) and that the API secret is \
-            reachable (GATEWAY_API_SECRET, the file, or $CREDENTIALS_DIRECTORY for a credential).
+            reachable (GATEWAY_API_SECRET, the file, or $CREDENTIALS_DIRECTORY for a credential). \
+            A PostgreSQL inventory is connected to: a wrong password, an unknown database or \
+            missing tables are problems; a database that cannot be reached now is only a \
+            warning (the workers start and answer `unavailable` until it is back).
 
             Examples:
               vps-gateway check-config /etc/vps-gateway/vps-gateway.yaml
@@ -93,10 +97,11 @@ struct CheckConfigCommand: AsyncParsableCommand {
         var usable: Bool
         var children: [String]
         var problems: [String]
+        var warnings: [String]
     }
 
     func run() async throws {
-        var report = Report(path: path, usable: false, children: [], problems: [])
+        var report = Report(path: path, usable: false, children: [], problems: [], warnings: [])
         if let data = FileManager.default.contents(atPath: path) {
             let (configuration, problems) = SupervisorConfiguration.parse(String(decoding: data, as: UTF8.self), source: path)
             report.problems = problems
@@ -106,6 +111,10 @@ struct CheckConfigCommand: AsyncParsableCommand {
                         executable: "vps-gateway", variables: ProcessInfo.processInfo.environment, hostName: Environment.hostName
                     )
                     report.children = specs.map(\.name)
+                    for spec in specs {
+                        guard case .worker(let environment) = spec.role else { continue }
+                        await checkInventory(of: environment, arguments: spec.arguments, into: &report)
+                    }
                 } catch let error as SupervisorError {
                     report.problems.append(error.message)
                 }
@@ -118,9 +127,35 @@ struct CheckConfigCommand: AsyncParsableCommand {
             try printJSON(report)
         } else if report.usable {
             print("\(path): usable; children: \(report.children.joined(separator: ", "))")
+            for warning in report.warnings { print("warning: \(warning)") }
         } else {
             printError("vps-gateway: '\(path)' has \(report.problems.count) problem(s):\n  - " + report.problems.joined(separator: "\n  - "))
         }
         if !report.usable { throw Exit.config }
+    }
+
+    /// Opens a worker's PostgreSQL inventory the way the worker will (same URL, same password
+    /// file): unusable is a problem, unreachable a warning.
+    private func checkInventory(of environment: String, arguments: [String], into report: inout Report) async {
+        func value(_ flag: String) -> String? {
+            arguments.firstIndex(of: flag).flatMap { arguments.index(after: $0) < arguments.endIndex ? arguments[arguments.index(after: $0)] : nil }
+        }
+        guard let url = value("--inventory") else { return }
+        do {
+            guard case .postgres = try InventoryLocation(url: url) else { return }
+        } catch {
+            report.problems.append("environments \(environment): \(error)")
+            return
+        }
+        let logger = Logger(label: "check-config") { _ in SwiftLogNoOpLogHandler() }
+        do {
+            _ = try await InventoryOpener.open(url: url, password: try InventoryPassword.load(file: value("--inventory-password-file"), for: url), requireReachable: true, logger: logger)
+        } catch let error as InventoryError where error.code == .unavailable {
+            report.warnings.append("environments \(environment): \(error.message)")
+        } catch let error as InventoryError {
+            report.problems.append("environments \(environment): \(error.message)")
+        } catch {
+            report.problems.append("environments \(environment): \(error)")
+        }
     }
 }

@@ -27,6 +27,7 @@ struct WorkerCommand: AsyncParsableCommand {
               VPS_GATEWAY_API_SECRET       the shared secret (or --api-secret-file)
               VPS_GATEWAY_API_SECRET_FILE  a file holding the secret
               VPS_INVENTORY_URL            the inventory when --inventory is not given
+              VPS_INVENTORY_PASSWORD_FILE  the PostgreSQL inventory's password file when --inventory-password-file is not given
               VPS_ENVIRONMENT              the environment when --env is not given
               VPS_GATEWAY_LOG_LEVEL, VPS_GATEWAY_LOG_FORMAT
 
@@ -35,6 +36,15 @@ struct WorkerCommand: AsyncParsableCommand {
                   --inventory sqlite:/var/lib/vps-service/production.sqlite3
               VPS_NODE_GATEWAY_ENDPOINTS=node1:http://10.0.0.1:1537,node2:http://10.0.0.2:1537 \\
                   vps-gateway worker --env beta --instance-id beta-1 --inventory sqlite:beta.sqlite3
+              vps-gateway worker --env production --api-secret-file /etc/vps-gateway/api-secret \\
+                  --inventory 'postgres://vps_gateway@db.internal/platform?sslmode=require' \\
+                  --inventory-password-file /etc/vps-gateway/inventory-password
+
+            A PostgreSQL inventory that cannot be reached does not stop the worker: it registers, \
+            answers lookups `unavailable` (the gateway retries them; its journal keeps them), says \
+            so in its STATUS line and log, and reconnects with backoff (1 s doubling to 30 s) \
+            once the database is back. A wrong password, an unknown database or missing tables \
+            are configuration errors (78).
 
             SIGTERM/SIGINT: `drain` to every gateway, requests in flight get --shutdown-grace, \
             then the streams are closed (a gateway that does not answer is left after 1 s). A \
@@ -49,8 +59,11 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: [.customLong("env"), .customLong("environment")], help: ArgumentHelp("The environment this worker answers for (production, beta, dev, ...).", valueName: "name"))
     var environment: String?
 
-    @Option(help: ArgumentHelp("The environment's inventory: sqlite:PATH.", valueName: "url"))
+    @Option(help: ArgumentHelp("The environment's inventory: sqlite:PATH, or the platform's database as postgres://USER@HOST[:PORT]/DB[?sslmode=disable|prefer|require|verify-full] (no password in it).", valueName: "url"))
     var inventory: String?
+
+    @Option(help: ArgumentHelp("File holding the PostgreSQL inventory's password. Default: $VPS_INVENTORY_PASSWORD_FILE, else the systemd credential inventory-password ($CREDENTIALS_DIRECTORY/inventory-password) when present.", valueName: "path"))
+    var inventoryPasswordFile: String?
 
     @Option(help: ArgumentHelp("This instance's id, unique among the gateway's clients. Default: the host name.", valueName: "id"))
     var instanceID: String?
@@ -123,11 +136,18 @@ struct WorkerCommand: AsyncParsableCommand {
         let environmentName = environment ?? Environment.value("VPS_ENVIRONMENT") ?? "unknown"
         let logger = try logging.makeLogger(label: "worker-\(environmentName)", identifier: "vps-gateway-worker-\(environmentName)")
         let worker: Worker
+        let opened: InventoryOpener.Opened
         do {
             let configuration = try makeConfiguration()
             let inventoryURL = try inventory ?? Environment.value("VPS_INVENTORY_URL")
                 ?? { throw ConfigurationProblem("no inventory: give --inventory sqlite:PATH or set VPS_INVENTORY_URL") }()
-            let inventory = try SQLiteInventory(url: inventoryURL)
+            opened = try await InventoryOpener.open(url: inventoryURL, password: try InventoryPassword.load(file: inventoryPasswordFile, for: inventoryURL), logger: logger)
+            let inventory = opened.inventory
+            if !opened.missingIndexes.isEmpty {
+                logger.warning("the inventory lacks indexes a fast lookup needs; `vps-gateway inventory check` prints them", metadata: [
+                    "inventory": "\(inventory.displayName)", "missing": "\(opened.missingIndexes.count)",
+                ])
+            }
             var handlers = HandlerRegistry()
             let lookup: any RequestHandler = FindVPSByLeaseHandler(inventory: inventory)
             handlers.register(GatewayMethod.findVPSByLease, simulateLatency.map { DelayedHandler(lookup, delay: $0.duration) } ?? lookup)
@@ -135,15 +155,19 @@ struct WorkerCommand: AsyncParsableCommand {
             worker = Worker(configuration: configuration, handlers: handlers, logger: logger)
             logger.info("worker starting", metadata: [
                 "environment": "\(configuration.environment)", "instance": "\(configuration.instanceID)",
-                "inventory": "\(inventory.path)", "gateways": "\(configuration.endpoints.map(\.description).joined(separator: ","))",
+                "inventory": "\(inventory.displayName)", "gateways": "\(configuration.endpoints.map(\.description).joined(separator: ","))",
             ])
         } catch {
             throw fail("\(error)", Exit.config)
         }
-        let reporter = NotifyReporter(ready: { await worker.waitUntilRegistered() }, status: { "worker \(worker.statusLine)" })
+        let inventory = opened.inventory
+        let reporter = NotifyReporter(ready: { await worker.waitUntilRegistered() }, status: {
+            "worker \(worker.statusLine)" + (inventory.healthLine.map { "; \($0)" } ?? "")
+        })
         do {
+            // Listed first, so it stops last: requests still draining can use the database.
             try await runRoleGroup(
-                [worker, reporter], role: "worker", lifeline: lifelineStdin,
+                (opened.service.map { [$0] } ?? []) + [worker, reporter], role: "worker", lifeline: lifelineStdin,
                 shutdownLimit: worker.configuration.shutdownLimit, logger: logger,
                 unfinished: { ["requests_running": "\(worker.runningRequests)"] }
             )

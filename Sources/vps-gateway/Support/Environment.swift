@@ -1,4 +1,5 @@
 import Foundation
+import LeaseInventory
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -43,4 +44,28 @@ enum SecretSource {
 struct ConfigurationProblem: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
+}
+
+/// A PostgreSQL inventory's password, from a file only (never the URL, the command line or
+/// the YAML): `--inventory-password-file`, else `$VPS_INVENTORY_PASSWORD_FILE`, else the
+/// systemd credential `inventory-password` when the unit loads one. Nil for SQLite.
+enum InventoryPassword {
+    static func load(file: String?, for url: String) throws -> String? {
+        guard case .postgres = try InventoryLocation(url: url) else { return nil }
+        var path = file ?? Environment.value("VPS_INVENTORY_PASSWORD_FILE")
+        if path == nil, let credentials = Environment.value("CREDENTIALS_DIRECTORY"),
+           FileManager.default.fileExists(atPath: credentials + "/inventory-password") {
+            path = credentials + "/inventory-password"
+        }
+        guard let path else { return nil }
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigurationProblem("cannot read the inventory password file '\(path)': \(error.localizedDescription)")
+        }
+        let password = text.trimmingCharacters(in: .newlines)
+        guard !password.isEmpty else { throw ConfigurationProblem("the inventory password file '\(path)' is empty") }
+        return password
+    }
 }

@@ -108,7 +108,7 @@ final class Cluster: Sendable {
             name: "worker-\(instance ?? environment)",
             arguments: [
                 "worker", "--env", environment, "--instance-id", instance ?? "\(environment)-1",
-                "--gateway-url", gatewayURL, "--inventory", "sqlite:\(inventory)",
+                "--gateway-url", gatewayURL, "--inventory", inventory.hasPrefix("postgres") ? inventory : "sqlite:\(inventory)",
                 "--backoff-initial", "200ms", "--backoff-max", "1s",
             ] + extraArguments,
             environment: ["VPS_GATEWAY_API_SECRET": secret ?? self.secret]

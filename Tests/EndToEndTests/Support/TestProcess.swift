@@ -23,14 +23,7 @@ final class TestProcess: Sendable {
     /// The Swift runtime's crash reporter is off (it takes seconds per crash) unless the
     /// test asks for the product's own setting with `crashReporter`.
     init(name: String, arguments: [String], environment: [String: String], logPath: String, launcher: [String] = [], executable: String? = nil, crashReporter: Bool = false) throws {
-        let argv: [String]
-        if let executable {
-            argv = [executable] + arguments
-        } else if !launcher.isEmpty {
-            argv = launcher + [TestBinary.path] + arguments
-        } else {
-            argv = [TestBinary.path] + arguments
-        }
+        let argv = launcher + [executable ?? TestBinary.path] + arguments
         var env = environment
         env["PATH"] = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
         if !crashReporter { env["SWIFT_BACKTRACE"] = "enable=no" }

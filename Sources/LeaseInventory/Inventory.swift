@@ -1,0 +1,40 @@
+public import GatewayProtocol
+
+/// Where an environment's VPSs and leases are read from: a SQLite copy or the platform's own
+/// PostgreSQL database. Both answer the same three lookups in the platform's table shapes.
+public protocol Inventory: Sendable {
+    /// The inventory as an operator wrote it, without a password: for logs and STATUS.
+    var displayName: String { get }
+
+    /// The owner of the lease with this MAC or IP, or nil when the inventory has none.
+    /// Throws ``InventoryError`` with `.unavailable` when the database cannot be reached now
+    /// (worth a retry; never the same as "not found").
+    func owner(mac: MACAddress?, ip: String?) async throws -> LeaseOwner?
+
+    /// One line on whether lookups can be answered now, for the worker's STATUS; nil while
+    /// there is nothing to say (a local file).
+    var healthLine: String? { get }
+}
+
+extension Inventory {
+    public var healthLine: String? { nil }
+}
+
+/// An `--inventory` value, parsed: `sqlite:PATH` or `postgres://USER@HOST[:PORT]/DB[?sslmode=…]`
+/// (also `postgresql://`).
+public enum InventoryLocation: Sendable, Equatable {
+    case sqlite(path: String)
+    case postgres(PostgresLocation)
+
+    public init(url: String) throws {
+        if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
+            self = .postgres(try PostgresLocation(url: url))
+            return
+        }
+        let prefixes = ["sqlite://", "sqlite:"]
+        guard let prefix = prefixes.first(where: { url.hasPrefix($0) }), url.count > prefix.count else {
+            throw InventoryError(code: .invalidURL, message: "inventory URL '\(url)' is neither sqlite:PATH nor postgres://USER@HOST[:PORT]/DB; expected e.g. sqlite:/var/lib/vps-gateway/production.sqlite3 or postgres://vps_gateway@db.internal/platform?sslmode=require")
+        }
+        self = .sqlite(path: String(url.dropFirst(prefix.count)))
+    }
+}

@@ -243,7 +243,14 @@ public final class PostgresInventory: Inventory, Service {
         do {
             var columns: [String: Set<String>] = [:]
             let rows = try await connection.query(
-                "SELECT table_name::text, column_name::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name IN ('vps_instances', 'dhcp_leases')",
+                // pg_catalog, not information_schema: the latter hides columns the role may
+                // not read, and those should be named as missing grants, not missing columns.
+                """
+                SELECT c.relname::text, a.attname::text FROM pg_attribute a
+                JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname = current_schema() AND c.relname IN ('vps_instances', 'dhcp_leases')
+                  AND c.relkind IN ('r', 'v', 'm', 'p', 'f') AND a.attnum > 0 AND NOT a.attisdropped
+                """,
                 logger: logger
             )
             for try await (table, column) in rows.decode((String, String).self) {
@@ -258,9 +265,12 @@ public final class PostgresInventory: Inventory, Service {
                     throw InventoryError(code: .wrongSchema, message: "inventory \(displayName): table '\(table)' lacks column(s) \(missing.joined(separator: ", "))")
                 }
             }
-            for table in ["vps_instances", "dhcp_leases"] {
-                for try await allowed in try await connection.query("SELECT has_table_privilege(\(table), 'SELECT')", logger: logger).decode(Bool.self) where !allowed {
-                    throw InventoryError(code: .wrongSchema, message: "inventory \(displayName): role '\(configuration.location.user)' may not SELECT from '\(table)'; GRANT SELECT ON \(table) TO \(configuration.location.user)")
+            // Column grants are enough (the least a lookup needs), so columns are checked.
+            for (table, needed) in InventorySchema.required {
+                for column in needed {
+                    for try await allowed in try await connection.query("SELECT has_column_privilege(\(table), \(column), 'SELECT')", logger: logger).decode(Bool.self) where !allowed {
+                        throw InventoryError(code: .wrongSchema, message: "inventory \(displayName): role '\(configuration.location.user)' may not read \(table).\(column); GRANT SELECT (\(needed.joined(separator: ", "))) ON \(table) TO \(configuration.location.user)")
+                    }
                 }
             }
             var indexes: [String] = []

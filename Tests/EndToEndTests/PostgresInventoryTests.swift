@@ -117,6 +117,13 @@ struct PostgresInventoryTests {
             #expect(empty.status == 78)
             #expect(empty.output.contains("has no table 'vps_instances'"), "\(empty.output)")
 
+            // Without a grant on a column the lookups read, the role is named with what to grant.
+            try await server.psql("REVOKE SELECT (deleted_at) ON vps_instances FROM \(Self.role)", database: "platform")
+            let revoked = try await cluster.run(["inventory", "check", url, "--password-file", passwordFile])
+            #expect(revoked.status == 78)
+            #expect(revoked.output.contains("may not read vps_instances.deleted_at"), "\(revoked.output)")
+            try await server.psql("GRANT SELECT (deleted_at) ON vps_instances TO \(Self.role)", database: "platform")
+
             let withPassword = try await cluster.run(["inventory", "check", "postgres://\(Self.role):\(Self.password)@127.0.0.1:\(server.port)/platform"])
             #expect(withPassword.status == 78)
             #expect(withPassword.output.contains("carries a password"))

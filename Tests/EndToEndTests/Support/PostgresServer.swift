@@ -136,7 +136,8 @@ final class PostgresServer: Sendable {
             CREATE ROLE \(role) LOGIN PASSWORD '\(password)';
             GRANT CONNECT ON DATABASE \(database) TO \(role);
             GRANT USAGE ON SCHEMA public TO \(role);
-            GRANT SELECT ON vps_instances, dhcp_leases TO \(role);
+            GRANT SELECT (id, organization_id, mac_address, deleted_at) ON vps_instances TO \(role);
+            GRANT SELECT (id, vps_id, organization_id, mac_address, ip_address) ON dhcp_leases TO \(role);
             """, database: database)
         for (vps, organization, mac, ip, deleted) in rows {
             try await psql("""

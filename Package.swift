@@ -46,6 +46,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", exact: "2.101.3"),
         .package(url: "https://github.com/groue/GRDB.swift.git", exact: "7.10.0"),
         .package(url: "https://github.com/vapor/postgres-nio.git", exact: "1.33.2"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", exact: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", exact: "2.13.0"),
         // Already in the graph through grpc's TLS support; the journal uses its SHA-256.
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
@@ -79,7 +80,7 @@ let package = Package(
         // The gateway: stream registry, fan-out and the admin API.
         .target(
             name: "GatewayServer",
-            dependencies: ["GatewayProtocol", "GatewayJournal", "DHCPLeases", "ProcessLifecycle", "RPCEndpoint", "CMalloc", grpcCore, protobuf, logging, lifecycle, unixSignals],
+            dependencies: ["GatewayProtocol", "GatewayJournal", "DHCPLeases", "ProcessLifecycle", "RPCEndpoint", "Telemetry", "CMalloc", grpcCore, protobuf, logging, lifecycle, unixSignals],
             swiftSettings: swiftSettings
         ),
         // The request journal: migrations, group commit, recovery queries, maintenance.
@@ -97,7 +98,7 @@ let package = Package(
         // The VPS-service side: dials gateways, registers, dispatches requests to handlers.
         .target(
             name: "GatewayWorker",
-            dependencies: ["GatewayProtocol", grpcCore, grpcTransport, protobuf, logging, lifecycle],
+            dependencies: ["GatewayProtocol", "Telemetry", grpcCore, grpcTransport, protobuf, logging, lifecycle],
             swiftSettings: swiftSettings
         ),
         // The environment's inventory (a SQLite file, or the platform's PostgreSQL) and the
@@ -131,7 +132,7 @@ let package = Package(
         .target(
             name: "Supervision",
             dependencies: [
-                "GatewayProtocol", "SystemdSupport", "ProcessLifecycle", logging, lifecycle, unixSignals, nioCore, nioPosix,
+                "GatewayProtocol", "SystemdSupport", "ProcessLifecycle", "Telemetry", logging, lifecycle, unixSignals, nioCore, nioPosix,
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
             ],
@@ -141,6 +142,12 @@ let package = Package(
         .target(
             name: "LogOutput",
             dependencies: [logging],
+            swiftSettings: swiftSettings
+        ),
+        // What the roles export for Prometheus: the metric definitions, the registry, /metrics.
+        .target(
+            name: "Telemetry",
+            dependencies: [.product(name: "Prometheus", package: "swift-prometheus"), nioCore, nioPosix, .product(name: "NIOHTTP1", package: "swift-nio"), logging, lifecycle],
             swiftSettings: swiftSettings
         ),
         // Properties of what an attacker controls (lease files, stream messages), for
@@ -167,7 +174,7 @@ let package = Package(
             name: "vps-gateway",
             dependencies: [
                 "GatewayProtocol", "GatewayServer", "GatewayJournal", "DHCPLeases", "GatewayWorker", "LeaseInventory",
-                "GatewayAdminClient", "GatewayBench", "LogOutput", "SystemdSupport", "Supervision", "ProcessLifecycle", "RPCEndpoint", argumentParser, logging, lifecycle, unixSignals, protobuf, nioPosix, nioCore,
+                "GatewayAdminClient", "GatewayBench", "LogOutput", "SystemdSupport", "Supervision", "ProcessLifecycle", "RPCEndpoint", "Telemetry", argumentParser, logging, lifecycle, unixSignals, protobuf, nioPosix, nioCore,
             ],
             swiftSettings: swiftSettings
         ),

@@ -56,6 +56,15 @@ public final class LeaseWatcher: Sendable {
     /// Looks up the owner of `lease` with `requestID`.
     public typealias Lookup = @Sendable (_ lease: DHCPLease, _ requestID: String) async -> LeaseTable.Outcome
 
+    /// What the watcher tells its observer (the gateway's metrics).
+    public enum Event: Sendable {
+        /// The hosts file was replaced.
+        case hostsFileWritten
+        /// Active leases by state: found, not_found, failed, pending, vps_hostname (every
+        /// state present, zero included).
+        case leaseStates([String: Int])
+    }
+
     /// What `vps-gateway leases` shows.
     public struct Status: Sendable {
         public var entries: [LeaseTable.Entry]
@@ -84,8 +93,11 @@ public final class LeaseWatcher: Sendable {
         var lastError: String?
     }
 
-    public init(configuration: Configuration, lookup: @escaping Lookup, logger: Logger) {
+    private let observer: (@Sendable (Event) -> Void)?
+
+    public init(configuration: Configuration, lookup: @escaping Lookup, logger: Logger, observer: (@Sendable (Event) -> Void)? = nil) {
         self.configuration = configuration
+        self.observer = observer
         self.lookup = lookup
         self.logger = logger
         self.hosts = HostsFile(path: configuration.hostsFile)
@@ -215,12 +227,29 @@ public final class LeaseWatcher: Sendable {
     private let publishing = Mutex(())
 
     private func publishHosts(now: Int64) {
+        if let observer {
+            let states = state.withLock { state in
+                state.table.entries.values.reduce(into: ["found": 0, "not_found": 0, "failed": 0, "pending": 0, "vps_hostname": 0]) { counts, entry in
+                    guard entry.lease.isActive(at: now) else { return }
+                    let name = switch entry.resolution {
+                    case .found: "found"
+                    case .notFound: "not_found"
+                    case .failed: "failed"
+                    case .pending, nil: "pending"
+                    case .vpsHostname: "vps_hostname"
+                    }
+                    counts[name, default: 0] += 1
+                }
+            }
+            observer(.leaseStates(states))
+        }
         publishing.withLock { _ in
             let entries = state.withLock { $0.table.hostsEntries(now: now) }
             // No lease file yet and nothing known: leave any existing hosts file alone.
             if entries.isEmpty && !FileManager.default.fileExists(atPath: configuration.leaseFile) { return }
             do {
                 guard try hosts.replace(with: HostsFile.render(entries)) else { return }
+                observer?(.hostsFileWritten)
                 state.withLock {
                     $0.hostsEntries = entries.count
                     $0.lastError = nil

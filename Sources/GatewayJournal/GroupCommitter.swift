@@ -150,7 +150,11 @@ final class GroupCommitter: Sendable {
         if !batch.isEmpty { await commit(batch) }
     }
 
+    /// Told how long each successful group commit took (for the commit-duration metric).
+    let commitObserver = Mutex<(@Sendable (Duration) -> Void)?>(nil)
+
     private func commit(_ batch: [Write]) async {
+        let started = ContinuousClock.now
         do {
             let failures = try await pool.writeWithoutTransaction { db -> [JournalError?] in
                 do {
@@ -168,6 +172,7 @@ final class GroupCommitter: Sendable {
             }
             health.withLock { $0 = nil }
             state.withLock { $0.failedCommits = 0 }
+            if let observer = commitObserver.withLock({ $0 }) { observer(.now - started) }
             for (write, failure) in zip(batch, failures) { write.done?(failure) }
         } catch {
             let corrupt = (error as? DatabaseError).map { [.SQLITE_CORRUPT, .SQLITE_NOTADB].contains($0.resultCode) } ?? false

@@ -204,6 +204,11 @@ public final class RequestJournal: Service, Sendable {
 
     /// Why the last commit failed, or nil when it succeeded: a gateway whose journal cannot
     /// record is not healthy, whatever else works.
+    /// Calls `observer` with the duration of every successful group commit.
+    public func observeCommits(_ observer: @escaping @Sendable (Duration) -> Void) {
+        committer.commitObserver.withLock { $0 = observer }
+    }
+
     public var writeFailure: JournalError? { lostFile.withLock { $0 } ?? committer.health.withLock { $0 } }
 
     /// Lets ``run()`` commit every write submitted so far, then return. Later writes fail

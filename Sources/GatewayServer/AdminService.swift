@@ -79,6 +79,9 @@ struct AdminService: Sendable {
         if given.hasArguments, timed.outcome == .ok, let result = MethodMessages.result(for: request.method, payload: timed.payload) {
             timed.result = result
         }
+        if !request.async {
+            gateway.recordCall(method: request.method, outcome: BenchmarkName.outcome(response.outcome), duration: ContinuousClock.now - started)
+        }
         gateway.logger.info(request.async ? "call recorded" : "call finished", metadata: [
             "message_id": "\(LogEventID.callFinished)",
             "request_id": "\(requestID)", "method": "\(request.method)", "outcome": "\(BenchmarkName.outcome(response.outcome))",

@@ -4,6 +4,7 @@ package import GatewayProtocol
 import Logging
 import RPCEndpoint
 import Synchronization
+import Telemetry
 import SwiftProtobuf
 
 extension Gateway {
@@ -23,7 +24,12 @@ extension Gateway {
         }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                while let batch = await outbound.nextBatch() { try await write(batch) }
+                while let batch = await outbound.nextBatch() {
+                    if let metrics = self.metrics {
+                        for message in batch { metrics.increment(Metric.streamMessages, "out", message.messageType?.rawValue ?? "unknown") }
+                    }
+                    try await write(batch)
+                }
             }
             group.addTask {
                 var messages = inbound.makeAsyncIterator()
@@ -107,6 +113,7 @@ extension Gateway {
                 }
                 replaced.close(.replaced)
             }
+            recordClients(of: identity.environment)
             if newEnvironment {
                 // "Not found" from the others was said without this environment.
                 leaseWatcher?.forgetNotFound(reason: "environment \(identity.environment) registered")
@@ -139,6 +146,7 @@ extension Gateway {
 
     private func handle(_ message: GatewayMessage, from connection: ClientConnection) {
         connection.touch()
+        metrics?.increment(Metric.streamMessages, "in", message.messageType?.rawValue ?? "unknown")
         switch message.messageType {
         case .heartbeat:
             connection.recordHeartbeat(at: message.hasHeartbeat ? message.heartbeat.date : Date())
@@ -182,6 +190,7 @@ extension Gateway {
 
     private func streamEnded(_ connection: ClientConnection) {
         let removed = clients.remove(connection)
+        recordClients(of: connection.identity.environment)
         let reason = connection.closeReason.map { "stream closed (\($0))" } ?? "stream closed"
         router.connectionClosed(connection, reason: "unavailable: \(reason) before it answered")
         logger.info("client disconnected", metadata: [

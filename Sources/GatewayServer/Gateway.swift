@@ -14,6 +14,7 @@ public import ProcessLifecycle
 import RPCEndpoint
 public import ServiceLifecycle
 import Synchronization
+public import Telemetry
 
 /// The gateway: accepts VPS-service streams, fans calls out to them, and serves the admin
 /// API on a Unix socket.
@@ -40,6 +41,9 @@ public final class Gateway: Service, Sendable {
     /// What READY=1 waits for: listening, and with a journal, its unfinished rows handed back;
     /// and, once it begins, the drain (health then says NOT_SERVING).
     let readiness = WatchedState<Set<StartupCondition>>([])
+    let metrics: MetricsRegistry?
+    /// Method names as metric labels: a bounded set, so a caller cannot grow the exposition.
+    let methodLabels: MetricLabels
     /// Repeated refusals of unauthenticated streams, one log line per peer and minute.
     let refusedStreams: RefusalLog
     /// Registrations over ``Configuration/maxClients``, one log line per peer and minute.
@@ -61,8 +65,12 @@ public final class Gateway: Service, Sendable {
     ///   - journal: the opened and migrated request journal, or nil to run without one
     ///     (calls are then neither recorded nor retried).
     ///   - instanceLock: from ``lockAdminSocket(of:)``; taken by ``run()`` when not given.
-    public init(configuration: Configuration, journal: RequestJournal?, instanceLock: InstanceLock? = nil, logger: Logger) {
+    ///   - metrics: where calls, clients, journal, leases and stream messages are counted;
+    ///     nil records nothing.
+    public init(configuration: Configuration, journal: RequestJournal?, instanceLock: InstanceLock? = nil, metrics: MetricsRegistry? = nil, logger: Logger) {
         self.instanceLock = instanceLock
+        self.metrics = metrics
+        self.methodLabels = MetricLabels(limit: 32)
         self.configuration = configuration
         self.refusedStreams = RefusalLog(logger: logger, message: "refused a stream: missing or wrong API secret")
         self.refusedRegistrations = RefusalLog(logger: logger, message: "refused a registration: the gateway has as many clients as --max-clients allows")
@@ -78,8 +86,37 @@ public final class Gateway: Service, Sendable {
         self.runner = runner
         let lookups = LeaseLookups(router: router, runner: runner, timeout: configuration.leaseLookupTimeout)
         self.leaseWatcher = configuration.dhcp.map { dhcp in
-            LeaseWatcher(configuration: dhcp, lookup: { lease, requestID in await lookups(lease, requestID) }, logger: logger)
+            LeaseWatcher(configuration: dhcp, lookup: { lease, requestID in await lookups(lease, requestID) }, logger: logger, observer: metrics.map(Self.leaseObserver))
         }
+        if let metrics {
+            journal?.observeCommits { metrics.record(Metric.journalCommitDuration, duration: $0) }
+            // Zero from the start, so "no production client" is a value an alert can see.
+            for environment in configuration.answeringEnvironments { metrics.set(Metric.clients, environment, to: 0) }
+        }
+    }
+
+    private static func leaseObserver(_ metrics: MetricsRegistry) -> @Sendable (LeaseWatcher.Event) -> Void {
+        { event in
+            switch event {
+            case .hostsFileWritten:
+                metrics.increment(Metric.hostsFileWrites)
+            case .leaseStates(let states):
+                for (state, count) in states { metrics.set(Metric.leases, state, to: Double(count)) }
+            }
+        }
+    }
+
+    /// Counts a finished admin call.
+    func recordCall(method: String, outcome: String, duration: Duration) {
+        guard let metrics else { return }
+        let method = methodLabels.label(for: method)
+        metrics.increment(Metric.calls, method, outcome)
+        metrics.record(Metric.callDuration, method, duration: duration)
+    }
+
+    /// Sets the clients gauge of `environment` to its registered count.
+    func recordClients(of environment: String) {
+        metrics?.set(Metric.clients, environment, to: Double(clients.connections(environment: environment).count))
     }
 
     /// Checks the configuration, binds both sockets and serves until graceful shutdown (then
@@ -451,6 +488,12 @@ public final class Gateway: Service, Sendable {
                 if let problem = journal.checkFile() {
                     logger.error("journal file lost", metadata: ["error": "\(problem.message)"])
                 }
+                if let metrics {
+                    let counts = try journal.stats().countsByState
+                    for state in ["pending", "in_flight", "completed", "failed", "expired"] {
+                        metrics.set(Metric.journalRows, state, to: Double(counts[state] ?? 0))
+                    }
+                }
             } catch {
                 logger.error("journal upkeep failed", metadata: ["error": "\(error)"])
             }
@@ -507,4 +550,22 @@ enum StartupCondition: Hashable, Sendable {
     case listening, recovered
     /// Not a start condition: set when the drain begins.
     case draining
+}
+
+/// Label values from outside (method names), at most `limit` distinct ones; the rest are
+/// counted as `other`.
+final class MetricLabels: Sendable {
+    private let seen = Mutex<Set<String>>([])
+    private let limit: Int
+
+    init(limit: Int) { self.limit = limit }
+
+    func label(for value: String) -> String {
+        seen.withLock { seen in
+            if seen.contains(value) { return value }
+            guard seen.count < limit, value.utf8.count <= 64, !value.isEmpty else { return "other" }
+            seen.insert(value)
+            return value
+        }
+    }
 }

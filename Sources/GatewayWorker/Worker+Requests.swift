@@ -1,6 +1,7 @@
 import Foundation
 import GatewayProtocol
 import Logging
+import Telemetry
 import SwiftProtobuf
 
 extension Worker {
@@ -56,6 +57,10 @@ extension Worker {
             if let response {
                 self.responses.store(response)
                 answer(response)
+                if let metrics = self.metrics {
+                    metrics.increment(Metric.workerRequests, request.method, response.code.isEmpty ? "ok" : response.code)
+                    metrics.record(Metric.workerRequestDuration, request.method, duration: ContinuousClock.now - started)
+                }
             }
             self.logger.info("request handled", metadata: [
                 "message_id": "\(LogEventID.requestHandled)",

@@ -6,6 +6,7 @@ import Synchronization
 // Public: the worker is a `Service` that a `ServiceGroup` runs and shuts down.
 public import Logging
 public import ServiceLifecycle
+public import Telemetry
 
 /// The VPS-service side: dials every configured gateway, registers, answers requests with
 /// its handlers, and reconnects with backoff after any loss.
@@ -29,8 +30,12 @@ public final class Worker: Service, Sendable {
     /// The gateways this worker is registered with now.
     private let registrations = WatchedState<Set<GatewayEndpoint>>([])
 
-    public init(configuration: Configuration, handlers: HandlerRegistry, logger: Logger) {
+    /// Where requests and stream states are counted; nil records nothing.
+    let metrics: MetricsRegistry?
+
+    public init(configuration: Configuration, handlers: HandlerRegistry, metrics: MetricsRegistry? = nil, logger: Logger) {
         self.configuration = configuration
+        self.metrics = metrics
         self.handlers = handlers
         self.logger = logger
         self.responses = ResponseCache(capacity: configuration.responseCacheSize, lifetime: configuration.responseCacheLifetime)
@@ -74,6 +79,7 @@ public final class Worker: Service, Sendable {
         var logger = self.logger
         logger[metadataKey: "gateway"] = "\(endpoint)"
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            recordStream(endpoint, .connecting)
             let session = StreamSession(worker: self, endpoint: endpoint, logger: logger)
             let registeredFor: Duration?
             do {
@@ -86,6 +92,7 @@ public final class Worker: Service, Sendable {
             if Task.isCancelled || Task.isShuttingDownGracefully { break }
             if let registeredFor, registeredFor >= configuration.healthyConnectionDuration { backoff.reset() }
             let delay = backoff.next()
+            recordStream(endpoint, .backoff)
             logger.info("reconnecting", metadata: ["delay_ms": "\(delay.wholeMilliseconds)"])
             do { try await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) } } catch { break }
         }
@@ -93,6 +100,17 @@ public final class Worker: Service, Sendable {
 
     func registered(with endpoint: GatewayEndpoint) {
         registrations.update { _ = $0.insert(endpoint) }
+        recordStream(endpoint, .registered)
+    }
+
+    enum StreamState: String, CaseIterable { case connecting, registered, backoff }
+
+    /// One series per state and gateway: 1 for the state the stream is in.
+    private func recordStream(_ endpoint: GatewayEndpoint, _ current: StreamState) {
+        guard let metrics else { return }
+        for state in StreamState.allCases {
+            metrics.set(Metric.workerStreams, endpoint.description, state.rawValue, to: state == current ? 1 : 0)
+        }
     }
 
     func unregistered(from endpoint: GatewayEndpoint) {

@@ -6,9 +6,13 @@ import SwiftProtobuf
 /// Answers `FindVPSByLease` from the environment's inventory.
 public struct FindVPSByLeaseHandler: RequestHandler {
     private let inventory: any Inventory
+    private let onInventoryError: (@Sendable () -> Void)?
 
-    public init(inventory: any Inventory) {
+    /// - Parameter onInventoryError: told of every lookup the inventory could not answer
+    ///   (unreachable, a failed query), for the worker's metrics.
+    public init(inventory: any Inventory, onInventoryError: (@Sendable () -> Void)? = nil) {
         self.inventory = inventory
+        self.onInventoryError = onInventoryError
     }
 
     public func handle(_ request: HandlerRequest) async throws -> Data {
@@ -35,9 +39,15 @@ public struct FindVPSByLeaseHandler: RequestHandler {
         let found: LeaseOwner?
         do {
             found = try await inventory.owner(mac: mac, ip: ip.isEmpty ? nil : ip)
+        } catch is CancellationError {
+            throw CancellationError()
         } catch let error as InventoryError where error.code == .unavailable {
+            onInventoryError?()
             // Not "not found": the gateway retries, and its journal keeps the request.
             throw HandlerError(.unavailable, error.message)
+        } catch {
+            onInventoryError?()
+            throw error
         }
         guard let owner = found else {
             throw HandlerError.notFound("no VPS in environment '\(request.environment)' owns mac '\(mac?.canonical ?? "")' ip '\(ip)'")

@@ -71,6 +71,7 @@ extension SupervisorConfiguration {
             "--dhcp-hosts", gateway.dhcpHosts,
         ]
         if let pidFile = gateway.dnsmasqPidFile { gatewayArguments += ["--dnsmasq-pid-file", pidFile] }
+        if let address = gateway.metricsAddress { gatewayArguments += ["--metrics-address", address] }
         // The environments this node serves; the supervisor rewrites the file on reload and
         // sends the gateway SIGHUP, so the gateway's arguments stay the same.
         gatewayArguments += ["--environments-file", environmentsFile]
@@ -100,7 +101,7 @@ extension SupervisorConfiguration {
                 arguments: [
                     "worker", "--env", environment.name, "--instance-id", environment.instanceID ?? "\(hostName)-\(environment.name)",
                     "--inventory", environment.inventory, "--gateway-url", url, "--shutdown-grace", childGrace,
-                ] + passwordArguments + secretArguments + environment.extraArguments,
+                ] + passwordArguments + (environment.metricsAddress.map { ["--metrics-address", $0] } ?? []) + secretArguments + environment.extraArguments,
                 environment: base.merging(workerSecret) { $1 }.merging(["NOTIFY_SOCKET": socket]) { $1 },
                 notifySocket: socket
             ))

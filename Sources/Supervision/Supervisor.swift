@@ -8,6 +8,7 @@ import Subprocess
 import Synchronization
 // Public: the supervisor is given the notifier it reports through.
 public import SystemdSupport
+public import Telemetry
 import UnixSignals
 #if canImport(Glibc)
 import Glibc
@@ -81,8 +82,12 @@ public final class Supervisor: Sendable {
         case gatewayServing
     }
 
-    public init(options: Options, logger: Logger, notifier: ServiceNotifier = ServiceNotifier()) throws {
+    /// Restarts and up/down per child; nil records nothing.
+    private let metrics: MetricsRegistry?
+
+    public init(options: Options, logger: Logger, notifier: ServiceNotifier = ServiceNotifier(), metrics: MetricsRegistry? = nil) throws {
         self.options = options
+        self.metrics = metrics
         self.logger = logger
         self.notifier = notifier
         let configuration = try SupervisorConfiguration.load(path: options.configurationPath)
@@ -209,6 +214,7 @@ public final class Supervisor: Sendable {
             do {
                 let status = try await process.run(spec) { pid in
                     self.logger.info("child started", metadata: ["child": "\(spec.name)", "pid": "\(pid)"])
+                    self.metrics?.set(Metric.childUp, spec.name, to: 1)
                 }
                 switch status {
                 case .exited(let code): ending = "exited with code \(code)"
@@ -218,6 +224,7 @@ public final class Supervisor: Sendable {
                 ending = "could not start: \(error)"
             }
             let stopping = state.withLock { $0.children[spec.name]?.stopping ?? true }
+            metrics?.set(Metric.childUp, spec.name, to: 0)
             logger.log(level: stopping ? .info : .warning, "child exited", metadata: ["child": "\(spec.name)", "how": "\(ending)"])
             if stopping || Task.isCancelled {
                 update(spec.name) { $0.phase = .stopped }
@@ -230,6 +237,7 @@ public final class Supervisor: Sendable {
                     $0.restarts = tracker.restarts
                     $0.status = ending
                 }
+                metrics?.increment(Metric.childRestarts, spec.name)
                 logger.info("child restarting", metadata: [
                     "child": "\(spec.name)", "delay_ms": "\(delay.wholeMilliseconds)",
                     "restarts": "\(tracker.restarts)",

@@ -21,6 +21,8 @@ public struct SupervisorConfiguration: Sendable, Equatable {
         public var apiSecretFile: String?
         /// The name of a systemd credential (`LoadCredential=`) holding the secret.
         public var apiSecretCredential: String?
+        /// The gateway's Prometheus metrics (`HOST:PORT`); nil: off.
+        public var metricsAddress: String?
         public var extraArguments: [String] = []
     }
 
@@ -32,6 +34,8 @@ public struct SupervisorConfiguration: Sendable, Equatable {
         /// credential (`LoadCredential=`) holding it.
         public var inventoryPasswordFile: String?
         public var inventoryPasswordCredential: String?
+        /// This worker's Prometheus metrics (`HOST:PORT`); nil: off.
+        public var metricsAddress: String?
         /// Default: `<host name>-<name>`.
         public var instanceID: String?
         public var extraArguments: [String] = []
@@ -58,6 +62,8 @@ public struct SupervisorConfiguration: Sendable, Equatable {
         /// Passed to children as VPS_GATEWAY_LOG_LEVEL / VPS_GATEWAY_LOG_FORMAT.
         public var logLevel: String?
         public var logFormat: String?
+        /// The supervisor's own Prometheus metrics (`HOST:PORT`); nil: off.
+        public var metricsAddress: String?
     }
 
     public var gateway = Gateway()
@@ -94,7 +100,7 @@ public struct SupervisorConfiguration: Sendable, Equatable {
         }
         reader.keys(root, allowed: ["gateway", "environments", "supervisor"], at: "")
         if let gateway = root["gateway"] {
-            reader.keys(gateway, allowed: ["listen", "admin_socket", "journal", "journal_sync", "dhcp_leases", "dhcp_hosts", "dnsmasq_pid_file", "api_secret_file", "api_secret_credential", "extra_arguments"], at: "gateway")
+            reader.keys(gateway, allowed: ["listen", "admin_socket", "journal", "journal_sync", "dhcp_leases", "dhcp_hosts", "dnsmasq_pid_file", "api_secret_file", "api_secret_credential", "metrics_address", "extra_arguments"], at: "gateway")
             var settings = Gateway()
             reader.string(gateway, "listen", at: "gateway").map { settings.listen = $0 }
             reader.string(gateway, "admin_socket", at: "gateway").map { settings.adminSocket = $0 }
@@ -105,6 +111,7 @@ public struct SupervisorConfiguration: Sendable, Equatable {
             settings.dnsmasqPidFile = reader.string(gateway, "dnsmasq_pid_file", at: "gateway")
             settings.apiSecretFile = reader.string(gateway, "api_secret_file", at: "gateway")
             settings.apiSecretCredential = reader.string(gateway, "api_secret_credential", at: "gateway")
+            settings.metricsAddress = reader.string(gateway, "metrics_address", at: "gateway")
             settings.extraArguments = reader.strings(gateway, "extra_arguments", at: "gateway") ?? []
             configuration.gateway = settings
         }
@@ -115,13 +122,14 @@ public struct SupervisorConfiguration: Sendable, Equatable {
             }
             for (index, node) in list.enumerated() {
                 let at = "environments[\(index)]"
-                reader.keys(node, allowed: ["name", "inventory", "inventory_password_file", "inventory_password_credential", "instance_id", "extra_arguments"], at: at)
+                reader.keys(node, allowed: ["name", "inventory", "inventory_password_file", "inventory_password_credential", "instance_id", "metrics_address", "extra_arguments"], at: at)
                 let name = reader.string(node, "name", at: at, required: true) ?? ""
                 let inventory = reader.string(node, "inventory", at: at, required: true) ?? ""
                 configuration.environments.append(Environment(
                     name: name, inventory: inventory,
                     inventoryPasswordFile: reader.string(node, "inventory_password_file", at: at),
                     inventoryPasswordCredential: reader.string(node, "inventory_password_credential", at: at),
+                    metricsAddress: reader.string(node, "metrics_address", at: at),
                     instanceID: reader.string(node, "instance_id", at: at),
                     extraArguments: reader.strings(node, "extra_arguments", at: at) ?? []
                 ))
@@ -129,7 +137,7 @@ public struct SupervisorConfiguration: Sendable, Equatable {
         }
         if let policy = root["supervisor"] {
             let at = "supervisor"
-            reader.keys(policy, allowed: ["ready_when", "restart_initial_delay", "restart_max_delay", "intensity", "intensity_period", "stable_after", "escalate", "child_watchdog", "shutdown_grace", "notify_directory", "log_level", "log_format"], at: at)
+            reader.keys(policy, allowed: ["ready_when", "restart_initial_delay", "restart_max_delay", "intensity", "intensity_period", "stable_after", "escalate", "child_watchdog", "shutdown_grace", "notify_directory", "log_level", "log_format", "metrics_address"], at: at)
             var settings = Policy()
             reader.string(policy, "ready_when", at: at).map { settings.readyWhen = $0 }
             reader.duration(policy, "restart_initial_delay", at: at).map { settings.restartInitialDelay = $0 }
@@ -143,6 +151,7 @@ public struct SupervisorConfiguration: Sendable, Equatable {
             reader.string(policy, "notify_directory", at: at).map { settings.notifyDirectory = $0 }
             settings.logLevel = reader.string(policy, "log_level", at: at)
             settings.logFormat = reader.string(policy, "log_format", at: at)
+            settings.metricsAddress = reader.string(policy, "metrics_address", at: at)
             configuration.supervisor = settings
         }
         let problems = reader.problems + configuration.problems()

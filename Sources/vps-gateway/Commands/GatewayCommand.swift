@@ -3,6 +3,7 @@ import DHCPLeases
 import Foundation
 import GatewayJournal
 import GatewayServer
+import Telemetry
 import Logging
 import RPCEndpoint
 import ServiceLifecycle
@@ -136,6 +137,8 @@ struct GatewayCommand: AsyncParsableCommand {
 
     @OptionGroup var migrations: MigrationsOption
 
+    @OptionGroup var metrics: MetricsOptions
+
     @Option(help: ArgumentHelp("dnsmasq's lease file to watch, or `off`. Env: GATEWAY_DHCP_LEASES_DIR sets its directory. Default: /var/lib/vps-gateway/dnsmasq.leases.", valueName: "path|off"))
     var dhcpLeases: String?
 
@@ -209,10 +212,12 @@ struct GatewayCommand: AsyncParsableCommand {
     func run() async throws {
         let logger = try logging.makeLogger(label: "gateway", identifier: "vps-gateway")
         let gateway: Gateway
+        let exported: (registry: MetricsRegistry, server: MetricsServer)?
         do {
             let configuration = try makeConfiguration()
+            exported = try metrics.make(variable: "VPS_GATEWAY_METRICS_ADDRESS", logger: logger)
             let lock = try Gateway.lockAdminSocket(of: configuration)
-            gateway = Gateway(configuration: configuration, journal: try await openJournal(logger: logger), instanceLock: lock, logger: logger)
+            gateway = Gateway(configuration: configuration, journal: try await openJournal(logger: logger), instanceLock: lock, metrics: exported?.registry, logger: logger)
         } catch let error as GatewayError where error.code == .alreadyRunning {
             throw fail(error.message, Exit.alreadyRunning)
         } catch let error as JournalError where error.code == .inUse {
@@ -226,8 +231,9 @@ struct GatewayCommand: AsyncParsableCommand {
         )
         do {
             let reloader: [any Service] = environmentsFile.map { [EnvironmentsFileReloader(path: $0, gateway: gateway, logger: logger)] } ?? []
+            let metricsServer: [any Service] = exported.map { [$0.server] } ?? []
             try await runRoleGroup(
-                [gateway, reporter] + reloader, role: "gateway", lifeline: lifelineStdin,
+                metricsServer + [gateway, reporter] + reloader, role: "gateway", lifeline: lifelineStdin,
                 shutdownLimit: gateway.configuration.shutdownLimit, logger: logger,
                 unfinished: { ["status": "\(gateway.statusLine)"] }
             )

@@ -3,6 +3,7 @@ import Foundation
 import LeaseInventory
 import Logging
 import Supervision
+import Telemetry
 
 struct SuperviseCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -40,21 +41,35 @@ struct SuperviseCommand: AsyncParsableCommand {
 
     @OptionGroup var logging: LogOptions
 
+    @OptionGroup var metrics: MetricsOptions
+
     func run() async throws {
         let logger = try logging.makeLogger(label: "supervisor", identifier: "vps-gateway-supervisor")
         let supervisor: Supervisor
+        let exported: (registry: MetricsRegistry, server: MetricsServer)?
         do {
+            var options = metrics
+            if options.metricsAddress == nil, let configured = try? SupervisorConfiguration.load(path: config).supervisor.metricsAddress {
+                options.metricsAddress = configured
+            }
+            exported = try options.make(variable: "VPS_SUPERVISOR_METRICS_ADDRESS", logger: logger)
             supervisor = try Supervisor(options: .init(
                 configurationPath: config,
                 executable: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0],
                 variables: ProcessInfo.processInfo.environment,
                 hostName: Environment.hostName
-            ), logger: logger)
+            ), logger: logger, metrics: exported?.registry)
         } catch let error as SupervisorError {
             throw fail(error.message, Exit.config)
+        } catch {
+            throw fail("\(error)", Exit.config)
         }
         do {
-            try await supervisor.run()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                if let server = exported?.server { group.addTask { try await server.run() } }
+                try await supervisor.run()
+                group.cancelAll()
+            }
         } catch let error as SupervisorError {
             switch error.code {
             case .childGaveUp: throw fail(error.message, Exit.tempFail)

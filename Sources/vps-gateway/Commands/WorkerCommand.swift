@@ -6,6 +6,7 @@ import Logging
 import ServiceLifecycle
 import Supervision
 import SystemdSupport
+import Telemetry
 import UnixSignals
 
 struct WorkerCommand: AsyncParsableCommand {
@@ -115,6 +116,8 @@ struct WorkerCommand: AsyncParsableCommand {
 
     @OptionGroup var logging: LogOptions
 
+    @OptionGroup var metrics: MetricsOptions
+
     @Flag(help: "Shut down when stdin reaches end-of-file: the supervisor's lifeline, so no child outlives it.")
     var lifelineStdin = false
 
@@ -137,7 +140,9 @@ struct WorkerCommand: AsyncParsableCommand {
         let logger = try logging.makeLogger(label: "worker-\(environmentName)", identifier: "vps-gateway-worker-\(environmentName)")
         let worker: Worker
         let opened: InventoryOpener.Opened
+        let exported: (registry: MetricsRegistry, server: MetricsServer)?
         do {
+            exported = try metrics.make(variable: "VPS_WORKER_METRICS_ADDRESS", logger: logger)
             let configuration = try makeConfiguration()
             let inventoryURL = try inventory ?? Environment.value("VPS_INVENTORY_URL")
                 ?? { throw ConfigurationProblem("no inventory: give --inventory sqlite:PATH or set VPS_INVENTORY_URL") }()
@@ -149,10 +154,13 @@ struct WorkerCommand: AsyncParsableCommand {
                 ])
             }
             var handlers = HandlerRegistry()
-            let lookup: any RequestHandler = FindVPSByLeaseHandler(inventory: inventory)
+            let registry = exported?.registry
+            var onInventoryError: (@Sendable () -> Void)?
+            if let registry { onInventoryError = { registry.increment(Metric.workerInventoryErrors) } }
+            let lookup: any RequestHandler = FindVPSByLeaseHandler(inventory: inventory, onInventoryError: onInventoryError)
             handlers.register(GatewayMethod.findVPSByLease, simulateLatency.map { DelayedHandler(lookup, delay: $0.duration) } ?? lookup)
             handlers.register(PingHandler.method, PingHandler())
-            worker = Worker(configuration: configuration, handlers: handlers, logger: logger)
+            worker = Worker(configuration: configuration, handlers: handlers, metrics: registry, logger: logger)
             logger.info("worker starting", metadata: [
                 "environment": "\(configuration.environment)", "instance": "\(configuration.instanceID)",
                 "inventory": "\(inventory.displayName)", "gateways": "\(configuration.endpoints.map(\.description).joined(separator: ","))",
@@ -167,7 +175,7 @@ struct WorkerCommand: AsyncParsableCommand {
         do {
             // Listed first, so it stops last: requests still draining can use the database.
             try await runRoleGroup(
-                (opened.service.map { [$0] } ?? []) + [worker, reporter], role: "worker", lifeline: lifelineStdin,
+                (exported.map { [$0.server] } ?? []) + (opened.service.map { [$0] } ?? []) + [worker, reporter], role: "worker", lifeline: lifelineStdin,
                 shutdownLimit: worker.configuration.shutdownLimit, logger: logger,
                 unfinished: { ["requests_running": "\(worker.runningRequests)"] }
             )

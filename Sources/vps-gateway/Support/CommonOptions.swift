@@ -4,6 +4,7 @@ import GatewayJournal
 import Logging
 import LogOutput
 import SystemdSupport
+import Telemetry
 
 /// Logging flags of the long-running roles.
 struct LogOptions: ParsableArguments {
@@ -112,5 +113,18 @@ struct MigrationsOption: ParsableArguments {
     func load() throws -> MigrationSet {
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         return try MigrationSet.locate(explicit: migrations ?? Environment.value("VPS_GATEWAY_MIGRATIONS"), executable: executable)
+    }
+}
+
+/// `--metrics-address HOST:PORT`: Prometheus metrics at `/metrics`, off by default.
+struct MetricsOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464). Default: off. Env: VPS_GATEWAY_METRICS_ADDRESS for the gateway, VPS_WORKER_METRICS_ADDRESS for a worker, VPS_SUPERVISOR_METRICS_ADDRESS for the supervisor.", valueName: "host:port"))
+    var metricsAddress: String?
+
+    /// The registry to record into and the server that exports it; nil when metrics are off.
+    func make(variable: String, logger: Logger) throws -> (registry: MetricsRegistry, server: MetricsServer)? {
+        guard let address = metricsAddress ?? Environment.value(variable) else { return nil }
+        let registry = MetricsRegistry()
+        return (registry, try MetricsServer(address: address, registry: registry, logger: logger))
     }
 }

@@ -221,7 +221,7 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "vps-gateway", "GatewayProtocol", "GatewayAdminClient", "GatewayJournal", "LeaseInventory", logging,
+                "vps-gateway", "GatewayProtocol", "GatewayAdminClient", "GatewayJournal", "LeaseInventory", "Telemetry", logging,
                 grpcCore, grpcTransport, protobuf, grdb,
             ],
             swiftSettings: swiftSettings

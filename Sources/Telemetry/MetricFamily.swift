@@ -69,4 +69,10 @@ public enum Metric {
                                                    help: "Restarts of each supervised child.")
     public static let childUp = MetricFamily("vps_gateway_supervisor_child_up", unit: "", kind: .gauge, labels: ["child"],
                                              help: "1 while the child runs, 0 while it is down, waiting for its restart or given up.")
+
+    /// Every family above, for documentation and for checking dashboards against.
+    public static let all: [MetricFamily] = [
+        calls, callDuration, clients, journalRows, journalCommitDuration, leases, hostsFileWrites, streamMessages,
+        workerRequests, workerRequestDuration, workerStreams, workerInventoryErrors, childRestarts, childUp,
+    ]
 }

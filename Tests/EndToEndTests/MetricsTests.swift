@@ -1,6 +1,7 @@
 import Foundation
 import GatewayProtocol
 import LeaseInventory
+import Telemetry
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -107,4 +108,32 @@ struct MetricsTests {
             #expect(await supervisor.waitForExit(timeout: .seconds(20)) == 0)
         }
     }
+
+    @Test("the shipped alert rules pass promtool check rules, and their unit tests pass promtool test rules")
+    func alertRules() async throws {
+        try await Cluster.with { cluster in
+            let repository = PythonClients.repository
+            for arguments in [["check", "rules", repository + "/examples/prometheus-alerts.yaml"], ["test", "rules", repository + "/Tests/Prometheus/alerts-test.yaml"]] {
+                let check = try cluster.spawn(name: "promtool", executable: "/usr/bin/promtool", arguments: arguments, environment: [:])
+                #expect(await check.waitForExit(timeout: .seconds(60)) == 0, "promtool \(arguments.joined(separator: " ")): \(check.log)")
+                #expect(check.log.contains("SUCCESS"), "\(check.log)")
+            }
+            let dashboard = try Data(contentsOf: URL(fileURLWithPath: repository + "/examples/grafana-dashboard.json"))
+            let parsed = try #require(try JSONSerialization.jsonObject(with: dashboard) as? [String: Any])
+            let panels = try #require(parsed["panels"] as? [[String: Any]])
+            // Every panel's query names only metrics the product exports.
+            let exported = Set(Metric.all.map(\.name))
+            for panel in panels {
+                for target in (panel["targets"] as? [[String: Any]]) ?? [] {
+                    let expression = target["expr"] as? String ?? ""
+                    let names = expression.matches(of: /vps_gateway_[a-z_]+/).map { String($0.output) }
+                    #expect(!names.isEmpty, "panel \(panel["title"] ?? "?") queries no vps_gateway metric")
+                    for name in names {
+                        #expect(exported.contains { name == $0 || name.hasPrefix($0 + "_") }, "panel \(panel["title"] ?? "?") queries \(name), which is not exported")
+                    }
+                }
+            }
+        }
+    }
+
 }

@@ -115,18 +115,18 @@ public final class PostgresInventory: Inventory, Service {
     private func lookup(mac: MACAddress?, ip: String?) async throws -> LeaseOwner? {
         if let mac {
             let canonical = mac.canonical
-            var lease = try await first(LeaseByMAC(exact: canonical, upper: canonical.uppercased()))
-            if lease == nil { lease = try await first(LeaseByNormalizedMAC(mac: canonical)) }
+            var lease = try await first(Lookup(LeaseByMACQuery.self, canonical, canonical.uppercased()))
+            if lease == nil { lease = try await first(Lookup(LeaseByNormalizedMACQuery.self, canonical)) }
             if let row = lease {
                 return LeaseOwner(vpsID: row.0 ?? "", organizationID: row.1 ?? "", matchedBy: .leaseByMAC)
             }
-            var instance = try await first(InstanceByMAC(exact: canonical, upper: canonical.uppercased()))
-            if instance == nil { instance = try await first(InstanceByNormalizedMAC(mac: canonical)) }
+            var instance = try await first(Lookup(InstanceByMACQuery.self, canonical, canonical.uppercased()))
+            if instance == nil { instance = try await first(Lookup(InstanceByNormalizedMACQuery.self, canonical)) }
             if let row = instance {
                 return LeaseOwner(vpsID: row.0 ?? "", organizationID: row.1 ?? "", matchedBy: .instanceByMAC)
             }
         }
-        if let ip, !ip.isEmpty, let row = try await first(LeaseByIP(ip: ip)) {
+        if let ip, !ip.isEmpty, let row = try await first(Lookup(LeaseByIPQuery.self, ip)) {
             return LeaseOwner(vpsID: row.0 ?? "", organizationID: row.1 ?? "", matchedBy: .leaseByIP)
         }
         return nil
@@ -396,73 +396,53 @@ private let leaseColumns = """
     WHERE l.vps_id IS NOT NULL AND l.vps_id::text <> '' AND v.deleted_at IS NULL
     """
 
-private struct LeaseByMAC: PostgresPreparedStatement {
-    static let name = "vps_gateway_lease_by_mac"
-    static let sql = leaseColumns + " AND l.mac_address IN ($1, $2) LIMIT 1"
-    typealias Row = (String?, String?)
-    var exact: String
-    var upper: String
-    func makeBindings() -> PostgresBindings {
-        var bindings = PostgresBindings()
-        bindings.append(exact)
-        bindings.append(upper)
-        return bindings
-    }
-    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
-}
-
-private struct LeaseByNormalizedMAC: PostgresPreparedStatement {
-    static let name = "vps_gateway_lease_by_normalized_mac"
-    static let sql = leaseColumns + " AND lower(trim(l.mac_address)) = $1 LIMIT 1"
-    typealias Row = (String?, String?)
-    var mac: String
-    func makeBindings() -> PostgresBindings {
-        var bindings = PostgresBindings()
-        bindings.append(mac)
-        return bindings
-    }
-    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
-}
-
 private let instanceColumns = "SELECT id::text, organization_id::text FROM vps_instances WHERE deleted_at IS NULL"
 
-private struct InstanceByMAC: PostgresPreparedStatement {
+/// One lookup's statement: its server-side name and SQL.
+private protocol LookupQuery {
+    static var name: String { get }
+    static var sql: String { get }
+}
+
+private enum LeaseByMACQuery: LookupQuery {
+    static let name = "vps_gateway_lease_by_mac"
+    static let sql = leaseColumns + " AND l.mac_address IN ($1, $2) LIMIT 1"
+}
+
+private enum LeaseByNormalizedMACQuery: LookupQuery {
+    static let name = "vps_gateway_lease_by_normalized_mac"
+    static let sql = leaseColumns + " AND lower(trim(l.mac_address)) = $1 LIMIT 1"
+}
+
+private enum InstanceByMACQuery: LookupQuery {
     static let name = "vps_gateway_instance_by_mac"
     static let sql = instanceColumns + " AND mac_address IN ($1, $2) LIMIT 1"
-    typealias Row = (String?, String?)
-    var exact: String
-    var upper: String
-    func makeBindings() -> PostgresBindings {
-        var bindings = PostgresBindings()
-        bindings.append(exact)
-        bindings.append(upper)
-        return bindings
-    }
-    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
 }
 
-private struct InstanceByNormalizedMAC: PostgresPreparedStatement {
+private enum InstanceByNormalizedMACQuery: LookupQuery {
     static let name = "vps_gateway_instance_by_normalized_mac"
     static let sql = instanceColumns + " AND lower(trim(mac_address)) = $1 LIMIT 1"
-    typealias Row = (String?, String?)
-    var mac: String
-    func makeBindings() -> PostgresBindings {
-        var bindings = PostgresBindings()
-        bindings.append(mac)
-        return bindings
-    }
-    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
 }
 
-private struct LeaseByIP: PostgresPreparedStatement {
+private enum LeaseByIPQuery: LookupQuery {
     static let name = "vps_gateway_lease_by_ip"
     static let sql = leaseColumns + " AND l.ip_address = $1 LIMIT 1"
+}
+
+/// A lookup with its text arguments; every one answers (vps id, organization id).
+private struct Lookup<Query: LookupQuery>: PostgresPreparedStatement {
+    static var name: String { Query.name }
+    static var sql: String { Query.sql }
     typealias Row = (String?, String?)
-    var ip: String
+    var arguments: [String]
+
+    init(_: Query.Type, _ arguments: String...) { self.arguments = arguments }
+
     func makeBindings() -> PostgresBindings {
         var bindings = PostgresBindings()
-        bindings.append(ip)
+        for argument in arguments { bindings.append(argument) }
         return bindings
     }
+
     func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
 }

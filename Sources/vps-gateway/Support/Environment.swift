@@ -22,20 +22,23 @@ enum Environment {
 /// is dropped. The secret itself never appears in a message.
 enum SecretSource {
     static func load(file: String?, fileVariable: String, variable: String) throws -> String {
-        if let path = file ?? Environment.value(fileVariable) {
-            let text: String
-            do {
-                text = try String(contentsOfFile: path, encoding: .utf8)
-            } catch {
-                throw ConfigurationProblem("cannot read the API secret file '\(path)': \(error.localizedDescription)")
-            }
-            let secret = text.trimmingCharacters(in: .newlines)
-            guard !secret.isEmpty else { throw ConfigurationProblem("the API secret file '\(path)' is empty") }
-            return secret
-        }
+        if let path = file ?? Environment.value(fileVariable) { return try read(path, what: "API secret") }
         guard let secret = Environment.value(variable) else {
             throw ConfigurationProblem("no API secret: set \(variable) or give --api-secret-file PATH (or \(fileVariable))")
         }
+        return secret
+    }
+
+    /// A secret file's content without its trailing newline; empty is an error.
+    static func read(_ path: String, what: String) throws -> String {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigurationProblem("cannot read the \(what) file '\(path)': \(error.localizedDescription)")
+        }
+        let secret = text.trimmingCharacters(in: .newlines)
+        guard !secret.isEmpty else { throw ConfigurationProblem("the \(what) file '\(path)' is empty") }
         return secret
     }
 }
@@ -58,14 +61,6 @@ enum InventoryPassword {
             path = credentials + "/inventory-password"
         }
         guard let path else { return nil }
-        let text: String
-        do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
-            throw ConfigurationProblem("cannot read the inventory password file '\(path)': \(error.localizedDescription)")
-        }
-        let password = text.trimmingCharacters(in: .newlines)
-        guard !password.isEmpty else { throw ConfigurationProblem("the inventory password file '\(path)' is empty") }
-        return password
+        return try SecretSource.read(path, what: "inventory password")
     }
 }

@@ -62,6 +62,11 @@ package final class ConnectedClients: Sendable {
 
     package var isClosed: Bool { state.withLock { $0.closed } }
 
+    /// Whether ``register(_:)`` would refuse `instance` as over ``limit`` right now.
+    package func isFull(for instance: String) -> Bool {
+        state.withLock { $0.registry.count >= limit && !$0.registry.isRegistered(instance) }
+    }
+
     @discardableResult
     package func remove(_ connection: ClientConnection) -> Bool {
         state.withLock { $0.registry.remove(connection) }

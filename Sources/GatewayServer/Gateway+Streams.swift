@@ -88,6 +88,9 @@ extension Gateway {
         // Refused before `registered` is sent; the registry refuses again if the drain
         // begins in between.
         if clients.isClosed { throw refuseRegistration(of: identity) }
+        // Checked before `registered` is queued too, so the refusal is the stream's only answer
+        // (a registration racing this one can still fill the last place: `register` decides).
+        if clients.isFull(for: identity.instanceID) { throw refuseAsFull(identity, remoteAddress: remoteAddress) }
         let connection = ClientConnection(identity: identity, outbound: outbound)
         guard connection.send(.registered) else {
             throw RPCStatus(.internal, "could not queue 'registered'")
@@ -96,8 +99,7 @@ extension Gateway {
         case .refused:
             throw refuseRegistration(of: identity)
         case .full:
-            refusedRegistrations.record(peer: remoteAddress, what: "\(identity.environment)/\(identity.instanceID)", why: "\(clients.limit) clients registered")
-            throw RPCStatus(.resourceExhausted, "the gateway has \(clients.limit) registered clients, its --max-clients; a new instance id is refused until one leaves")
+            throw refuseAsFull(identity, remoteAddress: remoteAddress)
         case .registered(let replaced, let newEnvironment):
             if let replaced {
                 let metadata: Logger.Metadata = [
@@ -136,6 +138,11 @@ extension Gateway {
     }
 
     static let shuttingDownRefusal = RPCStatus(.unavailable, "the gateway is shutting down; reconnect later")
+
+    private func refuseAsFull(_ identity: ClientIdentity, remoteAddress: String) -> RPCStatus {
+        refusedRegistrations.record(peer: remoteAddress, what: "\(identity.environment)/\(identity.instanceID)", why: "\(clients.limit) clients registered")
+        return RPCStatus(.resourceExhausted, "the gateway has \(clients.limit) registered clients, its --max-clients; a new instance id is refused until one leaves")
+    }
 
     private func refuseRegistration(of identity: ClientIdentity) -> RPCStatus {
         logger.info("refused a registration: the gateway is shutting down", metadata: [

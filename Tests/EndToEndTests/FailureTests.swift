@@ -74,18 +74,22 @@ struct FailureTests {
             let gateway = try await cluster.startGateway(["--heartbeat-interval", "300ms", "--registration-timeout", "300ms"])
             try await RawStream.with(port: cluster.port, secret: cluster.secret) { silent in
                 try await RawStream.with(port: cluster.port, secret: cluster.secret) { chatty in
-                    silent.send(.register(.legacy(instance: "silent")))
+                    // Registration is confirmed on each stream itself (its `registered`), not by
+                    // listing clients: on a busy machine the silent one may already be evicted
+                    // (900 ms) by the time a listing shows both. Chatty talks from its start.
                     chatty.send(.register(.legacy(instance: "chatty")))
-                    try await cluster.waitForClients(["silent", "chatty"])
-                    async let end = silent.waitForEnd(timeout: .seconds(20))
-                    // Chatty heartbeats every 200 ms (a bounded number of times) until silent,
-                    // which says nothing, is evicted.
-                    for _ in 0..<100 {
-                        chatty.send(.heartbeat())
-                        if try await cluster.clients().map(\.instanceID) == ["chatty"] { break }
-                        _ = await waitUntil(.now + .milliseconds(200))
+                    #expect(await chatty.nextMessage(ofType: .registered) != nil)
+                    let heartbeats = Task {
+                        // Bounded: 300 heartbeats 100 ms apart at most, well past the test's end.
+                        for _ in 0..<300 where !Task.isCancelled {
+                            chatty.send(.heartbeat())
+                            _ = await waitUntil(.now + .milliseconds(100))
+                        }
                     }
-                    let ended = await end
+                    defer { heartbeats.cancel() }
+                    silent.send(.register(.legacy(instance: "silent")))
+                    #expect(await silent.nextMessage(ofType: .registered) != nil)
+                    let ended = await silent.waitForEnd(timeout: .seconds(20))
                     #expect(ended.ended)
                     #expect(ended.error?.code == .unavailable)
                     #expect(gateway.log.contains("evicting a silent stream: nothing received for 3 heartbeat intervals"))

@@ -163,10 +163,11 @@ struct JournalTests {
             try await cluster.startGateway()
             try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production", [vps]), ["--simulate-latency", "300ms"])
             try await cluster.waitForClients(["production-1"])
-            let started = ContinuousClock.now
+            // "pending" is the proof it returned before the handler's answer: no clock needed
+            // (a busy machine took 290 ms for a call a 250 ms bound expected).
             let response = try await cluster.call(lookupRequest(id: "later", async: true))
             #expect(response.state == "pending")
-            #expect(ContinuousClock.now - started < .milliseconds(250))
+            #expect(!response.hasResult && response.payload.isEmpty)
             let shown = await poll(timeout: .seconds(5)) {
                 let result = try? await cluster.run(["journal", "show", "later", "--journal", cluster.journal])
                 return result?.output.contains("vps-j") == true

@@ -77,8 +77,10 @@ struct FailureTests {
                     // Registration is confirmed on each stream itself (its `registered`), not by
                     // listing clients: on a busy machine the silent one may already be evicted
                     // (900 ms) by the time a listing shows both. Chatty talks from its start.
+                    // Both register at once (each stream has 300 ms to), and chatty keeps
+                    // talking from then on.
                     chatty.send(.register(.legacy(instance: "chatty")))
-                    #expect(await chatty.nextMessage(ofType: .registered) != nil)
+                    silent.send(.register(.legacy(instance: "silent")))
                     let heartbeats = Task {
                         // Bounded: 300 heartbeats 100 ms apart at most, well past the test's end.
                         for _ in 0..<300 where !Task.isCancelled {
@@ -87,7 +89,7 @@ struct FailureTests {
                         }
                     }
                     defer { heartbeats.cancel() }
-                    silent.send(.register(.legacy(instance: "silent")))
+                    #expect(await chatty.nextMessage(ofType: .registered) != nil)
                     #expect(await silent.nextMessage(ofType: .registered) != nil)
                     let ended = await silent.waitForEnd(timeout: .seconds(20))
                     #expect(ended.ended)

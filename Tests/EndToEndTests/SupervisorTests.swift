@@ -136,7 +136,7 @@ struct SupervisorTests {
             let supervisor = try startSupervisor(cluster, environments: [
                 ("production", try cluster.inventory("production")), ("broken", garbage),
             ], policy: "  intensity: 3\n  intensity_period: 60s\n  escalate: true", notify: notify)
-            #expect(await supervisor.waitForExit(timeout: .seconds(30)) == 75)
+            #expect(await supervisor.waitForExit(timeout: .seconds(60)) == 75)
             #expect(supervisor.log.contains("child given up child=worker-broken") && supervisor.log.contains("restarts=3"))
             #expect(supervisor.log.contains("exceeded its restart intensity"))
             #expect(pid(of: "worker --env", in: cluster) == nil && pid(of: "gateway --listen", in: cluster) == nil)
@@ -201,7 +201,7 @@ struct SupervisorTests {
             #expect(processes(inGroup: gateway).isEmpty, "nothing of the old gateway's process group is left")
             #expect(!supervisor.log.contains("child given up"))
             supervisor.signal(SIGTERM)
-            #expect(await supervisor.waitForExit(timeout: .seconds(30)) == 0)
+            #expect(await supervisor.waitForExit(timeout: .seconds(60)) == 0)
         }
     }
 

@@ -87,7 +87,7 @@ final class Cluster: Sendable {
             environment: environment ?? ["GATEWAY_API_SECRET": secret]
         )
         if waitUntilReady {
-            let ready = await poll(timeout: .seconds(20)) {
+            let ready = await poll(timeout: .seconds(40)) {
                 (try? await AdminClient.connect(socketPath: self.adminSocket) { try await $0.listClients() }) != nil
             }
             guard ready else { throw ClusterError("the gateway did not become ready:\n\(process.log)") }
@@ -162,7 +162,7 @@ final class Cluster: Sendable {
     }
 
     /// Waits until exactly these instance ids are registered.
-    func waitForClients(_ instances: Set<String>, timeout: Duration = .seconds(20)) async throws {
+    func waitForClients(_ instances: Set<String>, timeout: Duration = .seconds(40)) async throws {
         let registered = await poll(timeout: timeout) {
             let current = (try? await self.clients()).map { Set($0.map(\.instanceID)) }
             return current == instances
@@ -173,7 +173,7 @@ final class Cluster: Sendable {
     }
 
     /// Waits until the gateway has a request in flight on `instance`'s stream.
-    func waitForRequestInFlight(at instance: String, timeout: Duration = .seconds(20)) async throws {
+    func waitForRequestInFlight(at instance: String, timeout: Duration = .seconds(40)) async throws {
         let sent = await poll(timeout: timeout) {
             (try? await self.clients())?.first { $0.instanceID == instance }.map { $0.inFlight > 0 } ?? false
         }

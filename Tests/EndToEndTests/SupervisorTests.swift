@@ -201,7 +201,9 @@ struct SupervisorTests {
             #expect(processes(inGroup: gateway).isEmpty, "nothing of the old gateway's process group is left")
             #expect(!supervisor.log.contains("child given up"))
             supervisor.signal(SIGTERM)
-            #expect(await supervisor.waitForExit(timeout: .seconds(60)) == 0)
+            let status = await supervisor.waitForExit(timeout: .seconds(60))
+            // A busy clean-clone run once saw a non-zero exit here; the log says which stop.
+            #expect(status == 0, "supervisor exited \(String(describing: status)):\n\(supervisor.log.suffix(4000))")
         }
     }
 

@@ -46,7 +46,9 @@ public final class MetricsServer: Service, Sendable {
             }
             .bind(host: host, port: port)
             .get()
-        logger.info("serving metrics", metadata: ["address": "\(host):\(port)", "path": "/metrics"])
+        // The bound address, so a port of 0 is logged as the one the kernel chose.
+        let bound = channel.localAddress.map { "\($0.ipAddress ?? host):\($0.port ?? port)" } ?? "\(host):\(port)"
+        logger.info("serving metrics", metadata: ["address": "\(bound)", "path": "/metrics"])
         // Ends at the graceful shutdown (in a service group) or when cancelled.
         await withTaskCancellationHandler {
             await withGracefulShutdownHandler {

@@ -32,20 +32,7 @@ struct ShutdownTests {
 
     /// A TCP connection to the gateway's port that never sends a byte.
     func silentConnection(to port: Int) throws -> Int32 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw ClusterError("socket() failed") }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else {
-            close(fd)
-            throw ClusterError("connect() to 127.0.0.1:\(port) failed: errno \(errno)")
-        }
-        return fd
+        try RawSocket.connectLoopback(port: port)
     }
 
     @Test("SIGTERM with a silent TCP peer and a SIGSTOPped worker connected: the gateway still exits 0 within its bound and says what it cut")

@@ -9,7 +9,12 @@ final class RawSocket: @unchecked Sendable {
     let fd: Int32
 
     init(port: Int) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        fd = try Self.connectLoopback(port: port)
+    }
+
+    /// A connected TCP socket to 127.0.0.1:`port`; the caller closes it.
+    static func connectLoopback(port: Int) throws -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw ClusterError("socket() failed") }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
@@ -22,6 +27,7 @@ final class RawSocket: @unchecked Sendable {
             close(fd)
             throw ClusterError("connect() to 127.0.0.1:\(port) failed: errno \(errno)")
         }
+        return fd
     }
 
     deinit { close(fd) }

@@ -177,6 +177,22 @@ public struct LeaseTable: Sendable {
         return true
     }
 
+    /// Active leases by what their lookup found, every state present (zero included):
+    /// found, not_found, failed, pending (also not looked up yet), vps_hostname.
+    public func stateCounts(now: Int64) -> [String: Int] {
+        entries.values.reduce(into: ["found": 0, "not_found": 0, "failed": 0, "pending": 0, "vps_hostname": 0]) { counts, entry in
+            guard entry.lease.isActive(at: now) else { return }
+            let state = switch entry.resolution {
+            case .found: "found"
+            case .notFound: "not_found"
+            case .failed: "failed"
+            case .pending, nil: "pending"
+            case .vpsHostname: "vps_hostname"
+            }
+            counts[state, default: 0] += 1
+        }
+    }
+
     /// `<ip> <vps-id>` for every lease that is active and has an owner.
     public func hostsEntries(now: Int64) -> [HostsFile.Entry] {
         entries.values.compactMap { entry in

@@ -109,7 +109,6 @@ public final class LeaseWatcher: Sendable {
         ))))
     }
 
-    /// The current state; `withEntries` false leaves out the per-lease list (cheap).
     /// Drops every cached `not_found` and wakes a reconcile, so those leases are asked again:
     /// an environment that registered only now was not among those that said so.
     public func forgetNotFound(reason: String) {
@@ -119,6 +118,7 @@ public final class LeaseWatcher: Sendable {
         wake.enqueue(())
     }
 
+    /// The current state; `withEntries` false leaves out the per-lease list (cheap).
     public func status(withEntries: Bool = true) -> Status {
         let (entries, status) = state.withLock { state in
             (withEntries ? Array(state.table.entries.values) : [], Status(
@@ -227,22 +227,7 @@ public final class LeaseWatcher: Sendable {
     private let publishing = Mutex(())
 
     private func publishHosts(now: Int64) {
-        if let observer {
-            let states = state.withLock { state in
-                state.table.entries.values.reduce(into: ["found": 0, "not_found": 0, "failed": 0, "pending": 0, "vps_hostname": 0]) { counts, entry in
-                    guard entry.lease.isActive(at: now) else { return }
-                    let name = switch entry.resolution {
-                    case .found: "found"
-                    case .notFound: "not_found"
-                    case .failed: "failed"
-                    case .pending, nil: "pending"
-                    case .vpsHostname: "vps_hostname"
-                    }
-                    counts[name, default: 0] += 1
-                }
-            }
-            observer(.leaseStates(states))
-        }
+        if let observer { observer(.leaseStates(state.withLock { $0.table.stateCounts(now: now) })) }
         publishing.withLock { _ in
             let entries = state.withLock { $0.table.hostsEntries(now: now) }
             // No lease file yet and nothing known: leave any existing hosts file alone.

@@ -202,13 +202,13 @@ public final class RequestJournal: Service, Sendable {
         await committer.run()
     }
 
-    /// Why the last commit failed, or nil when it succeeded: a gateway whose journal cannot
-    /// record is not healthy, whatever else works.
     /// Calls `observer` with the duration of every successful group commit.
     public func observeCommits(_ observer: @escaping @Sendable (Duration) -> Void) {
         committer.commitObserver.withLock { $0 = observer }
     }
 
+    /// Why the journal cannot record (the last commit failed, or the file was lost), or nil:
+    /// a gateway whose journal cannot record is not healthy, whatever else works.
     public var writeFailure: JournalError? { lostFile.withLock { $0 } ?? committer.health.withLock { $0 } }
 
     /// Lets ``run()`` commit every write submitted so far, then return. Later writes fail

@@ -27,6 +27,21 @@ struct LeaseTableTests {
         #expect(lookups.count == 1)
     }
 
+    @Test("lease states count active leases only, by what their lookup found, every state present")
+    func stateCounts() {
+        var table = LeaseTable(settings: settings)
+        let leases = [
+            lease("52:54:00:00:00:01", "10.0.0.1"), lease("52:54:00:00:00:02", "10.0.0.2"),
+            lease("52:54:00:00:00:03", "10.0.0.3"), lease("52:54:00:00:00:04", "10.0.0.4", hostname: "vps-0004"),
+            lease("52:54:00:00:00:05", "10.0.0.5", expiry: 1500),
+        ]
+        let lookups = table.observe(leases, now: 1000, limit: 10)
+        table.resolved(lookups[0], .found(vpsID: "vps-1", organizationID: "org"), now: 1001)
+        table.resolved(lookups[1], .notFound, now: 1001)
+        #expect(table.stateCounts(now: 1001) == ["found": 1, "not_found": 1, "failed": 0, "pending": 2, "vps_hostname": 1])
+        #expect(table.stateCounts(now: 1600)["pending"] == 1, "the expired lease no longer counts")
+    }
+
     @Test("a cached not_found is forgotten when an environment arrives, and the lease is asked again")
     func forgetNotFound() {
         var table = LeaseTable(settings: LeaseTable.Settings(negativeTTL: 300, failureRetry: 30))

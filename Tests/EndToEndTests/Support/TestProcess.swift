@@ -176,21 +176,39 @@ func poll(timeout: Duration, _ condition: @Sendable () async -> Bool) async -> B
     return await condition()
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
+/// A TCP port on 127.0.0.1 that was free a moment ago, and that no other test of this run
+/// was given.
+///
+/// Not from the kernel's ephemeral range (`bind` to port 0 takes from it, and so does every
+/// outgoing connection on the machine, a worker's or another suite's): a port from there can
+/// be taken between this check and the gateway's `bind`. Below that range only listeners
+/// that chose their port take one, and a random pick makes two suites on one machine
+/// unlikely to choose alike.
 func freePort() throws -> Int {
+    let ephemeralLow = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))
+        .flatMap { $0.split(whereSeparator: \.isWhitespace).first.flatMap { Int($0) } } ?? 32768
+    let range = 20000..<max(20000 + 4096, min(ephemeralLow, 65536))
+    for _ in 0..<512 {
+        let port = Int.random(in: range)
+        guard handedOutPorts.withLock({ $0.insert(port).inserted }) else { continue }
+        if canBind(port: port) { return port }
+    }
+    throw ClusterError("no free TCP port on 127.0.0.1 in \(range) after 512 tries")
+}
+
+private let handedOutPorts = Mutex<Set<Int>>([])
+
+/// Whether 127.0.0.1:`port` can be bound now (without SO_REUSEADDR, so a port with
+/// connections in TIME_WAIT counts as taken).
+private func canBind(port: Int) -> Bool {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    precondition(fd >= 0, "socket() failed")
+    guard fd >= 0 else { return false }
     defer { close(fd) }
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    address.sin_port = 0
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
-            bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
-        }
+    address.sin_port = UInt16(port).bigEndian
+    return withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
     }
-    precondition(bound, "bind() to 127.0.0.1:0 failed")
-    return Int(UInt16(bigEndian: address.sin_port))
 }

@@ -16,7 +16,8 @@ struct PostgresInventoryTests {
     /// A server with the platform database and a worker of `production` reading it.
     func withPlatform(
         gatewayArguments: [String] = ["--journal", "off"],
-        _ body: (Cluster, PostgresServer, TestProcess) async throws -> Void
+        workerNotify: Bool = false,
+        _ body: (Cluster, PostgresServer, TestProcess, NotifySocket?) async throws -> Void
     ) async throws {
         try await Cluster.with { cluster in
             let server = try await PostgresServer.start(in: cluster)
@@ -28,18 +29,19 @@ struct PostgresInventoryTests {
             let passwordFile = cluster.directory + "/inventory-password"
             try (Self.password + "\n").write(toFile: passwordFile, atomically: true, encoding: .utf8)
             try await cluster.startGateway(gatewayArguments)
+            let notify = workerNotify ? try NotifySocket(path: cluster.directory + "/worker-notify.sock") : nil
             let worker = try cluster.startWorker(
                 environment: "production", inventory: server.url(user: Self.role, database: "platform"),
-                ["--inventory-password-file", passwordFile]
+                ["--inventory-password-file", passwordFile], notifySocket: notify
             )
             try await cluster.waitForClients(["production-1"])
-            try await body(cluster, server, worker)
+            try await body(cluster, server, worker, notify)
         }
     }
 
     @Test("found by MAC in any case, by IP, not found for a stranger, and a deleted VPS's lease does not count")
     func lookups() async throws {
-        try await withPlatform { cluster, _, worker in
+        try await withPlatform { cluster, _, worker, _ in
             let found = try await cluster.lookup(mac: "52:54:00:AA:00:01")
             #expect(found.response.outcome == .ok && found.owner?.vpsID == "vps-pg-1", "\(found.response)")
             #expect(found.owner?.organizationID == "org-1")
@@ -55,20 +57,28 @@ struct PostgresInventoryTests {
         }
     }
 
-    @Test("a database stopped mid-run: lookups answer unavailable, the journal keeps the call, and it completes once the database is back, without a worker restart")
+    @Test("a database stopped mid-run: lookups answer unavailable, the worker's STATUS says the database is unreachable, the journal keeps the call, and it completes once the database is back, without a worker restart")
     func databaseOutage() async throws {
-        try await withPlatform(gatewayArguments: ["--max-attempts", "100"]) { cluster, server, worker in
+        try await withPlatform(gatewayArguments: ["--max-attempts", "100"], workerNotify: true) { cluster, server, worker, notify in
+            let notify = try #require(notify)
             #expect(try await cluster.lookup(mac: "52:54:00:aa:00:01").owner?.vpsID == "vps-pg-1")
+            #expect(await notify.waitFor("READY=1"))
             await server.stop()
             let during = try await cluster.lookup(mac: "52:54:00:aa:00:01", timeoutMs: 1500)
             #expect(during.response.outcome != .ok && during.response.outcome != .notFound, "a database that is down is not 'not found': \(during.response)")
             #expect(await poll(timeout: .seconds(20)) { worker.log.contains("inventory database unreachable") })
+            // What `systemctl status` shows for the worker's unit (or the supervisor reads).
+            #expect(await notify.waitFor("unreachable since", timeout: .seconds(20)), "\(notify.messages.suffix(3))")
             async let later = cluster.lookup(mac: "52:54:00:aa:00:01", timeoutMs: 60_000)
             try await server.startServer()
             let (response, owner) = try await later
             #expect(response.outcome == .ok, "\(response)")
             #expect(owner?.vpsID == "vps-pg-1")
             #expect(await poll(timeout: .seconds(40)) { worker.log.contains("inventory database reachable again") })
+            let recovered = await poll(timeout: .seconds(20)) {
+                notify.messages.last { $0.contains("STATUS=") }.map { !$0.contains("unreachable") } ?? false
+            }
+            #expect(recovered, "the STATUS line drops the outage once the database is back: \(notify.messages.suffix(3))")
             #expect(worker.isRunning, "the worker was not restarted")
         }
     }

@@ -102,7 +102,8 @@ final class Cluster: Sendable {
         instance: String? = nil,
         inventory: String,
         _ extraArguments: [String] = [],
-        secret: String? = nil
+        secret: String? = nil,
+        notifySocket: NotifySocket? = nil
     ) throws -> TestProcess {
         try spawn(
             name: "worker-\(instance ?? environment)",
@@ -111,7 +112,7 @@ final class Cluster: Sendable {
                 "--gateway-url", gatewayURL, "--inventory", inventory.hasPrefix("postgres") ? inventory : "sqlite:\(inventory)",
                 "--backoff-initial", "200ms", "--backoff-max", "1s",
             ] + extraArguments,
-            environment: ["VPS_GATEWAY_API_SECRET": secret ?? self.secret]
+            environment: ["VPS_GATEWAY_API_SECRET": secret ?? self.secret].merging(notifySocket.map { ["NOTIFY_SOCKET": $0.path] } ?? [:]) { $1 }
         )
     }
 

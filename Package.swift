@@ -184,6 +184,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "GatewayJournalTests",
+            dependencies: ["GatewayJournal", grdb, logging],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "GatewayWorkerTests",
             dependencies: ["GatewayWorker", "GatewayProtocol", grpcCore, logging],
             swiftSettings: swiftSettings

@@ -114,6 +114,10 @@ final class GroupCommitter: Sendable {
         if !rest.isEmpty { await commit(rest) }
     }
 
+    /// Writes waiting for the next commit (the unit tests hold the writer back until a batch
+    /// has formed).
+    var queuedWrites: Int { state.withLock { $0.queue.count } }
+
     /// Ends ``run()`` once what is queued now (and what is submitted until then) is committed.
     func finish() {
         state.withLock { state in

@@ -1,0 +1,314 @@
+import Foundation
+@testable import GatewayJournal
+import GRDB
+import Logging
+import Synchronization
+import Testing
+
+/// The journal in process, on real SQLite files in a directory of each test's own: group
+/// commit, a refused write in a batch, migrations, recovery queries and prune.
+@Suite("Request journal")
+struct RequestJournalTests {
+    static let logger = Logger(label: "journal-test")
+    /// The repository's `migrations/`, what the gateway ships.
+    static let shippedMigrations = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("migrations").path
+
+    @Test("a request is recorded once per id: a repeat gets the stored row back and changes nothing")
+    func insertOncePerID() async throws {
+        try await withRunningJournal { journal, _ in
+            let record = Self.record("r-1", now: 1000, deadline: 9000)
+            guard case .inserted = try await journal.insert(record) else {
+                Issue.record("the first insert of r-1 did not insert")
+                return
+            }
+            var repeated = record
+            repeated.payload = Data("another payload".utf8)
+            guard case .exists(let stored) = try await journal.insert(repeated) else {
+                Issue.record("the repeat of r-1 inserted a second row")
+                return
+            }
+            #expect(stored == record)
+            #expect(try journal.record("r-1") == record)
+            #expect(try journal.stats().countsByState["pending"] == 1)
+        }
+    }
+
+    @Test("writes waiting together share one commit, and a refused write fails alone while the others are recorded")
+    func groupCommitWithRefusedWrite() async throws {
+        try await withJournal { journal, _ in
+            let commits = Mutex(0)
+            journal.observeCommits { _ in commits.withLock { $0 += 1 } }
+            try await withThrowingTaskGroup(of: (String, Result<Bool, JournalError>).self) { group in
+                // An empty request id breaks the table's CHECK constraint: SQLite refuses it.
+                for id in (1...20).map({ "ok-\($0)" }) + [""] {
+                    group.addTask {
+                        do {
+                            if case .inserted = try await journal.insert(Self.record(id, now: 1000, deadline: 9000)) { return (id, .success(true)) }
+                            return (id, .success(false))
+                        } catch let error as JournalError {
+                            return (id, .failure(error))
+                        }
+                    }
+                }
+                // The writer starts once all 21 wait: they are one batch.
+                #expect(await poll { journal.committer.queuedWrites == 21 }, "the inserts did not queue")
+                group.addTask {
+                    try await journal.run()
+                    return ("writer", .success(true))
+                }
+                var results: [String: Result<Bool, JournalError>] = [:]
+                for try await (id, result) in group where id != "writer" {
+                    results[id] = result
+                    if results.count == 21 { journal.finishWriting() }
+                }
+                for index in 1...20 {
+                    #expect((try? results["ok-\(index)"]?.get()) == true, "ok-\(index): \(String(describing: results["ok-\(index)"]))")
+                }
+                guard case .failure(let refused)? = results[""] else {
+                    Issue.record("the write with an empty request id was not refused: \(String(describing: results[""]))")
+                    return
+                }
+                #expect(refused.code == .writeFailed)
+            }
+            #expect(commits.withLock { $0 } == 1, "21 waiting writes, one commit")
+            #expect(try journal.stats().countsByState["pending"] == 20)
+            #expect(journal.writeFailure == nil, "one refused write does not make the journal unhealthy")
+        }
+    }
+
+    @Test("a submitted final row is written before the writer stops, and a write after the stop fails closed")
+    func finishCommitsQueuedWrites() async throws {
+        try await withJournal { journal, _ in
+            let writer = Task { try await journal.run() }
+            _ = try await journal.insert(Self.record("r-1", now: 1000, deadline: 9000))
+            journal.markInFlight("r-1", attempt: 1, owner: "test@boot")
+            var final = Self.record("r-1", now: 1000, deadline: 9000)
+            final.state = .completed
+            final.outcome = "ok"
+            final.attempts = 1
+            final.responderInstance = "production-1"
+            final.responderEnvironment = "production"
+            final.resultPayload = Data("answer".utf8)
+            final.updatedAt = 2000
+            journal.finish(final)
+            journal.finishWriting()
+            try await writer.value
+            let stored = try #require(try journal.record("r-1"))
+            #expect(stored.state == .completed && stored.outcome == "ok" && stored.responderInstance == "production-1")
+            #expect(stored.resultPayload == Data("answer".utf8) && stored.leaseOwner == nil)
+            let refused = await #expect(throws: JournalError.self) { _ = try await journal.insert(Self.record("r-2", now: 1000, deadline: 9000)) }
+            #expect(refused?.code == .closed)
+            #expect(try journal.record("r-2") == nil)
+        }
+    }
+
+    @Test("recovery: unfinished rows oldest first, overdue ones expired as deadline_exceeded, and a replay makes only finished rows pending again under their ids")
+    func recoveryQueries() async throws {
+        try await withRunningJournal { journal, _ in
+            _ = try await journal.insert(Self.record("b-overdue", now: 2000, deadline: 3000))
+            _ = try await journal.insert(Self.record("a-oldest", now: 1000, deadline: 10_000))
+            _ = try await journal.insert(Self.record("c-done", now: 3000, deadline: 10_000))
+            try await journal.finishAndWait(Self.final("c-done", .completed, updatedAt: 3500))
+            #expect(try journal.unfinished().map(\.requestID) == ["a-oldest", "b-overdue"])
+            let counts = try journal.unfinishedCounts()
+            #expect(counts.pending == 2 && counts.inFlight == 0)
+
+            #expect(try await journal.expireOverdue(now: 5000) == 1)
+            let expired = try #require(try journal.record("b-overdue"))
+            #expect(expired.state == .expired && expired.outcome == "deadline_exceeded")
+            #expect(expired.error?.contains("deadline passed") == true)
+
+            let replayed = try await journal.resetForReplay(.init(requestIDs: ["c-done", "a-oldest"]), deadline: 20_000)
+            #expect(replayed.map(\.requestID) == ["c-done"], "a-oldest is still running: a replay leaves it alone")
+            let row = try #require(replayed.first)
+            #expect(row.state == .pending && row.origin == "replay" && row.deadlineAt == 20_000)
+            #expect(row.outcome == nil && row.resultPayload == nil && row.responderInstance == nil)
+
+            let byState = try await journal.resetForReplay(.init(state: .expired), deadline: 20_000)
+            #expect(byState.map(\.requestID) == ["b-overdue"])
+        }
+    }
+
+    @Test("prune deletes only finished rows older than the cutoff, one bounded batch at a time")
+    func pruneInBatches() async throws {
+        try await withRunningJournal { journal, _ in
+            for (index, state) in [JournalRecord.State.completed, .failed, .expired].enumerated() {
+                _ = try await journal.insert(Self.record("old-\(index)", now: 1000, deadline: 90_000))
+                try await journal.finishAndWait(Self.final("old-\(index)", state, updatedAt: 1000 + Int64(index)))
+            }
+            _ = try await journal.insert(Self.record("recent", now: 1000, deadline: 90_000))
+            try await journal.finishAndWait(Self.final("recent", .completed, updatedAt: 9000))
+            _ = try await journal.insert(Self.record("unfinished", now: 1000, deadline: 90_000))
+
+            #expect(try await journal.pruneBatch(olderThan: 5000, batch: 2) == 2)
+            #expect(try await journal.pruneBatch(olderThan: 5000, batch: 2) == 1)
+            #expect(try await journal.pruneBatch(olderThan: 5000, batch: 2) == 0)
+            let left = try journal.list(.init()).map(\.requestID).sorted()
+            #expect(left == ["recent", "unfinished"])
+            try await journal.checkpoint()
+            #expect(try journal.stats().walBytes == 0, "a TRUNCATE checkpoint empties the WAL")
+        }
+    }
+
+    @Test("a journal written by a newer build is refused as schemaTooNew, naming both versions, and is left as it was")
+    func newerSchemaRefused() async throws {
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/journal.db"
+        let migrations = try MigrationSet.load(from: Self.shippedMigrations)
+        _ = try await RequestJournal.open(at: path, migrations: migrations, durability: .normal, logger: Self.logger)
+        let next = migrations.latestVersion + 1
+        try Self.execute(path, "INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (\(next), '\(String(format: "%04d", next))_future.sql', 'x', 'now')")
+        let error = await #expect(throws: JournalError.self) {
+            _ = try await RequestJournal.open(at: path, migrations: migrations, durability: .normal, logger: Self.logger)
+        }
+        #expect(error?.code == .schemaTooNew)
+        #expect(error?.message.contains("schema version \(next)") == true && error?.message.contains("knows up to \(migrations.latestVersion)") == true, "\(String(describing: error))")
+        #expect(try Self.versions(path) == Array(1...next), "the refusal wrote nothing")
+    }
+
+    @Test("an applied migration whose file was edited afterwards is refused as migrationChanged, naming the file")
+    func editedMigrationRefused() async throws {
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let copy = directory + "/migrations"
+        try FileManager.default.copyItem(atPath: Self.shippedMigrations, toPath: copy)
+        let path = directory + "/journal.db"
+        _ = try await RequestJournal.open(at: path, migrations: try MigrationSet.load(from: copy), durability: .normal, logger: Self.logger)
+        let first = try #require(try MigrationSet.load(from: copy).migrations.first)
+        try (first.sql + "\n-- edited after it shipped\n").write(toFile: copy + "/" + first.name, atomically: true, encoding: .utf8)
+        let error = await #expect(throws: JournalError.self) {
+            _ = try await RequestJournal.open(at: path, migrations: try MigrationSet.load(from: copy), durability: .normal, logger: Self.logger)
+        }
+        #expect(error?.code == .migrationChanged)
+        #expect(error?.message.contains(first.name) == true, "\(String(describing: error))")
+    }
+
+    @Test("migration files that skip a number, share one, or are missing are refused before any journal is touched")
+    func badMigrationSetsRefused() throws {
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let cases: [(files: [String], problem: String)] = [
+            (["0001_a.sql", "0003_c.sql"], "breaks the numbering"),
+            (["0001_a.sql", "0001_b.sql"], "have the same number"),
+            (["1_a.sql"], "is not named NNNN_name.sql"),
+            ([], "no NNNN_name.sql files"),
+        ]
+        for (index, example) in cases.enumerated() {
+            let set = directory + "/set-\(index)"
+            try FileManager.default.createDirectory(atPath: set, withIntermediateDirectories: true)
+            for file in example.files { try "SELECT 1;".write(toFile: set + "/" + file, atomically: true, encoding: .utf8) }
+            let error = #expect(throws: JournalError.self) { _ = try MigrationSet.load(from: set) }
+            #expect(error?.code == .migrationsMissing && error?.message.contains(example.problem) == true, "\(example.files): \(String(describing: error))")
+        }
+    }
+
+    @Test("a file that is not a SQLite database is refused as corrupt and left byte for byte as it was")
+    func notADatabaseRefused() async throws {
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/journal.db"
+        let garbage = Data(String(repeating: "not a database, an operator's notes\n", count: 200).utf8)
+        try garbage.write(to: URL(fileURLWithPath: path))
+        let error = await #expect(throws: JournalError.self) {
+            _ = try await RequestJournal.open(at: path, migrations: try MigrationSet.load(from: Self.shippedMigrations), durability: .full, logger: Self.logger)
+        }
+        #expect(error?.code == .corrupt, "\(String(describing: error))")
+        #expect(FileManager.default.contents(atPath: path) == garbage)
+    }
+
+    @Test("a second exclusive opener of one journal is refused as inUse, naming the holder's pid")
+    func secondWriterRefused() async throws {
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/journal.db"
+        let migrations = try MigrationSet.load(from: Self.shippedMigrations)
+        let first = try await RequestJournal.open(at: path, migrations: migrations, durability: .normal, exclusive: true, logger: Self.logger)
+        let error = await #expect(throws: JournalError.self) {
+            _ = try await RequestJournal.open(at: path, migrations: migrations, durability: .normal, exclusive: true, logger: Self.logger)
+        }
+        #expect(error?.code == .inUse && error?.message.contains("pid \(getpid())") == true, "\(String(describing: error))")
+        withExtendedLifetime(first) {}
+    }
+
+    // MARK: Support
+
+    static func record(_ id: String, now: Int64, deadline: Int64) -> JournalRecord {
+        JournalRecord(
+            requestID: id, method: "FindVPSByLease", payload: Data("payload of \(id)".utf8),
+            targetEnvironment: nil, targetInstance: nil, origin: "admin", now: now, deadline: deadline
+        )
+    }
+
+    static func final(_ id: String, _ state: JournalRecord.State, updatedAt: Int64) -> JournalRecord {
+        var row = record(id, now: 1000, deadline: 90_000)
+        row.state = state
+        row.outcome = state == .completed ? "ok" : "failed"
+        row.attempts = 1
+        row.updatedAt = updatedAt
+        return row
+    }
+
+    /// A directory of the test's own, under the run's root when `make test` gives one (its
+    /// leftover check then sees what a test forgot).
+    static func temporaryDirectory() throws -> String {
+        let root = ProcessInfo.processInfo.environment["VPSGW_TEST_ROOT"] ?? NSTemporaryDirectory()
+        var template = Array((root + "/journal-test-XXXXXX").utf8CString)
+        guard let made = mkdtemp(&template) else { throw JournalError(code: .cannotOpen, message: "mkdtemp in \(root) failed") }
+        return String(cString: made)
+    }
+
+    /// A journal on a new file whose writer the test starts (or holds back).
+    func withJournal(_ body: (RequestJournal, String) async throws -> Void) async throws {
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let journal = try await RequestJournal.open(
+            at: directory + "/journal.db", migrations: try MigrationSet.load(from: Self.shippedMigrations), durability: .normal, logger: Self.logger
+        )
+        try await body(journal, directory)
+    }
+
+    /// A journal whose writer runs for the body, and is stopped after it, failed or not.
+    func withRunningJournal(_ body: (RequestJournal, String) async throws -> Void) async throws {
+        try await withJournal { journal, directory in
+            let writer = Task { try await journal.run() }
+            do {
+                try await body(journal, directory)
+            } catch {
+                journal.finishWriting()
+                try? await writer.value
+                throw error
+            }
+            journal.finishWriting()
+            try await writer.value
+        }
+    }
+
+    static func execute(_ path: String, _ sql: String) throws {
+        let queue = try DatabaseQueue(path: path)
+        try queue.write { try $0.execute(sql: sql) }
+    }
+
+    static func versions(_ path: String) throws -> [Int] {
+        try DatabaseQueue(path: path).read { try Int.fetchAll($0, sql: "SELECT version FROM schema_migrations ORDER BY version") }
+    }
+}
+
+extension RequestJournal {
+    /// ``finish(_:whenWritten:)``, waited for.
+    func finishAndWait(_ final: JournalRecord) async throws {
+        await withCheckedContinuation { continuation in finish(final) { continuation.resume() } }
+    }
+}
+
+/// Re-checks `condition` every millisecond until it holds, for at most `timeout`.
+func poll(timeout: Duration = .seconds(20), _ condition: () -> Bool) async -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if condition() { return true }
+        try? await Task.sleep(for: .milliseconds(1))
+    }
+    return condition()
+}

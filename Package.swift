@@ -54,10 +54,23 @@ let package = Package(
         .package(url: "https://github.com/swiftlang/swift-subprocess.git", exact: "1.0.2", traits: []),
     ],
     targets: [
+        // Checked text forms read from operators and peers: durations, MAC and IP addresses,
+        // DNS labels, untrusted text escaped for printing.
+        .target(
+            name: "TextFormats",
+            swiftSettings: swiftSettings
+        ),
+        // Concurrency building blocks: a bounded queue with batch reads, a watched value, a
+        // deadline wait that costs a timer.
+        .target(
+            name: "AsyncPrimitives",
+            dependencies: [nioCore, nioPosix],
+            swiftSettings: swiftSettings
+        ),
         // The wire contracts: generated protobuf/gRPC code plus the vocabulary around it.
         .target(
             name: "GatewayProtocol",
-            dependencies: [grpcCore, grpcProtobuf, protobuf, nioCore, nioPosix],
+            dependencies: ["TextFormats", grpcCore, grpcProtobuf, protobuf],
             exclude: ["Generated/README.md"],
             swiftSettings: swiftSettings
         ),
@@ -80,7 +93,7 @@ let package = Package(
         // The gateway: stream registry, fan-out and the admin API.
         .target(
             name: "GatewayServer",
-            dependencies: ["GatewayProtocol", "GatewayJournal", "DHCPLeases", "ProcessLifecycle", "RPCEndpoint", "Telemetry", "CMalloc", grpcCore, protobuf, logging, lifecycle, unixSignals],
+            dependencies: ["TextFormats", "AsyncPrimitives", "GatewayProtocol", "GatewayJournal", "DHCPLeases", "ProcessLifecycle", "RPCEndpoint", "Telemetry", "CMalloc", grpcCore, protobuf, logging, lifecycle, unixSignals],
             swiftSettings: swiftSettings
         ),
         // The request journal: migrations, group commit, recovery queries, maintenance.
@@ -92,26 +105,26 @@ let package = Package(
         // dnsmasq's lease file, the hosts file it serves, and the watcher between them.
         .target(
             name: "DHCPLeases",
-            dependencies: ["GatewayProtocol", logging, nioCore, nioPosix],
+            dependencies: ["TextFormats", "AsyncPrimitives", "GatewayProtocol", logging, nioCore, nioPosix],
             swiftSettings: swiftSettings
         ),
         // The VPS-service side: dials gateways, registers, dispatches requests to handlers.
         .target(
             name: "GatewayWorker",
-            dependencies: ["GatewayProtocol", "Telemetry", grpcCore, grpcTransport, protobuf, logging, lifecycle],
+            dependencies: ["TextFormats", "AsyncPrimitives", "GatewayProtocol", "Telemetry", grpcCore, grpcTransport, protobuf, logging, lifecycle],
             swiftSettings: swiftSettings
         ),
         // The environment's inventory (a SQLite file, or the platform's PostgreSQL) and the
         // FindVPSByLease handler on it.
         .target(
             name: "LeaseInventory",
-            dependencies: ["GatewayProtocol", "GatewayWorker", grdb, postgres, nioSSL, logging, lifecycle, protobuf],
+            dependencies: ["TextFormats", "AsyncPrimitives", "GatewayProtocol", "GatewayWorker", grdb, postgres, nioSSL, logging, lifecycle, protobuf],
             swiftSettings: swiftSettings
         ),
         // A client of the admin socket, for the CLI and the benchmark.
         .target(
             name: "GatewayAdminClient",
-            dependencies: ["GatewayProtocol", grpcCore, grpcTransport, protobuf],
+            dependencies: ["AsyncPrimitives", "GatewayProtocol", grpcCore, grpcTransport, protobuf],
             swiftSettings: swiftSettings
         ),
         // glibc's malloc.h (malloc_trim), which Swift's Glibc module leaves out.
@@ -132,7 +145,7 @@ let package = Package(
         .target(
             name: "Supervision",
             dependencies: [
-                "GatewayProtocol", "SystemdSupport", "ProcessLifecycle", "Telemetry", logging, lifecycle, unixSignals, nioCore, nioPosix,
+                "TextFormats", "AsyncPrimitives", "SystemdSupport", "ProcessLifecycle", "Telemetry", logging, lifecycle, unixSignals, nioCore, nioPosix,
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
             ],
@@ -154,7 +167,7 @@ let package = Package(
         // libFuzzer (scripts/fuzz.sh) and for replaying the committed corpus in tests.
         .target(
             name: "FuzzTargets",
-            dependencies: ["DHCPLeases", "GatewayServer", "GatewayProtocol", protobuf],
+            dependencies: ["TextFormats", "DHCPLeases", "GatewayServer", "GatewayProtocol", protobuf],
             swiftSettings: swiftSettings
         ),
         // libFuzzer's LLVMFuzzerRunDriver, declared only: linked by -sanitize=fuzzer builds.
@@ -167,20 +180,20 @@ let package = Package(
         // The load generator behind `vps-gateway bench`.
         .target(
             name: "GatewayBench",
-            dependencies: ["GatewayProtocol", "GatewayAdminClient", "GatewayWorker", logging],
+            dependencies: ["TextFormats", "GatewayProtocol", "GatewayAdminClient", "GatewayWorker", logging],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
             name: "vps-gateway",
             dependencies: [
-                "GatewayProtocol", "GatewayServer", "GatewayJournal", "DHCPLeases", "GatewayWorker", "LeaseInventory",
+                "TextFormats", "GatewayProtocol", "GatewayServer", "GatewayJournal", "DHCPLeases", "GatewayWorker", "LeaseInventory",
                 "GatewayAdminClient", "GatewayBench", "LogOutput", "SystemdSupport", "Supervision", "ProcessLifecycle", "RPCEndpoint", "Telemetry", argumentParser, logging, lifecycle, unixSignals, protobuf, nioPosix, nioCore,
             ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "GatewayServerTests",
-            dependencies: ["GatewayServer", "GatewayProtocol", grpcCore, logging, protobuf],
+            dependencies: ["AsyncPrimitives", "GatewayServer", "GatewayProtocol", grpcCore, logging, protobuf],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -195,12 +208,12 @@ let package = Package(
         ),
         .testTarget(
             name: "LeaseInventoryTests",
-            dependencies: ["LeaseInventory", "GatewayWorker", "GatewayProtocol", grdb, protobuf],
+            dependencies: ["TextFormats", "LeaseInventory", "GatewayWorker", "GatewayProtocol", grdb, protobuf],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "DHCPLeasesTests",
-            dependencies: ["DHCPLeases", "GatewayProtocol"],
+            dependencies: ["TextFormats", "DHCPLeases", "GatewayProtocol"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -226,7 +239,7 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "vps-gateway", "GatewayProtocol", "GatewayAdminClient", "GatewayJournal", "LeaseInventory", "Telemetry", logging,
+                "TextFormats", "AsyncPrimitives", "vps-gateway", "GatewayProtocol", "GatewayAdminClient", "GatewayJournal", "LeaseInventory", "Telemetry", logging,
                 grpcCore, grpcTransport, protobuf, grdb,
             ],
             swiftSettings: swiftSettings

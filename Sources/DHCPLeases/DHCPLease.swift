@@ -1,5 +1,5 @@
 // Public: leases carry parsed MAC addresses.
-public import GatewayProtocol
+public import TextFormats
 
 /// One line of dnsmasq's lease file.
 public struct DHCPLease: Sendable, Hashable {

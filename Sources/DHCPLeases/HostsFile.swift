@@ -1,5 +1,6 @@
 import Foundation
 import GatewayProtocol
+import TextFormats
 #if canImport(Glibc)
 import Glibc
 #endif

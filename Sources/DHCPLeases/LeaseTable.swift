@@ -1,6 +1,6 @@
-// Public: keys hold parsed MAC addresses.
-public import GatewayProtocol
 import Foundation
+// Public: keys hold parsed MAC addresses.
+public import TextFormats
 
 /// What the gateway knows about each active lease: whether its owner was looked up, is being
 /// looked up, or is known. A pure state machine; ``LeaseWatcher`` does the I/O.

@@ -1,9 +1,11 @@
+import AsyncPrimitives
 public import Foundation
 import GatewayProtocol
 public import Logging
 import NIOCore
 import NIOPosix
 import Synchronization
+import TextFormats
 #if canImport(Glibc)
 import Glibc
 #endif

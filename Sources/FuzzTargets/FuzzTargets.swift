@@ -3,6 +3,7 @@ import Foundation
 import GatewayProtocol
 import GatewayServer
 import SwiftProtobuf
+import TextFormats
 
 /// Inputs an attacker controls, run through the code that reads them, with the properties
 /// that must hold whatever the bytes: no crash, no hang, and nothing that reaches the hosts

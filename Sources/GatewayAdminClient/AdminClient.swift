@@ -1,3 +1,4 @@
+import AsyncPrimitives
 import Foundation
 // Public: requests and responses are the admin API's generated messages.
 public import GatewayProtocol

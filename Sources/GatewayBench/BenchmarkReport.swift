@@ -1,5 +1,6 @@
 import Foundation
 public import GatewayProtocol
+import TextFormats
 
 /// What `vps-gateway bench --json` prints: one object, latencies in microseconds as seen by
 /// the caller (admin socket round trip included).

@@ -6,6 +6,7 @@ import Glibc
 public import GatewayAdminClient
 public import GatewayProtocol
 import Synchronization
+import TextFormats
 
 /// Drives the admin `Call` with a fixed number of callers for a fixed time and measures each
 /// call from the caller's side. A measuring tool, not a test: every loop ends at the deadline.

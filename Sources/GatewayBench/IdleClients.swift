@@ -3,6 +3,7 @@ public import GatewayAdminClient
 import GatewayProtocol
 public import GatewayWorker
 import Logging
+import TextFormats
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,6 +1,7 @@
 import Foundation
 public import GatewayAdminClient
 import GatewayProtocol
+import TextFormats
 #if canImport(Glibc)
 import Glibc
 #endif

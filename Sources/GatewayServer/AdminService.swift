@@ -5,6 +5,7 @@ import GatewayProtocol
 import Logging
 import RPCEndpoint
 import SwiftProtobuf
+import TextFormats
 
 /// The admin API on the Unix socket: `Call` sends one request through the fan-out,
 /// `ListClients` lists the connected instances, `Replay` and `ListLeases` serve the journal

@@ -1,9 +1,11 @@
+import AsyncPrimitives
 public import Foundation
 package import GatewayProtocol
 package import Logging
 import RPCEndpoint
 import SwiftProtobuf
 import Synchronization
+import TextFormats
 
 /// One request to send through the gateway.
 public struct OutgoingCall: Sendable {

@@ -1,3 +1,4 @@
+package import AsyncPrimitives
 public import Foundation
 package import GatewayProtocol
 import Synchronization

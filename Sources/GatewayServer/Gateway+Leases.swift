@@ -3,6 +3,7 @@ import Foundation
 import GatewayJournal
 import GatewayProtocol
 import SwiftProtobuf
+import TextFormats
 
 /// How the lease watcher asks the environments who owns a lease: `FindVPSByLease` through
 /// the journal (so a lookup in flight when the gateway dies finishes after the restart), or

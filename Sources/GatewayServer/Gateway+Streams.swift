@@ -1,11 +1,13 @@
+import AsyncPrimitives
 import DHCPLeases
 import Foundation
 package import GatewayProtocol
 import Logging
 import RPCEndpoint
+import SwiftProtobuf
 import Synchronization
 import Telemetry
-import SwiftProtobuf
+import TextFormats
 
 extension Gateway {
     /// Runs one client stream from `register` to its end: reads messages, writes the

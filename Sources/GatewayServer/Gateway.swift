@@ -1,3 +1,4 @@
+import AsyncPrimitives
 import CMalloc
 import DHCPLeases
 import Foundation
@@ -15,6 +16,7 @@ import RPCEndpoint
 public import ServiceLifecycle
 import Synchronization
 public import Telemetry
+import TextFormats
 
 /// The gateway: accepts VPS-service streams, fans calls out to them, and serves the admin
 /// API on a Unix socket.

@@ -1,8 +1,10 @@
+import AsyncPrimitives
 import Foundation
 import GatewayJournal
 import GatewayProtocol
 import Logging
 import Synchronization
+import TextFormats
 
 /// Runs journaled requests: every attempt goes through the fan-out, every state change into
 /// the journal, failed attempts are retried with backoff until the request's deadline or

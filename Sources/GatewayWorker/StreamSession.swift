@@ -1,7 +1,8 @@
+import AsyncPrimitives
 import Foundation
-import GatewayProtocol
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
+import GatewayProtocol
 import Logging
 import ServiceLifecycle
 import SwiftProtobuf

@@ -1,8 +1,10 @@
+import AsyncPrimitives
 import Foundation
 import GatewayProtocol
 import Logging
-import Telemetry
 import SwiftProtobuf
+import Telemetry
+import TextFormats
 
 extension Worker {
     /// Runs the handler under the request's deadline and hands the answer to `answer` as

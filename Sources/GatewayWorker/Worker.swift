@@ -1,12 +1,14 @@
+import AsyncPrimitives
 import Foundation
-import GatewayProtocol
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
-import Synchronization
+import GatewayProtocol
 // Public: the worker is a `Service` that a `ServiceGroup` runs and shuts down.
 public import Logging
 public import ServiceLifecycle
+import Synchronization
 public import Telemetry
+import TextFormats
 
 /// The VPS-service side: dials every configured gateway, registers, answers requests with
 /// its handlers, and reconnects with backoff after any loss.

@@ -2,6 +2,7 @@ public import Foundation
 import GatewayProtocol
 public import GatewayWorker
 import SwiftProtobuf
+import TextFormats
 
 /// Answers `FindVPSByLease` from the environment's inventory.
 public struct FindVPSByLeaseHandler: RequestHandler {

@@ -1,4 +1,5 @@
-public import GatewayProtocol
+import GatewayProtocol
+public import TextFormats
 
 /// Where an environment's VPSs and leases are read from: a SQLite copy or the platform's own
 /// PostgreSQL database. Both answer the same three lookups in the platform's table shapes.

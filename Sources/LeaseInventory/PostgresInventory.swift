@@ -1,5 +1,6 @@
+import AsyncPrimitives
 public import Foundation
-public import GatewayProtocol
+import GatewayProtocol
 public import Logging
 import NIOCore
 import NIOPosix
@@ -7,6 +8,7 @@ import NIOSSL
 import PostgresNIO
 public import ServiceLifecycle
 import Synchronization
+public import TextFormats
 
 /// An environment's inventory in the platform's PostgreSQL database: the same three lookups
 /// as ``SQLiteInventory``, as prepared statements over a small postgres-nio connection pool.

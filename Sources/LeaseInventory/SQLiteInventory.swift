@@ -1,7 +1,7 @@
 import Foundation
-// Public: lookups take a parsed `MACAddress`.
-public import GatewayProtocol
 import GRDB
+import GatewayProtocol
+public import TextFormats
 
 /// Who owns a lease, and how the inventory found out.
 public struct LeaseOwner: Sendable, Hashable {

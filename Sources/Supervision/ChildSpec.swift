@@ -1,5 +1,5 @@
 import Foundation
-import GatewayProtocol
+import TextFormats
 
 /// One child the supervisor runs: what to execute and with which environment.
 public struct ChildSpec: Sendable, Equatable {

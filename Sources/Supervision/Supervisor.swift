@@ -1,5 +1,5 @@
+import AsyncPrimitives
 import Foundation
-import GatewayProtocol
 // Public: the supervisor logs through swift-log.
 public import Logging
 import ProcessLifecycle
@@ -9,6 +9,7 @@ import Synchronization
 // Public: the supervisor is given the notifier it reports through.
 public import SystemdSupport
 public import Telemetry
+import TextFormats
 import UnixSignals
 #if canImport(Glibc)
 import Glibc

@@ -1,5 +1,5 @@
 import Foundation
-import GatewayProtocol
+import TextFormats
 import Yams
 
 /// The one-box install, read from a YAML file: the gateway's settings, the environments (one

@@ -1,7 +1,8 @@
 import DHCPLeases
-import GatewayProtocol
 import Foundation
+import GatewayProtocol
 import Testing
+import TextFormats
 
 @Suite("Lease file parsing")
 struct LeaseFileTests {

@@ -1,6 +1,7 @@
 import DHCPLeases
 import GatewayProtocol
 import Testing
+import TextFormats
 
 @Suite("Lease table")
 struct LeaseTableTests {

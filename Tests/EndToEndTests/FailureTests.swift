@@ -1,6 +1,7 @@
+import AsyncPrimitives
 import Foundation
-import GatewayProtocol
 import GRPCCore
+import GatewayProtocol
 import LeaseInventory
 import SwiftProtobuf
 import Testing

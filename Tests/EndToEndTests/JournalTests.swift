@@ -1,8 +1,9 @@
+import AsyncPrimitives
 import Foundation
+import GRDB
 import GatewayAdminClient
 import GatewayJournal
 import GatewayProtocol
-import GRDB
 import LeaseInventory
 import Logging
 import SwiftProtobuf

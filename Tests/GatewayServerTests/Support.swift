@@ -1,6 +1,7 @@
+import AsyncPrimitives
 import Foundation
-@testable import GatewayServer
 import GatewayProtocol
+@testable import GatewayServer
 
 /// A registered client without a socket: the test reads what the gateway queued for it.
 struct FakeClient {

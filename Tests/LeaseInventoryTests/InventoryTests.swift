@@ -1,10 +1,11 @@
 import Foundation
+import GRDB
 import GatewayProtocol
 import GatewayWorker
-import GRDB
 import LeaseInventory
 import SwiftProtobuf
 import Testing
+import TextFormats
 
 @Suite("Inventory lookups")
 struct InventoryTests {

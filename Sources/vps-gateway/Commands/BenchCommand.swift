@@ -5,6 +5,7 @@ import GatewayProtocol
 import GatewayWorker
 import LeaseInventory
 import SwiftProtobuf
+import TextFormats
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -5,6 +5,7 @@ import GatewayJournal
 import GatewayProtocol
 import Logging
 import SwiftProtobuf
+import TextFormats
 #if canImport(Glibc)
 import Glibc
 #endif

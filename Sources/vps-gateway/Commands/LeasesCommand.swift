@@ -3,6 +3,7 @@ import Foundation
 import GatewayAdminClient
 import GatewayProtocol
 import SwiftProtobuf
+import TextFormats
 
 struct LeasesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -3,6 +3,7 @@ import Foundation
 import GatewayAdminClient
 import GatewayProtocol
 import SwiftProtobuf
+import TextFormats
 
 struct LookupCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

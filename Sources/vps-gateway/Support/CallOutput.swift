@@ -3,6 +3,7 @@ import Foundation
 import GatewayAdminClient
 import GatewayBench
 import GatewayProtocol
+import TextFormats
 
 /// The admin `CallResponse` in JSON, with the admin API's field names and every field present.
 struct CallResponseJSON: Encodable {

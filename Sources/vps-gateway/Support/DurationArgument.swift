@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GatewayProtocol
+import TextFormats
 
 /// A duration on the command line: `500ms`, `2s`, `1.5s`, `5m`, `1h`, `7d`; a bare number is
 /// seconds.

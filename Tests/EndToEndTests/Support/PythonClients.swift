@@ -1,5 +1,6 @@
 import Foundation
 import GatewayProtocol
+import TextFormats
 
 /// The Python clients of `scripts/python-clients.sh` (PyPI connectrpc and grpcio, in a
 /// virtualenv under .build): real Connect and gRPC implementations written by others.

@@ -36,7 +36,7 @@ private final class DeadlineWaiter: Sendable {
 
     func start(_ continuation: CheckedContinuation<Bool, Never>, after remaining: Duration) {
         // Rounded up: the timer must not fire before `deadline` on the caller's clock.
-        let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: .nanoseconds(remaining.wholeNanoseconds + 1)) {
+        let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: .nanoseconds(nanoseconds(remaining) + 1)) {
             self.finish(deadlinePassed: true)
         }
         let finishedEarly: Bool? = state.withLock { state in
@@ -73,4 +73,9 @@ private final class DeadlineWaiter: Sendable {
         if !deadlinePassed { timer.cancel() }
         continuation.resume(returning: deadlinePassed)
     }
+}
+
+private func nanoseconds(_ duration: Duration) -> Int64 {
+    let (seconds, attoseconds) = duration.components
+    return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
 }

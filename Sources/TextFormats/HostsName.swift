@@ -17,19 +17,6 @@ public enum HostsName {
     public static func isValid(_ text: String) -> Bool { problem(with: text) == nil }
 }
 
-extension FindVPSByLeaseResponse {
-    /// Nil when the answer may name a lease's owner; else why not. The VPS id becomes a hosts
-    /// file name and the organization id travels with it, so both must be DNS labels (an
-    /// empty organization is allowed: old peers do not send one).
-    public var ownerProblem: String? {
-        if let problem = HostsName.problem(with: vpsID) { return "vps_id '\(Printable.escaped(vpsID, limit: 80))' is not a DNS label: \(problem)" }
-        if !organizationID.isEmpty, let problem = HostsName.problem(with: organizationID) {
-            return "organization_id '\(Printable.escaped(organizationID, limit: 80))' is not a DNS label: \(problem)"
-        }
-        return nil
-    }
-}
-
 /// Untrusted text made safe to print on a terminal or in a log line: control characters,
 /// escapes and non-ASCII shown as `\u{…}`, cut at `limit` characters.
 public enum Printable {

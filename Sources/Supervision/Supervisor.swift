@@ -65,6 +65,8 @@ public final class Supervisor: Sendable {
         /// Start order, for stopping in reverse.
         var order: [String] = []
         var readySent = false
+        /// The STATUS line systemd has now, whoever sent it (the reporter or a reload).
+        var reportedStatus = ""
         var lastReloadProblem: String?
         /// A second SIGTERM/SIGINT during the stop: children are killed, not waited for.
         var hurry = false
@@ -85,6 +87,9 @@ public final class Supervisor: Sendable {
 
     /// Restarts and up/down per child; nil records nothing.
     private let metrics: MetricsRegistry?
+    /// The supervisor's concurrent parts still running, by name: what a stop that outlives
+    /// its limit names as unfinished.
+    private let runningParts = Mutex<[String: Int]>([:])
 
     public init(options: Options, logger: Logger, notifier: ServiceNotifier = ServiceNotifier(), metrics: MetricsRegistry? = nil) throws {
         self.options = options
@@ -108,12 +113,14 @@ public final class Supervisor: Sendable {
         var escalation: SupervisorError?
         await withDiscardingTaskGroup { group in
             group.addTask {
-                for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint, .sighup) {
-                    self.events.enqueue(.signal(signal))
+                await self.part("signals") {
+                    for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint, .sighup) {
+                        self.events.enqueue(.signal(signal))
+                    }
                 }
             }
-            group.addTask { await self.watchChildren() }
-            group.addTask { await self.reportToSystemd() }
+            group.addTask { await self.part("child watchdog") { await self.watchChildren() } }
+            group.addTask { await self.part("systemd reporter") { await self.reportToSystemd() } }
             writeEnvironmentsFile(state.withLock { $0.configuration })
             start(specs[0], in: &group)
             state.withLock { $0.pendingWorkers = Array(specs.dropFirst()) }
@@ -154,9 +161,12 @@ public final class Supervisor: Sendable {
             // limit only fires if reaping itself hangs.
             let grace = state.withLock { $0.configuration.supervisor.shutdownGrace }
             ShutdownDeadline.arm(limit: grace * 2 + .seconds(5), role: "supervisor", logger: logger) {
-                ["children": "\(self.state.withLock { $0.processes.filter { $0.value.processID != nil }.keys.sorted() })"]
+                [
+                    "children": "\(self.state.withLock { $0.processes.filter { $0.value.processID != nil }.keys.sorted() })",
+                    "running": "\(self.runningParts.withLock { $0.keys.sorted() })",
+                ]
             }
-            group.addTask { await self.killOnSecondSignal() }
+            group.addTask { await self.part("second signal") { await self.killOnSecondSignal() } }
             await stopAll()
             group.cancelAll()
         }
@@ -189,8 +199,8 @@ public final class Supervisor: Sendable {
         // The socket lives as long as the child is supervised (across its restarts).
         group.addTask {
             await withDiscardingTaskGroup { child in
-                child.addTask { await self.listen(to: spec, with: listener) }
-                await self.supervise(spec, process)
+                child.addTask { await self.part("\(spec.name) notify socket") { await self.listen(to: spec, with: listener) } }
+                await self.part("\(spec.name) runs") { await self.supervise(spec, process) }
                 child.cancelAll()
             }
         }
@@ -320,7 +330,6 @@ public final class Supervisor: Sendable {
     /// kept current; WATCHDOG=1 at half our interval while every running child pings.
     private func reportToSystemd() async {
         let watchdog = notifier.watchdogInterval.map { $0 / 2 }
-        var lastStatus = ""
         var sinceWatchdog = Duration.zero
         let tick = min(watchdog ?? .milliseconds(500), .milliseconds(500))
         while !Task.isCancelled {
@@ -328,13 +337,20 @@ public final class Supervisor: Sendable {
                 (self.readiness(state), self.statusLine(state), self.healthy(state))
             }
             if ready && !state.withLock({ $0.readySent }) {
-                state.withLock { $0.readySent = true }
+                state.withLock {
+                    $0.readySent = true
+                    $0.reportedStatus = status
+                }
                 notifier.ready(status: status)
-                lastStatus = status
                 logger.notice("supervisor ready", metadata: ["status": "\(status)"])
-            } else if status != lastStatus {
+            } else if state.withLock({ state in
+                // Compared with what systemd has, not with what this loop sent last: a
+                // reload reports its own line, and a change that came and went between two
+                // ticks must not leave that one standing.
+                defer { state.reportedStatus = status }
+                return status != state.reportedStatus
+            }) {
                 notifier.status(status)
-                lastStatus = status
             }
             if let watchdog {
                 sinceWatchdog += tick
@@ -390,7 +406,7 @@ public final class Supervisor: Sendable {
             let problem = (error as? SupervisorError)?.message ?? "\(error)"
             state.withLock { $0.lastReloadProblem = problem.split(separator: "\n").first.map(String.init) ?? problem }
             logger.error("reload refused; the running children stay as they are", metadata: ["problem": "\(problem)"])
-            notifier.ready(status: state.withLock { statusLine($0) })
+            reportReloaded()
             return
         }
         do {
@@ -433,7 +449,18 @@ public final class Supervisor: Sendable {
                 "added": "\(added.map(\.name).sorted())", "removed": "\(removed.sorted())", "changed": "\(changed.map(\.name).sorted())",
             ])
         }
-        notifier.ready(status: state.withLock { statusLine($0) })
+        reportReloaded()
+    }
+
+    /// READY=1 after RELOADING=1, with the current STATUS line (recorded as what systemd
+    /// has, so the reporter sends the next change). Before the first READY=1 the status only:
+    /// the service is not ready because a reload finished.
+    private func reportReloaded() {
+        let (status, ready) = state.withLock { state in
+            state.reportedStatus = statusLine(state)
+            return (state.reportedStatus, state.readySent)
+        }
+        if ready { notifier.ready(status: status) } else { notifier.status(status) }
     }
 
     /// Writes the configured environments for the gateway (`--environments-file`), atomically:
@@ -514,6 +541,17 @@ public final class Supervisor: Sendable {
                 }
             }
         }
+    }
+
+    private func part(_ name: String, _ body: () async -> Void) async {
+        runningParts.withLock { $0[name, default: 0] += 1 }
+        defer {
+            runningParts.withLock { parts in
+                parts[name, default: 1] -= 1
+                if parts[name] == 0 { parts[name] = nil }
+            }
+        }
+        await body()
     }
 
     private func update(_ name: String, _ change: (inout ChildState) -> Void) {

@@ -20,11 +20,6 @@ public typealias AdminListLeasesResponse = Vpsgateway_Admin_V1_ListLeasesRespons
 public typealias AdminLeaseInfo = Vpsgateway_Admin_V1_LeaseInfo
 public typealias GatewayAdminService = Vpsgateway_Admin_V1_GatewayAdmin
 
-/// The name of the one method every environment answers today.
-public enum GatewayMethod {
-    public static let findVPSByLease = "FindVPSByLease"
-}
-
 /// The request header that carries the shared secret (a fact of the existing wire).
 public enum GatewayMetadataKey {
     public static let apiSecret = "x-api-secret"

@@ -32,7 +32,7 @@ public struct OutgoingCall: Sendable {
 /// the rest, and fails a receiver at once when its stream ends.
 package final class CallRouter: Sendable {
     private let clients: ConnectedClients
-    private let classifiers: AnswerClassifiers
+    private let rules: AnswerRules
     private let table = Mutex(CallTable())
     private let idleWaiters = Mutex<[CheckedContinuation<Void, Never>]>([])
     private let logger: Logger
@@ -45,10 +45,10 @@ package final class CallRouter: Sendable {
 
     /// - Parameter answeringEnvironments: when not empty, a call without an environment goes
     ///   to these environments only, and "not found" needs an answer from each of them.
-    package init(clients: ConnectedClients, classifiers: AnswerClassifiers = AnswerClassifiers(), answeringEnvironments: Set<String> = [], logger: Logger) {
+    package init(clients: ConnectedClients, rules: AnswerRules = AnswerRules(), answeringEnvironments: Set<String> = [], logger: Logger) {
         self.answering = Mutex(answeringEnvironments)
         self.clients = clients
-        self.classifiers = classifiers
+        self.rules = rules
         self.logger = logger
         self.refusedAnswers = RefusalLog(logger: logger, message: "refused an answer from a client: it breaks the method's rule")
     }
@@ -197,7 +197,7 @@ package final class CallRouter: Sendable {
     private func classify(_ response: GatewayResponse) -> Answer {
         let method = table.withLock { $0.method(of: response.requestID) }
         guard let method else { return .notFound }
-        return classifiers.classifier(for: method).classify(response)
+        return rules.classify(response, method: method)
     }
 
     /// A stream ended: its outstanding requests fail for it now, not at their deadline.

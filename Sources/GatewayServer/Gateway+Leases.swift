@@ -5,59 +5,86 @@ import GatewayProtocol
 import SwiftProtobuf
 import TextFormats
 
-/// How the lease watcher asks the environments who owns a lease: `FindVPSByLease` through
-/// the journal (so a lookup in flight when the gateway dies finishes after the restart), or
-/// straight through the fan-out when the gateway runs without a journal.
-struct LeaseLookups: Sendable {
+/// How a call of a typed method ended, its answer decoded.
+enum MethodCallOutcome<Response: Sendable>: Sendable {
+    /// A receiver's answer won (by the method's rule).
+    case answered(Response)
+    /// Every receiver that had to answer said it does not have it.
+    case notFound
+    /// No answer: no receivers, the deadline, failures, or the gateway stopping; the text
+    /// says which.
+    case unanswered(String)
+}
+
+/// Calls one method with a typed request: through the journal when the gateway has one (so a
+/// call in flight when the gateway dies finishes after the restart), straight through the
+/// fan-out otherwise. The one place that turns a request into bytes and the winning bytes
+/// back into the method's response.
+struct MethodCaller: Sendable {
     let router: CallRouter
     let runner: RequestRunner?
-    let timeout: Duration
 
-    func callAsFunction(_ lease: DHCPLease, _ requestID: String) async -> LeaseTable.Outcome {
+    func call<Request, Response>(
+        _ method: RequestMethod<Request, Response>, _ request: Request, requestID: String, origin: String, timeout: Duration
+    ) async -> MethodCallOutcome<Response> {
         let payload: Data
         do {
-            payload = try FindVPSByLeaseRequest.with {
-                $0.mac = lease.mac.canonical
-                $0.ip = lease.ip
-            }.serializedBytes()
+            payload = try method.encode(request)
         } catch {
-            return .failed("cannot encode the lookup: \(error)")
+            return .unanswered("cannot encode the \(method.name) request: \(error)")
         }
+        let outcome: CallResult.Outcome?
+        let answer: Data?
+        let problem: String
         if let runner {
             let now = JournalClock.now()
             let record = JournalRecord(
-                requestID: requestID, method: GatewayMethod.findVPSByLease, payload: payload,
-                targetEnvironment: nil, targetInstance: nil, origin: "dhcp",
-                now: now, deadline: now + Int64(timeout.secondsValue * 1000)
+                requestID: requestID, method: method.name, payload: payload,
+                targetEnvironment: nil, targetInstance: nil, origin: origin,
+                now: now, deadline: now + timeout.wholeMilliseconds
             )
             do {
                 let final = try await runner.call(record, waitForEnd: true)
-                return Self.outcome(final.outcome, payload: final.resultPayload, error: final.error)
+                (outcome, answer, problem) = (final.outcome.flatMap(CallResult.Outcome.init(rawValue:)), final.resultPayload, final.error ?? "")
             } catch {
                 switch error {
-                case .notRecorded(let cause): return .failed("not recorded in the journal: \(cause)")
-                case .interrupted: return .failed("the gateway is stopping")
+                case .notRecorded(let cause): return .unanswered("not recorded in the journal: \(cause)")
+                case .interrupted: return .unanswered("the gateway is stopping")
                 }
             }
+        } else {
+            let result = await router.call(OutgoingCall(requestID: requestID, method: method.name, payload: payload, target: .all, deadline: .now + timeout))
+            (outcome, answer, problem) = (result.outcome, result.payload, result.error)
         }
-        let result = await router.call(OutgoingCall(
-            requestID: requestID, method: GatewayMethod.findVPSByLease, payload: payload,
-            target: .all, deadline: .now + timeout
-        ))
-        return Self.outcome(result.outcome.rawValue, payload: result.payload, error: result.error)
-    }
-
-    static func outcome(_ outcome: String?, payload: Data?, error: String?) -> LeaseTable.Outcome {
         switch outcome {
-        case CallResult.Outcome.ok.rawValue:
-            guard let payload, let owner = try? FindVPSByLeaseResponse(serializedBytes: payload), !owner.vpsID.isEmpty else {
-                return .failed("the answer is not a FindVPSByLeaseResponse naming a VPS")
+        case .ok:
+            // The router judged this payload by the method's rule already; it decodes.
+            guard let answer, let response = try? method.decodeResponse(from: answer) else {
+                return .unanswered("the answer is not a \(Response.self)")
             }
-            return .found(vpsID: owner.vpsID, organizationID: owner.organizationID)
-        case CallResult.Outcome.notFound.rawValue:
+            return .answered(response)
+        case .notFound:
             return .notFound
-        default:
-            return .failed("\(outcome ?? "no outcome"): \(error ?? "")")
+        case let other:
+            return .unanswered("\(other?.rawValue ?? "no outcome"): \(problem)")
+        }
+    }
+}
+
+/// How the lease watcher asks the environments who owns a lease.
+struct LeaseLookups: Sendable {
+    let caller: MethodCaller
+    let timeout: Duration
+
+    func callAsFunction(_ lease: DHCPLease, _ requestID: String) async -> LeaseTable.Outcome {
+        let query = FindVPSByLeaseRequest.with {
+            $0.mac = lease.mac.canonical
+            $0.ip = lease.ip
+        }
+        switch await caller.call(RequestMethods.findVPSByLease, query, requestID: requestID, origin: "dhcp", timeout: timeout) {
+        case .answered(let owner): return .found(vpsID: owner.vpsID, organizationID: owner.organizationID)
+        case .notFound: return .notFound
+        case .unanswered(let why): return .failed(why)
         }
     }
 }

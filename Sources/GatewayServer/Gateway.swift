@@ -4,7 +4,8 @@ import DHCPLeases
 import Foundation
 // Public: the gateway is given its journal.
 public import GatewayJournal
-import GatewayProtocol
+// Public: the gateway is given the request methods it knows.
+public import GatewayProtocol
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -32,6 +33,8 @@ public final class Gateway: Service, Sendable {
     let logger: Logger
     let clients: ConnectedClients
     let router: CallRouter
+    /// The known request methods, by name.
+    let methods: [String: AnyRequestMethod]
     let secretCheck: SecretCheck
     /// Nil when the gateway runs with `--journal off`.
     let journal: RequestJournal?
@@ -66,10 +69,18 @@ public final class Gateway: Service, Sendable {
     /// - Parameters:
     ///   - journal: the opened and migrated request journal, or nil to run without one
     ///     (calls are then neither recorded nor retried).
+    ///   - methods: the request methods whose answers the gateway judges by their own rule
+    ///     and whose messages the admin API speaks as JSON; any other method name is still
+    ///     routed (its successes win as they are).
     ///   - instanceLock: from ``lockAdminSocket(of:)``; taken by ``run()`` when not given.
     ///   - metrics: where calls, clients, journal, leases and stream messages are counted;
     ///     nil records nothing.
-    public init(configuration: Configuration, journal: RequestJournal?, instanceLock: InstanceLock? = nil, metrics: MetricsRegistry? = nil, logger: Logger) {
+    public init(
+        configuration: Configuration, journal: RequestJournal?, methods: [AnyRequestMethod] = RequestMethods.all,
+        instanceLock: InstanceLock? = nil, metrics: MetricsRegistry? = nil, logger: Logger
+    ) {
+        let methods = Dictionary(methods.map { ($0.name, $0) }) { $1 }
+        self.methods = methods
         self.instanceLock = instanceLock
         self.metrics = metrics
         self.methodLabels = MetricLabels(limit: 32)
@@ -80,13 +91,13 @@ public final class Gateway: Service, Sendable {
         let clients = ConnectedClients(limit: configuration.maxClients)
         self.clients = clients
         self.logger = logger
-        let router = CallRouter(clients: clients, answeringEnvironments: configuration.answeringEnvironments, logger: logger)
+        let router = CallRouter(clients: clients, rules: AnswerRules(methods), answeringEnvironments: configuration.answeringEnvironments, logger: logger)
         self.router = router
         self.secretCheck = SecretCheck(secret: configuration.apiSecret)
         self.journal = journal
         let runner = journal.map { RequestRunner(journal: $0, router: router, configuration: configuration, logger: logger) }
         self.runner = runner
-        let lookups = LeaseLookups(router: router, runner: runner, timeout: configuration.leaseLookupTimeout)
+        let lookups = LeaseLookups(caller: MethodCaller(router: router, runner: runner), timeout: configuration.leaseLookupTimeout)
         self.leaseWatcher = configuration.dhcp.map { dhcp in
             LeaseWatcher(configuration: dhcp, lookup: { lease, requestID in await lookups(lease, requestID) }, logger: logger, observer: metrics.map(Self.leaseObserver))
         }

@@ -1,28 +1,27 @@
 public import Foundation
+import GatewayProtocol
 
-/// `Ping`: answers with the payload it got. For health checks, and for measuring the
-/// transport without a database behind it.
-public struct PingHandler: RequestHandler {
-    public static let method = "Ping"
-
+/// `Ping` (``RequestMethods/ping``): answers with the bytes it got. For health checks, and
+/// for measuring the transport without a database behind it.
+public struct PingHandler: MethodHandler {
     public init() {}
 
-    public func handle(_ request: HandlerRequest) async throws -> Data { request.payload }
+    public func handle(_ request: Data, context: HandlerContext) async throws -> Data { request }
 }
 
 /// Delays another handler's answer: simulates a slow database in tests and benchmarks
 /// (`vps-gateway worker --simulate-latency`). Cancellation ends the wait early.
-public struct DelayedHandler: RequestHandler {
-    private let wrapped: any RequestHandler
+public struct DelayedHandler<Wrapped: MethodHandler>: MethodHandler {
+    private let wrapped: Wrapped
     private let delay: Duration
 
-    public init(_ wrapped: any RequestHandler, delay: Duration) {
+    public init(_ wrapped: Wrapped, delay: Duration) {
         self.wrapped = wrapped
         self.delay = delay
     }
 
-    public func handle(_ request: HandlerRequest) async throws -> Data {
+    public func handle(_ request: Wrapped.Request, context: HandlerContext) async throws -> Wrapped.Response {
         try await Task.sleep(for: delay)
-        return try await wrapped.handle(request)
+        return try await wrapped.handle(request, context: context)
     }
 }

@@ -18,8 +18,8 @@ extension Worker {
             return
         }
         let deadline = self.deadline(of: request)
-        let handlerRequest = HandlerRequest(
-            requestID: request.requestID, method: request.method, payload: request.payload,
+        let context = HandlerContext(
+            requestID: request.requestID, method: request.method,
             attempt: max(request.attempt, 1), environment: configuration.environment
         )
         let started = ContinuousClock.now
@@ -29,7 +29,7 @@ extension Worker {
         await withTaskGroup(of: Ending.self) { group in
             group.addTask {
                 do {
-                    let payload = try await handler.handle(handlerRequest)
+                    let payload = try await handler.run(request.payload, context)
                     return .answered(.success(requestID: request.requestID, payload: payload))
                 } catch let error as HandlerError {
                     return .answered(.failure(requestID: request.requestID, code: error.code, error: error.message))

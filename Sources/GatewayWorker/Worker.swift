@@ -15,7 +15,7 @@ import TextFormats
 ///
 /// ```swift
 /// var handlers = HandlerRegistry()
-/// handlers.register(GatewayMethod.findVPSByLease, FindVPSByLeaseHandler(inventory: inventory))
+/// handlers.register(RequestMethods.findVPSByLease, FindVPSByLeaseHandler(inventory: inventory))
 /// let worker = Worker(configuration: configuration, handlers: handlers, logger: logger)
 /// try await ServiceGroup(services: [worker], gracefulShutdownSignals: [.sigterm], logger: logger).run()
 /// ```

@@ -1,11 +1,12 @@
-public import Foundation
-import GatewayProtocol
+import Foundation
+public import GatewayProtocol
 public import GatewayWorker
 import SwiftProtobuf
 import TextFormats
 
-/// Answers `FindVPSByLease` from the environment's inventory.
-public struct FindVPSByLeaseHandler: RequestHandler {
+/// Answers `FindVPSByLease` (``RequestMethods/findVPSByLease``) from the environment's
+/// inventory.
+public struct FindVPSByLeaseHandler: MethodHandler {
     private let inventory: any Inventory
     private let onInventoryError: (@Sendable () -> Void)?
 
@@ -16,13 +17,7 @@ public struct FindVPSByLeaseHandler: RequestHandler {
         self.onInventoryError = onInventoryError
     }
 
-    public func handle(_ request: HandlerRequest) async throws -> Data {
-        let query: FindVPSByLeaseRequest
-        do {
-            query = try FindVPSByLeaseRequest(serializedBytes: request.payload)
-        } catch {
-            throw HandlerError.invalidArgument("payload (\(request.payload.count) bytes) is not a FindVPSByLeaseRequest: \(error)")
-        }
+    public func handle(_ query: FindVPSByLeaseRequest, context: HandlerContext) async throws -> FindVPSByLeaseResponse {
         var mac: MACAddress?
         if !query.mac.isEmpty {
             guard let parsed = MACAddress(query.mac) else {
@@ -51,11 +46,11 @@ public struct FindVPSByLeaseHandler: RequestHandler {
             throw error
         }
         guard let owner = found else {
-            throw HandlerError.notFound("no VPS in environment '\(request.environment)' owns mac '\(mac?.canonical ?? "")' ip '\(ip)'")
+            throw HandlerError.notFound("no VPS in environment '\(context.environment)' owns mac '\(mac?.canonical ?? "")' ip '\(ip)'")
         }
-        return try FindVPSByLeaseResponse.with {
+        return .with {
             $0.vpsID = owner.vpsID
             $0.organizationID = owner.organizationID
-        }.serializedBytes()
+        }
     }
 }

@@ -16,7 +16,7 @@ struct HostileAnswerTests {
 
     /// Registers a hand-driven instance and answers every request with `vpsID`.
     func rogue(_ stream: RawStream, instance: String, environment: String, vpsID: String) async {
-        stream.send(.register(.with { $0.gatewayIpDhcp = instance; $0.environment = environment; $0.methods = [GatewayMethod.findVPSByLease] }))
+        stream.send(.register(.with { $0.gatewayIpDhcp = instance; $0.environment = environment; $0.methods = [RequestMethods.findVPSByLease.name] }))
         _ = await stream.nextMessage(ofType: .registered)
     }
 
@@ -94,7 +94,7 @@ struct HostileAnswerTests {
             try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production"))
             try await cluster.waitForClients(["production-1"])
             let request = AdminCallRequest.with {
-                $0.method = GatewayMethod.findVPSByLease
+                $0.method = RequestMethods.findVPSByLease.name
                 $0.payload = try! FindVPSByLeaseRequest.with { $0.mac = vps.mac }.serializedBytes()
                 $0.timeoutMs = 30_000
                 $0.requestID = "needs-beta"

@@ -17,7 +17,7 @@ struct JournalTests {
 
     func lookupRequest(id: String, timeoutMs: UInt32 = 30_000, async: Bool = false) -> AdminCallRequest {
         .with {
-            $0.method = GatewayMethod.findVPSByLease
+            $0.method = RequestMethods.findVPSByLease.name
             $0.payload = try! FindVPSByLeaseRequest.with { $0.mac = vps.mac }.serializedBytes()
             $0.timeoutMs = timeoutMs
             $0.requestID = id

@@ -129,7 +129,7 @@ struct LookupTests {
             try await cluster.waitForClients(["production-1"])
             // A length-delimited field that claims 16 bytes and carries 2.
             let response = try await cluster.call(.with {
-                $0.method = GatewayMethod.findVPSByLease
+                $0.method = RequestMethods.findVPSByLease.name
                 $0.payload = Data([0x0a, 0x10, 0x61, 0x62])
                 $0.timeoutMs = 5000
             })

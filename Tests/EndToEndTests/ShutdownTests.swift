@@ -23,7 +23,7 @@ struct ShutdownTests {
 
     func lookupRequest(id: String, timeoutMs: UInt32) -> AdminCallRequest {
         .with {
-            $0.method = GatewayMethod.findVPSByLease
+            $0.method = RequestMethods.findVPSByLease.name
             $0.payload = try! FindVPSByLeaseRequest.with { $0.mac = vps.mac }.serializedBytes()
             $0.timeoutMs = timeoutMs
             $0.requestID = id

@@ -20,7 +20,7 @@ struct StreamContractTests {
 
                 async let lookup = cluster.lookup(mac: "52:54:00:12:34:56", timeoutMs: 5000)
                 let request = try #require(await stream.nextMessage(ofType: .request))
-                #expect(request.request.method == GatewayMethod.findVPSByLease)
+                #expect(request.request.method == RequestMethods.findVPSByLease.name)
                 #expect(request.request.attempt == 1)
                 #expect(request.request.hasDeadline)
                 let query = try FindVPSByLeaseRequest(serializedBytes: request.request.payload)

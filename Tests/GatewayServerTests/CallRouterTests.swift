@@ -16,7 +16,7 @@ struct CallRouterTests {
 
     func call(_ id: String, timeout: Duration = .seconds(5), target: CallTarget = .all) -> OutgoingCall {
         OutgoingCall(
-            requestID: id, method: GatewayMethod.findVPSByLease,
+            requestID: id, method: RequestMethods.findVPSByLease.name,
             payload: try! FindVPSByLeaseRequest.with { $0.mac = "52:54:00:00:00:01" }.serializedBytes(),
             target: target, deadline: .now + timeout
         )

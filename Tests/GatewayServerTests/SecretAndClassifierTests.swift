@@ -19,16 +19,31 @@ struct SecretAndClassifierTests {
         #expect(!SecretCheck(secret: "").accepts(""))
     }
 
-    @Test("FindVPSByLease answers: found only with a decodable response naming a VPS")
+    @Test("FindVPSByLease answers by its descriptor's rule: found only with a decodable response naming a VPS whose id is a DNS label")
     func findVPSByLease() throws {
-        let classifier = FindVPSByLeaseClassifier()
+        let rules = AnswerRules()
+        func classify(_ response: GatewayResponse) -> Answer { rules.classify(response, method: RequestMethods.findVPSByLease.name) }
         let named = try FindVPSByLeaseResponse.with { $0.vpsID = "v" }.serializedBytes() as Data
-        #expect(classifier.classify(.success(requestID: "r", payload: named)) == .found)
-        #expect(classifier.classify(.success(requestID: "r", payload: Data())) == .notFound)
-        #expect(classifier.classify(.success(requestID: "r", payload: Data([0x0a, 0x10]))) != .found)
-        #expect(classifier.classify(.failure(requestID: "r", code: .unimplemented, error: "")) == .unimplemented)
-        #expect(classifier.classify(.failure(requestID: "r", code: .unavailable, error: "busy")) == .failed("unavailable: busy", permanent: false))
-        #expect(classifier.classify(.failure(requestID: "r", code: .invalidArgument, error: "bad mac")) == .failed("invalid_argument: bad mac", permanent: true))
+        let injected = try FindVPSByLeaseResponse.with { $0.vpsID = "v\n10.0.0.9 bank" }.serializedBytes() as Data
+        #expect(classify(.success(requestID: "r", payload: named)) == .found)
+        #expect(classify(.success(requestID: "r", payload: Data())) == .notFound)
+        #expect(classify(.success(requestID: "r", payload: Data([0x0a, 0x10]))) == .failed("internal: the response payload is not a Obiente_Cloud_Vps_V1_FindVPSByLeaseResponse (2 bytes)", permanent: false))
+        guard case .refused(let why) = classify(.success(requestID: "r", payload: injected)) else {
+            Issue.record("an id that is not a DNS label was not refused")
+            return
+        }
+        #expect(why.contains("is not a DNS label"))
+        #expect(classify(.failure(requestID: "r", code: .unimplemented, error: "")) == .unimplemented)
+        #expect(classify(.failure(requestID: "r", code: .unavailable, error: "busy")) == .failed("unavailable: busy", permanent: false))
+        #expect(classify(.failure(requestID: "r", code: .invalidArgument, error: "bad mac")) == .failed("invalid_argument: bad mac", permanent: true))
+    }
+
+    @Test("a method without a descriptor wins with any success, and Ping's raw bytes win as they are")
+    func methodsWithoutRules() {
+        let rules = AnswerRules()
+        #expect(rules.classify(.success(requestID: "r", payload: Data([0xff])), method: "SomethingNew") == .found)
+        #expect(rules.classify(.success(requestID: "r", payload: Data([0xff, 0x00])), method: RequestMethods.ping.name) == .found)
+        #expect(rules.classify(.failure(requestID: "r", code: .notFound, error: "no"), method: "SomethingNew") == .notFound)
     }
 
     @Test("an old peer's failure without a code is not found when it says so, else internal")

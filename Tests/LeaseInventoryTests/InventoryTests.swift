@@ -82,19 +82,19 @@ struct InventoryTests {
         #expect(MACAddress(text)?.canonical == canonical)
     }
 
-    @Test("the handler answers a found lease, not_found for a miss and invalid_argument for bad input")
+    @Test("the handler, registered for FindVPSByLease, answers a found lease, not_found for a miss and invalid_argument for bad input (an undecodable payload included)")
     func handler() async throws {
         try await withInventory([
             "INSERT INTO dhcp_leases (id, vps_id, organization_id, mac_address, ip_address) VALUES ('l', 'vps-1', 'org-1', '52:54:00:00:00:01', '10.0.0.1')",
         ]) { inventory in
-            let handler = FindVPSByLeaseHandler(inventory: inventory)
-            func request(_ payload: Data) -> HandlerRequest {
-                HandlerRequest(requestID: "r", method: GatewayMethod.findVPSByLease, payload: payload, attempt: 1, environment: "test")
-            }
+            var registry = HandlerRegistry()
+            registry.register(RequestMethods.findVPSByLease, FindVPSByLeaseHandler(inventory: inventory))
+            let handler = try #require(registry.handler(for: RequestMethods.findVPSByLease.name))
+            let context = HandlerContext(requestID: "r", method: RequestMethods.findVPSByLease.name, attempt: 1, environment: "test")
             func query(mac: String = "", ip: String = "") -> Data {
                 try! FindVPSByLeaseRequest.with { $0.mac = mac; $0.ip = ip }.serializedBytes()
             }
-            let answer = try FindVPSByLeaseResponse(serializedBytes: try await handler.handle(request(query(mac: "52:54:00:00:00:01"))))
+            let answer = try FindVPSByLeaseResponse(serializedBytes: try await handler.run(query(mac: "52:54:00:00:00:01"), context))
             #expect(answer.vpsID == "vps-1")
             #expect(answer.organizationID == "org-1")
             for (payload, code) in [
@@ -104,7 +104,7 @@ struct InventoryTests {
                 (query(), .invalidArgument),
                 (Data([0x0a, 0x10, 0x61]), .invalidArgument),
             ] {
-                await #expect { try await handler.handle(request(payload)) } throws: { ($0 as? HandlerError)?.code == code }
+                await #expect { try await handler.run(payload, context) } throws: { ($0 as? HandlerError)?.code == code }
             }
         }
     }

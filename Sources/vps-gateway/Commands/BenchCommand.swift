@@ -55,7 +55,7 @@ struct BenchCommand: AsyncParsableCommand {
     var warmup = DurationArgument(.seconds(1), text: "1s")
 
     @Option(help: ArgumentHelp("The method to call.", valueName: "name"))
-    var method = GatewayMethod.findVPSByLease
+    var method = RequestMethods.findVPSByLease.name
 
     @Option(help: ArgumentHelp("For FindVPSByLease: the MAC to look up.", valueName: "mac"))
     var mac = "52:54:00:01:00:01"
@@ -155,7 +155,7 @@ struct BenchCommand: AsyncParsableCommand {
         if let idleClients { return try await measureIdleClients(idleClients) }
         if leaseLatency != nil || reconcileLeases != nil { return try await measureLeases() }
         let payload: Data = try payloadHex.flatMap { Data(hex: $0) }
-            ?? (method == GatewayMethod.findVPSByLease ? FindVPSByLeaseRequest.with { $0.mac = mac }.serializedBytes() : Data())
+            ?? (method == RequestMethods.findVPSByLease.name ? FindVPSByLeaseRequest.with { $0.mac = mac }.serializedBytes() : Data())
         let benchmark = CallBenchmark(configuration: .init(
             concurrency: concurrency,
             duration: duration.duration,

@@ -196,7 +196,7 @@ extension JournalCommand {
                 ("error", view.error ?? "-"), ("payload", view.payload_hex.isEmpty ? "-" : view.payload_hex),
                 ("result", view.result_payload_hex ?? "-"),
             ]
-            if record.method == GatewayMethod.findVPSByLease, let result = record.resultPayload,
+            if record.method == RequestMethods.findVPSByLease.name, let result = record.resultPayload,
                let owner = try? FindVPSByLeaseResponse(serializedBytes: result) {
                 lines.append(("vps", "\(owner.vpsID) (organization \(owner.organizationID))"))
             }
@@ -408,7 +408,7 @@ extension JournalCommand {
         @Option(help: ArgumentHelp("How many rows.", valueName: "count"))
         var count: Int
         @Option(help: ArgumentHelp("Their method.", valueName: "name"))
-        var method = PingMethod.name
+        var method = RequestMethods.ping.name
         @Option(help: ArgumentHelp("Their payload as hex.", valueName: "hex"))
         var payloadHex = ""
         @Option(help: ArgumentHelp("Their deadline from now.", valueName: "duration"))
@@ -442,9 +442,6 @@ extension JournalCommand {
         }
     }
 }
-
-/// The name `Ping` without depending on the worker module.
-enum PingMethod { static let name = "Ping" }
 
 extension String {
     var nonEmpty: String? { isEmpty ? nil : self }

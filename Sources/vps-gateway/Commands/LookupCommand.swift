@@ -57,7 +57,7 @@ struct LookupCommand: AsyncParsableCommand {
             $0.ip = ip ?? ""
         }.serializedBytes() as Data
         let request = AdminCallRequest.with {
-            $0.method = GatewayMethod.findVPSByLease
+            $0.method = RequestMethods.findVPSByLease.name
             $0.payload = payload
             $0.environment = target.environment
             $0.instanceID = target.instanceID

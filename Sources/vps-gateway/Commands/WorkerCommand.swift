@@ -157,9 +157,13 @@ struct WorkerCommand: AsyncParsableCommand {
             let registry = exported?.registry
             var onInventoryError: (@Sendable () -> Void)?
             if let registry { onInventoryError = { registry.increment(Metric.workerInventoryErrors) } }
-            let lookup: any RequestHandler = FindVPSByLeaseHandler(inventory: inventory, onInventoryError: onInventoryError)
-            handlers.register(GatewayMethod.findVPSByLease, simulateLatency.map { DelayedHandler(lookup, delay: $0.duration) } ?? lookup)
-            handlers.register(PingHandler.method, PingHandler())
+            let lookup = FindVPSByLeaseHandler(inventory: inventory, onInventoryError: onInventoryError)
+            if let simulateLatency {
+                handlers.register(RequestMethods.findVPSByLease, DelayedHandler(lookup, delay: simulateLatency.duration))
+            } else {
+                handlers.register(RequestMethods.findVPSByLease, lookup)
+            }
+            handlers.register(RequestMethods.ping, PingHandler())
             worker = Worker(configuration: configuration, handlers: handlers, metrics: registry, logger: logger)
             logger.info("worker starting", metadata: [
                 "environment": "\(configuration.environment)", "instance": "\(configuration.instanceID)",

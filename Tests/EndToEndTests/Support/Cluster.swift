@@ -188,7 +188,7 @@ final class Cluster: Sendable {
     /// FindVPSByLease through the gateway; the decoded owner when the outcome is `ok`.
     func lookup(mac: String, ip: String = "", environment: String = "", timeoutMs: UInt32 = 5000, requestID: String = "") async throws -> (response: AdminCallResponse, owner: FindVPSByLeaseResponse?) {
         let response = try await call(.with {
-            $0.method = GatewayMethod.findVPSByLease
+            $0.method = RequestMethods.findVPSByLease.name
             $0.payload = try! FindVPSByLeaseRequest.with { $0.mac = mac; $0.ip = ip }.serializedBytes()
             $0.environment = environment
             $0.timeoutMs = timeoutMs

@@ -93,7 +93,7 @@ let package = Package(
         // The gateway: stream registry, fan-out and the admin API.
         .target(
             name: "GatewayServer",
-            dependencies: ["TextFormats", "AsyncPrimitives", "GatewayProtocol", "GatewayJournal", "DHCPLeases", "ProcessLifecycle", "RPCEndpoint", "Telemetry", "CMalloc", grpcCore, protobuf, logging, lifecycle, unixSignals],
+            dependencies: ["TextFormats", "AsyncPrimitives", "GatewayProtocol", "GatewayJournal", "DHCPLeases", "ProcessLifecycle", "RPCEndpoint", "Telemetry", "CMalloc", grpcCore, protobuf, logging, lifecycle, unixSignals, nioCore],
             swiftSettings: swiftSettings
         ),
         // The request journal: migrations, group commit, recovery queries, maintenance.
@@ -194,6 +194,12 @@ let package = Package(
         .testTarget(
             name: "GatewayServerTests",
             dependencies: ["AsyncPrimitives", "GatewayServer", "GatewayProtocol", grpcCore, logging, protobuf],
+            swiftSettings: swiftSettings
+        ),
+        // README "Adding a method", compiled and run: a method end to end, in process.
+        .testTarget(
+            name: "ExampleMethodTests",
+            dependencies: ["GatewayProtocol", "GatewayServer", "GatewayWorker", "GatewayJournal", logging, protobuf],
             swiftSettings: swiftSettings
         ),
         .testTarget(

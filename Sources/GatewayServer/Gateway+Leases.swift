@@ -6,7 +6,7 @@ import SwiftProtobuf
 import TextFormats
 
 /// How a call of a typed method ended, its answer decoded.
-enum MethodCallOutcome<Response: Sendable>: Sendable {
+public enum MethodCallOutcome<Response: Sendable>: Sendable {
     /// A receiver's answer won (by the method's rule).
     case answered(Response)
     /// Every receiver that had to answer said it does not have it.

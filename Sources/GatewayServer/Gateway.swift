@@ -11,6 +11,7 @@ import Glibc
 #endif
 // Public: the gateway is a `Service` that a `ServiceGroup` runs and shuts down.
 public import Logging
+import NIOCore
 // Public: the gateway is given the lock on its admin socket.
 public import ProcessLifecycle
 import RPCEndpoint
@@ -46,6 +47,8 @@ public final class Gateway: Service, Sendable {
     /// What READY=1 waits for: listening, and with a journal, its unfinished rows handed back;
     /// and, once it begins, the drain (health then says NOT_SERVING).
     let readiness = WatchedState<Set<StartupCondition>>([])
+    /// The stream port as bound (a configured port 0 becomes the kernel's choice).
+    private let boundStreamPort = Mutex<Int?>(nil)
     let metrics: MetricsRegistry?
     /// Method names as metric labels: a bounded set, so a caller cannot grow the exposition.
     let methodLabels: MetricLabels
@@ -229,6 +232,7 @@ public final class Gateway: Service, Sendable {
                 guard let streamAddress = await servers.stream.listeningAddress,
                       await servers.admin.listeningAddress != nil else { return .background }
                 self.adminSocketFile.withLock { $0 = OwnedPath(claiming: self.configuration.adminSocketPath) }
+                self.boundStreamPort.withLock { $0 = streamAddress.port }
                 self.readiness.update { _ = $0.insert(.listening) }
                 self.logger.info("gateway listening", metadata: [
                     "address": "\(streamAddress)",
@@ -353,6 +357,23 @@ public final class Gateway: Service, Sendable {
     /// be replaying.
     public func waitUntilServing() async {
         await readiness.wait { $0.contains(.listening) }
+    }
+
+    /// The port the stream server listens on, once ``waitUntilServing()`` has returned.
+    public var streamPort: Int? { boundStreamPort.withLock { $0 } }
+
+    /// Calls `method` on the environments with a typed request and returns its typed answer:
+    /// through the journal when the gateway has one (recorded before it is sent, retried, and
+    /// finished after a restart), straight through the fan-out otherwise. The winning answer
+    /// is the first one the method's rule accepts.
+    public func call<Request, Response>(
+        _ method: RequestMethod<Request, Response>, _ request: Request,
+        timeout: Duration? = nil, requestID: String? = nil, origin: String = "api"
+    ) async -> MethodCallOutcome<Response> {
+        await MethodCaller(router: router, runner: runner).call(
+            method, request, requestID: requestID ?? UUID().uuidString.lowercased(), origin: origin,
+            timeout: timeout ?? configuration.defaultCallTimeout
+        )
     }
 
     /// False while the journal is corrupt: the gateway stops its watchdog pings, so the

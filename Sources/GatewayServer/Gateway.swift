@@ -54,10 +54,8 @@ public final class Gateway: Service, Sendable {
     let methodLabels: MetricLabels
     /// Repeated refusals of unauthenticated streams, one log line per peer and minute.
     let refusedStreams: RefusalLog
-    /// Registrations over ``Configuration/maxClients``, one log line per peer and minute.
-    let refusedRegistrations: RefusalLog
-    /// Streams replacing a stream of the same instance id that was only just registered.
-    let duplicateInstances: RefusalLog
+    /// The client streams, each from `register` to its end.
+    let streams: ClientStreams
 
     /// Held for the gateway's life: one gateway per admin socket.
     private let instanceLock: InstanceLock?
@@ -89,8 +87,6 @@ public final class Gateway: Service, Sendable {
         self.methodLabels = MetricLabels(limit: 32)
         self.configuration = configuration
         self.refusedStreams = RefusalLog(logger: logger, message: "refused a stream: missing or wrong API secret")
-        self.refusedRegistrations = RefusalLog(logger: logger, message: "refused a registration: the gateway has as many clients as --max-clients allows")
-        self.duplicateInstances = RefusalLog(logger: logger, message: "a stream replaced one of the same instance id registered moments before")
         let clients = ConnectedClients(limit: configuration.maxClients)
         self.clients = clients
         self.logger = logger
@@ -101,9 +97,16 @@ public final class Gateway: Service, Sendable {
         let runner = journal.map { RequestRunner(journal: $0, router: router, configuration: configuration, logger: logger) }
         self.runner = runner
         let lookups = LeaseLookups(caller: MethodCaller(router: router, runner: runner), timeout: configuration.leaseLookupTimeout)
-        self.leaseWatcher = configuration.dhcp.map { dhcp in
+        let leaseWatcher = configuration.dhcp.map { dhcp in
             LeaseWatcher(configuration: dhcp, lookup: { lease, requestID in await lookups(lease, requestID) }, logger: logger, observer: metrics.map(Self.leaseObserver))
         }
+        self.leaseWatcher = leaseWatcher
+        self.streams = ClientStreams(
+            settings: .init(configuration), clients: clients, router: router, metrics: metrics, logger: logger,
+            clientsChanged: { environment in Self.recordClients(of: environment, clients, metrics) },
+            // "Not found" from the others was said without this environment.
+            environmentAppeared: { environment in leaseWatcher?.forgetNotFound(reason: "environment \(environment) registered") }
+        )
         if let metrics {
             journal?.observeCommits { metrics.record(Metric.journalCommitDuration, duration: $0) }
             // Zero from the start, so "no production client" is a value an alert can see.
@@ -131,7 +134,7 @@ public final class Gateway: Service, Sendable {
     }
 
     /// Sets the clients gauge of `environment` to its registered count.
-    func recordClients(of environment: String) {
+    private static func recordClients(of environment: String, _ clients: ConnectedClients, _ metrics: MetricsRegistry?) {
         metrics?.set(Metric.clients, environment, to: Double(clients.connections(environment: environment).count))
     }
 

@@ -10,7 +10,7 @@ extension Gateway {
         router.bidirectionalStreaming(ServedMethods.registerGateway, admission: { context throws(RPCStatus) in
             try self.admitStream(context)
         }) { (requests: RPCRequestStream<GatewayMessage>, context, writer: RPCResponseWriter<GatewayMessage>) in
-            try await self.serveStream(
+            try await self.streams.serve(
                 inbound: requests, write: { try await writer.write(contentsOf: $0) },
                 remoteAddress: context.remoteAddress, wireProtocol: context.wireProtocol
             )
@@ -23,7 +23,7 @@ extension Gateway {
             refusedStreams.record(peer: context.remoteAddress, why: presented == nil ? "no \(GatewayMetadataKey.apiSecret) header" : "wrong \(GatewayMetadataKey.apiSecret)")
             throw RPCStatus(.unauthenticated, "missing or wrong \(GatewayMetadataKey.apiSecret) header")
         }
-        guard !isShuttingDown else { throw Gateway.shuttingDownRefusal }
+        guard !isShuttingDown else { throw ClientStreams.shuttingDownRefusal }
         logger.debug("stream opened", metadata: ["remote_address": "\(context.remoteAddress)", "protocol": "\(context.wireProtocol.rawValue)"])
     }
 }

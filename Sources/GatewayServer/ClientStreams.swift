@@ -9,16 +9,64 @@ import Synchronization
 import Telemetry
 import TextFormats
 
-extension Gateway {
-    /// Runs one client stream from `register` to its end: reads messages, writes the
-    /// stream's send queue, sends heartbeats and evicts the stream when it goes silent.
-    func serveStream(
+/// The gateway's side of client streams: each one served from `register` to its end (reads
+/// its messages, writes its send queue, sends heartbeats, evicts it when it goes silent),
+/// with what a session needs handed in rather than reached for in the gateway.
+struct ClientStreams: Sendable {
+    /// The settings a stream session uses, from the gateway's configuration.
+    struct Settings: Sendable {
+        var sendQueueCapacity: Int
+        var registrationTimeout: Duration
+        var heartbeatInterval: Duration
+        var missedHeartbeatsBeforeEviction: Int
+        var evictionSilence: Duration { heartbeatInterval * missedHeartbeatsBeforeEviction }
+
+        init(_ gateway: Gateway.Configuration) {
+            sendQueueCapacity = gateway.sendQueueCapacity
+            registrationTimeout = gateway.registrationTimeout
+            heartbeatInterval = gateway.heartbeatInterval
+            missedHeartbeatsBeforeEviction = gateway.missedHeartbeatsBeforeEviction
+        }
+    }
+
+    let settings: Settings
+    let clients: ConnectedClients
+    let router: CallRouter
+    let metrics: MetricsRegistry?
+    let logger: Logger
+    /// Told after an environment's set of registered clients changed.
+    let clientsChanged: @Sendable (_ environment: String) -> Void
+    /// Told when the first client of an environment registers ("not found" said without it
+    /// is worth asking again).
+    let environmentAppeared: @Sendable (_ environment: String) -> Void
+    /// Registrations over the client limit, one log line per peer and minute.
+    private let refusedRegistrations: RefusalLog
+    /// Streams replacing a stream of the same instance id that was only just registered.
+    private let duplicateInstances: RefusalLog
+
+    init(
+        settings: Settings, clients: ConnectedClients, router: CallRouter, metrics: MetricsRegistry?, logger: Logger,
+        clientsChanged: @escaping @Sendable (String) -> Void, environmentAppeared: @escaping @Sendable (String) -> Void
+    ) {
+        self.settings = settings
+        self.clients = clients
+        self.router = router
+        self.metrics = metrics
+        self.logger = logger
+        self.clientsChanged = clientsChanged
+        self.environmentAppeared = environmentAppeared
+        self.refusedRegistrations = RefusalLog(logger: logger, message: "refused a registration: the gateway has as many clients as --max-clients allows")
+        self.duplicateInstances = RefusalLog(logger: logger, message: "a stream replaced one of the same instance id registered moments before")
+    }
+
+    /// Runs one client stream from `register` to its end.
+    func serve(
         inbound: some AsyncSequence<GatewayMessage, any Error> & Sendable,
         write: @escaping @Sendable ([GatewayMessage]) async throws -> Void,
         remoteAddress: String,
         wireProtocol: RPCContext.WireProtocol
     ) async throws {
-        let outbound = MessageQueue<GatewayMessage>(capacity: configuration.sendQueueCapacity)
+        let outbound = MessageQueue<GatewayMessage>(capacity: settings.sendQueueCapacity)
         let registered = RegisteredConnection()
         defer {
             outbound.finish()
@@ -53,9 +101,9 @@ extension Gateway {
                 }
             }
             group.addTask {
-                try await Task.sleep(for: self.configuration.registrationTimeout)
+                try await Task.sleep(for: self.settings.registrationTimeout)
                 guard let connection = registered.connection else {
-                    throw RPCStatus(.deadlineExceeded, "no 'register' message within \(self.configuration.registrationTimeout); send it first")
+                    throw RPCStatus(.deadlineExceeded, "no 'register' message within \(self.settings.registrationTimeout); send it first")
                 }
                 try await self.keepAlive(connection)
             }
@@ -69,7 +117,7 @@ extension Gateway {
             case .replaced:
                 throw RPCStatus(.aborted, "replaced by a newer stream with the same instance id")
             case .evicted:
-                throw RPCStatus(.unavailable, "evicted: no message for \(configuration.evictionSilence)")
+                throw RPCStatus(.unavailable, "evicted: no message for \(settings.evictionSilence)")
             case .shuttingDown:
                 throw Self.shuttingDownRefusal
             }
@@ -117,11 +165,8 @@ extension Gateway {
                 }
                 replaced.close(.replaced)
             }
-            recordClients(of: identity.environment)
-            if newEnvironment {
-                // "Not found" from the others was said without this environment.
-                leaseWatcher?.forgetNotFound(reason: "environment \(identity.environment) registered")
-            }
+            clientsChanged(identity.environment)
+            if newEnvironment { environmentAppeared(identity.environment) }
         }
         let configured = router.answeringEnvironments
         if !configured.isEmpty && !configured.contains(identity.environment) {
@@ -176,13 +221,13 @@ extension Gateway {
     /// Sends a heartbeat every interval and evicts the stream as soon as it has been silent
     /// for the configured number of intervals (not at the next heartbeat after that).
     private func keepAlive(_ connection: ClientConnection) async throws {
-        let silenceLimit = configuration.evictionSilence
+        let silenceLimit = settings.evictionSilence
         var nextHeartbeat = ContinuousClock.now
         while true {
             let now = ContinuousClock.now
             let silence = now - connection.lastSeen
             if silence >= silenceLimit {
-                logger.warning("evicting a silent stream: nothing received for \(configuration.missedHeartbeatsBeforeEviction) heartbeat intervals", metadata: [
+                logger.warning("evicting a silent stream: nothing received for \(settings.missedHeartbeatsBeforeEviction) heartbeat intervals", metadata: [
                     "instance": "\(connection.identity.instanceID)", "environment": "\(connection.identity.environment)",
                     "silent_for": "\(silence)", "limit": "\(silenceLimit)",
                 ])
@@ -191,7 +236,7 @@ extension Gateway {
             }
             if now >= nextHeartbeat {
                 _ = connection.send(.heartbeat())
-                nextHeartbeat = now + configuration.heartbeatInterval
+                nextHeartbeat = now + settings.heartbeatInterval
             }
             try await Task.sleep(until: min(nextHeartbeat, connection.lastSeen + silenceLimit), clock: .continuous)
         }
@@ -199,7 +244,7 @@ extension Gateway {
 
     private func streamEnded(_ connection: ClientConnection) {
         let removed = clients.remove(connection)
-        recordClients(of: connection.identity.environment)
+        clientsChanged(connection.identity.environment)
         let reason = connection.closeReason.map { "stream closed (\($0))" } ?? "stream closed"
         router.connectionClosed(connection, reason: "unavailable: \(reason) before it answered")
         logger.info("client disconnected", metadata: [

@@ -202,6 +202,12 @@ let package = Package(
             dependencies: ["GatewayProtocol", "GatewayServer", "GatewayWorker", "GatewayJournal", logging, protobuf],
             swiftSettings: swiftSettings
         ),
+        // The stream contract and the fan-out with a gateway and workers in one process.
+        .testTarget(
+            name: "InProcessTests",
+            dependencies: ["GatewayProtocol", "GatewayServer", "GatewayWorker", "GatewayJournal", logging, protobuf],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "GatewayJournalTests",
             dependencies: ["GatewayJournal", grdb, logging],

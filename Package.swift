@@ -64,7 +64,7 @@ let package = Package(
         // deadline wait that costs a timer.
         .target(
             name: "AsyncPrimitives",
-            dependencies: [nioCore, nioPosix],
+            dependencies: ["TextFormats", nioCore, nioPosix],
             swiftSettings: swiftSettings
         ),
         // The wire contracts: generated protobuf/gRPC code plus the vocabulary around it.

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOPosix
 import Synchronization
+import TextFormats
 
 /// Waits until `deadline`, or until the waiting task is cancelled; true when the deadline
 /// passed.
@@ -36,7 +37,7 @@ private final class DeadlineWaiter: Sendable {
 
     func start(_ continuation: CheckedContinuation<Bool, Never>, after remaining: Duration) {
         // Rounded up: the timer must not fire before `deadline` on the caller's clock.
-        let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: .nanoseconds(nanoseconds(remaining) + 1)) {
+        let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: .nanoseconds(remaining.wholeNanoseconds + 1)) {
             self.finish(deadlinePassed: true)
         }
         let finishedEarly: Bool? = state.withLock { state in
@@ -73,9 +74,4 @@ private final class DeadlineWaiter: Sendable {
         if !deadlinePassed { timer.cancel() }
         continuation.resume(returning: deadlinePassed)
     }
-}
-
-private func nanoseconds(_ duration: Duration) -> Int64 {
-    let (seconds, attoseconds) = duration.components
-    return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
 }

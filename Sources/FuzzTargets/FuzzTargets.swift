@@ -59,7 +59,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .response:
             let response = message.response
             _ = AnswerRules.byCode(response)
-            switch AnswerRules().classify(response, method: RequestMethods.findVPSByLease.name) {
+            switch AnswerRules.builtIn.classify(response, method: RequestMethods.findVPSByLease.name) {
             case .found:
                 guard let owner = try? FindVPSByLeaseResponse(serializedBytes: response.payload) else {
                     fatalError("an answer that cannot be decoded was taken as found")

@@ -150,4 +150,9 @@ public enum RequestMethods {
     /// The methods of this build: what the gateway judges by each one's rule, and speaks
     /// JSON for on the admin API.
     public static let all: [AnyRequestMethod] = [findVPSByLease.erased, ping.erased]
+
+    /// `methods` by name; a later method replaces an earlier one of the same name.
+    public static func byName(_ methods: [AnyRequestMethod]) -> [String: AnyRequestMethod] {
+        Dictionary(methods.map { ($0.name, $0) }) { $1 }
+    }
 }

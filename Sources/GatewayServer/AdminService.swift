@@ -27,7 +27,7 @@ struct AdminService: Sendable {
             guard request.payload.isEmpty else {
                 throw RPCStatus(.invalidArgument, "give either payload or arguments, not both")
             }
-            request.payload = try MethodMessages(methods: gateway.methods).payload(for: request.method, arguments: request.arguments)
+            request.payload = try gateway.methodMessages.payload(for: request.method, arguments: request.arguments)
         }
         guard !gateway.isShuttingDown else {
             throw RPCStatus(.unavailable, "the gateway is shutting down; nothing was recorded or sent; call again once it is back")
@@ -77,7 +77,7 @@ struct AdminService: Sendable {
         timed.durationUs = UInt64(max(0, (ContinuousClock.now - started).secondsValue * 1_000_000))
         // Only for a caller that spoke JSON-shaped arguments: decoding every answer into
         // JSON costs a binary client's call about 4 % of the gateway's CPU for nothing.
-        if given.hasArguments, timed.outcome == .ok, let result = MethodMessages(methods: gateway.methods).result(for: request.method, payload: timed.payload) {
+        if given.hasArguments, timed.outcome == .ok, let result = gateway.methodMessages.result(for: request.method, payload: timed.payload) {
             timed.result = result
         }
         if !request.async {

@@ -26,9 +26,12 @@ package enum Answer: Sendable, Equatable {
 package struct AnswerRules: Sendable {
     private let methods: [String: AnyRequestMethod]
 
-    package init(_ methods: [String: AnyRequestMethod] = Dictionary(RequestMethods.all.map { ($0.name, $0) }) { $1 }) {
+    package init(_ methods: [String: AnyRequestMethod]) {
         self.methods = methods
     }
+
+    /// The rules of this build's methods (``RequestMethods/all``).
+    package static let builtIn = AnswerRules(RequestMethods.byName(RequestMethods.all))
 
     package func classify(_ response: GatewayResponse, method: String) -> Answer {
         let answer = Self.byCode(response)

@@ -45,7 +45,7 @@ package final class CallRouter: Sendable {
 
     /// - Parameter answeringEnvironments: when not empty, a call without an environment goes
     ///   to these environments only, and "not found" needs an answer from each of them.
-    package init(clients: ConnectedClients, rules: AnswerRules = AnswerRules(), answeringEnvironments: Set<String> = [], logger: Logger) {
+    package init(clients: ConnectedClients, rules: AnswerRules = .builtIn, answeringEnvironments: Set<String> = [], logger: Logger) {
         self.answering = Mutex(answeringEnvironments)
         self.clients = clients
         self.rules = rules

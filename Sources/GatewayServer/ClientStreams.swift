@@ -19,13 +19,14 @@ struct ClientStreams: Sendable {
         var registrationTimeout: Duration
         var heartbeatInterval: Duration
         var missedHeartbeatsBeforeEviction: Int
-        var evictionSilence: Duration { heartbeatInterval * missedHeartbeatsBeforeEviction }
+        var evictionSilence: Duration
 
         init(_ gateway: Gateway.Configuration) {
             sendQueueCapacity = gateway.sendQueueCapacity
             registrationTimeout = gateway.registrationTimeout
             heartbeatInterval = gateway.heartbeatInterval
             missedHeartbeatsBeforeEviction = gateway.missedHeartbeatsBeforeEviction
+            evictionSilence = gateway.evictionSilence
         }
     }
 

@@ -34,8 +34,8 @@ public final class Gateway: Service, Sendable {
     let logger: Logger
     let clients: ConnectedClients
     let router: CallRouter
-    /// The known request methods, by name.
-    let methods: [String: AnyRequestMethod]
+    /// The known request methods' JSON forms, for the admin API.
+    let methodMessages: MethodMessages
     let secretCheck: SecretCheck
     /// Nil when the gateway runs with `--journal off`.
     let journal: RequestJournal?
@@ -80,8 +80,8 @@ public final class Gateway: Service, Sendable {
         configuration: Configuration, journal: RequestJournal?, methods: [AnyRequestMethod] = RequestMethods.all,
         instanceLock: InstanceLock? = nil, metrics: MetricsRegistry? = nil, logger: Logger
     ) {
-        let methods = Dictionary(methods.map { ($0.name, $0) }) { $1 }
-        self.methods = methods
+        let methods = RequestMethods.byName(methods)
+        self.methodMessages = MethodMessages(methods: methods)
         self.instanceLock = instanceLock
         self.metrics = metrics
         self.methodLabels = MetricLabels(limit: 32)

@@ -21,7 +21,7 @@ struct SecretAndClassifierTests {
 
     @Test("FindVPSByLease answers by its descriptor's rule: found only with a decodable response naming a VPS whose id is a DNS label")
     func findVPSByLease() throws {
-        let rules = AnswerRules()
+        let rules = AnswerRules.builtIn
         func classify(_ response: GatewayResponse) -> Answer { rules.classify(response, method: RequestMethods.findVPSByLease.name) }
         let named = try FindVPSByLeaseResponse.with { $0.vpsID = "v" }.serializedBytes() as Data
         let injected = try FindVPSByLeaseResponse.with { $0.vpsID = "v\n10.0.0.9 bank" }.serializedBytes() as Data
@@ -40,7 +40,7 @@ struct SecretAndClassifierTests {
 
     @Test("a method without a descriptor wins with any success, and Ping's raw bytes win as they are")
     func methodsWithoutRules() {
-        let rules = AnswerRules()
+        let rules = AnswerRules.builtIn
         #expect(rules.classify(.success(requestID: "r", payload: Data([0xff])), method: "SomethingNew") == .found)
         #expect(rules.classify(.success(requestID: "r", payload: Data([0xff, 0x00])), method: RequestMethods.ping.name) == .found)
         #expect(rules.classify(.failure(requestID: "r", code: .notFound, error: "no"), method: "SomethingNew") == .notFound)

@@ -60,6 +60,13 @@ let package = Package(
             name: "TextFormats",
             swiftSettings: swiftSettings
         ),
+        // Every setting of the gateway and the worker, defined once: flag, environment
+        // variable, YAML key, default and rule.
+        .target(
+            name: "Settings",
+            dependencies: ["TextFormats"],
+            swiftSettings: swiftSettings
+        ),
         // Concurrency building blocks: a bounded queue with batch reads, a watched value, a
         // deadline wait that costs a timer.
         .target(
@@ -93,7 +100,7 @@ let package = Package(
         // The gateway: stream registry, fan-out and the admin API.
         .target(
             name: "GatewayServer",
-            dependencies: ["TextFormats", "AsyncPrimitives", "GatewayProtocol", "GatewayJournal", "DHCPLeases", "ProcessLifecycle", "RPCEndpoint", "Telemetry", "CMalloc", grpcCore, protobuf, logging, lifecycle, unixSignals, nioCore],
+            dependencies: ["TextFormats", "Settings", "AsyncPrimitives", "GatewayProtocol", "GatewayJournal", "DHCPLeases", "ProcessLifecycle", "RPCEndpoint", "Telemetry", "CMalloc", grpcCore, protobuf, logging, lifecycle, unixSignals, nioCore],
             swiftSettings: swiftSettings
         ),
         // The request journal: migrations, group commit, recovery queries, maintenance.
@@ -105,13 +112,13 @@ let package = Package(
         // dnsmasq's lease file, the hosts file it serves, and the watcher between them.
         .target(
             name: "DHCPLeases",
-            dependencies: ["TextFormats", "AsyncPrimitives", "GatewayProtocol", logging, nioCore, nioPosix],
+            dependencies: ["TextFormats", "Settings", "AsyncPrimitives", "GatewayProtocol", logging, nioCore, nioPosix],
             swiftSettings: swiftSettings
         ),
         // The VPS-service side: dials gateways, registers, dispatches requests to handlers.
         .target(
             name: "GatewayWorker",
-            dependencies: ["TextFormats", "AsyncPrimitives", "GatewayProtocol", "Telemetry", grpcCore, grpcTransport, protobuf, logging, lifecycle],
+            dependencies: ["TextFormats", "Settings", "AsyncPrimitives", "GatewayProtocol", "Telemetry", grpcCore, grpcTransport, protobuf, logging, lifecycle],
             swiftSettings: swiftSettings
         ),
         // The environment's inventory (a SQLite file, or the platform's PostgreSQL) and the
@@ -145,7 +152,7 @@ let package = Package(
         .target(
             name: "Supervision",
             dependencies: [
-                "TextFormats", "AsyncPrimitives", "SystemdSupport", "ProcessLifecycle", "Telemetry", logging, lifecycle, unixSignals, nioCore, nioPosix,
+                "TextFormats", "Settings", "AsyncPrimitives", "SystemdSupport", "ProcessLifecycle", "Telemetry", logging, lifecycle, unixSignals, nioCore, nioPosix,
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
             ],
@@ -186,7 +193,7 @@ let package = Package(
         .executableTarget(
             name: "vps-gateway",
             dependencies: [
-                "TextFormats", "GatewayProtocol", "GatewayServer", "GatewayJournal", "DHCPLeases", "GatewayWorker", "LeaseInventory",
+                "TextFormats", "Settings", "GatewayProtocol", "GatewayServer", "GatewayJournal", "DHCPLeases", "GatewayWorker", "LeaseInventory",
                 "GatewayAdminClient", "GatewayBench", "LogOutput", "SystemdSupport", "Supervision", "ProcessLifecycle", "RPCEndpoint", "Telemetry", argumentParser, logging, lifecycle, unixSignals, protobuf, nioPosix, nioCore,
             ],
             swiftSettings: swiftSettings
@@ -230,7 +237,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SupervisionTests",
-            dependencies: ["Supervision"],
+            dependencies: ["Supervision", "Settings"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -251,7 +258,7 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "TextFormats", "AsyncPrimitives", "vps-gateway", "GatewayProtocol", "GatewayAdminClient", "GatewayJournal", "LeaseInventory", "Telemetry", logging,
+                "TextFormats", "Settings", "AsyncPrimitives", "vps-gateway", "GatewayProtocol", "GatewayAdminClient", "GatewayJournal", "LeaseInventory", "Telemetry", logging,
                 grpcCore, grpcTransport, protobuf, grdb,
             ],
             swiftSettings: swiftSettings

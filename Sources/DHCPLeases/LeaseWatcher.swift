@@ -4,6 +4,7 @@ import GatewayProtocol
 public import Logging
 import NIOCore
 import NIOPosix
+import Settings
 import Synchronization
 import TextFormats
 #if canImport(Glibc)
@@ -45,10 +46,10 @@ public final class LeaseWatcher: Sendable {
             self.leaseFile = leaseFile
             self.hostsFile = hostsFile
             self.dnsmasqPidFile = nil
-            self.reconcileInterval = .seconds(30)
-            self.negativeCacheTTL = .seconds(300)
+            self.reconcileInterval = GatewaySettings.reconcileInterval.defaultValue
+            self.negativeCacheTTL = GatewaySettings.negativeCacheTTL.defaultValue
             self.failureRetryDelay = .seconds(30)
-            self.positiveRecheck = .seconds(600)
+            self.positiveRecheck = GatewaySettings.ownerRecheck.defaultValue
             self.vpsHostnamePattern = nil
             self.maxConcurrentLookups = 64
             self.maxLeaseFileBytes = 64 << 20

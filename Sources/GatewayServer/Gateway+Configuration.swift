@@ -1,6 +1,7 @@
 // Public: the configuration carries the lease watcher's and the endpoint's TLS settings.
 public import DHCPLeases
 public import RPCEndpoint
+import Settings
 
 extension Gateway {
     /// Everything the gateway needs to know to run. The CLI maps flags and environment
@@ -100,38 +101,39 @@ extension Gateway {
         public var clientQuietPeriod: Duration
 
         public init(apiSecret: String) {
+            // The listen address's default is GatewaySettings.listen's.
             self.listenHost = "0.0.0.0"
             self.listenPort = 1537
             self.apiSecret = apiSecret
-            self.adminSocketPath = "/run/vps-gateway/admin.sock"
-            self.registrationTimeout = .seconds(10)
-            self.heartbeatInterval = .seconds(30)
+            self.adminSocketPath = GatewaySettings.adminSocket.defaultValue
+            self.registrationTimeout = GatewaySettings.registrationTimeout.defaultValue
+            self.heartbeatInterval = GatewaySettings.heartbeatInterval.defaultValue
             self.missedHeartbeatsBeforeEviction = 3
-            self.sendQueueCapacity = 1024
-            self.defaultCallTimeout = .seconds(10)
+            self.sendQueueCapacity = GatewaySettings.sendQueue.defaultValue
+            self.defaultCallTimeout = GatewaySettings.defaultTimeout.defaultValue
             self.maxCallTimeout = .seconds(300)
-            self.maxMessageBytes = 4 * 1024 * 1024
-            self.maxConcurrentStreams = 256
-            self.maxHeaderListSize = 16 * 1024
-            self.maxConnections = 4096
-            self.maxClients = 256
-            self.idleConnectionTimeout = .seconds(30)
-            self.keepaliveInterval = .seconds(30)
+            self.maxMessageBytes = GatewaySettings.maxMessageSize.defaultValue
+            self.maxConcurrentStreams = GatewaySettings.maxConcurrentStreams.defaultValue
+            self.maxHeaderListSize = GatewaySettings.maxHeaderListSize.defaultValue
+            self.maxConnections = GatewaySettings.maxConnections.defaultValue
+            self.maxClients = GatewaySettings.maxClients.defaultValue
+            self.idleConnectionTimeout = GatewaySettings.idleConnectionTimeout.defaultValue
+            self.keepaliveInterval = GatewaySettings.keepaliveInterval.defaultValue
             self.keepaliveTimeout = .seconds(20)
-            self.minClientPingInterval = .seconds(10)
-            self.shutdownGracePeriod = .seconds(5)
+            self.minClientPingInterval = GatewaySettings.minClientPingInterval.defaultValue
+            self.shutdownGracePeriod = GatewaySettings.shutdownGrace.defaultValue
             self.tls = nil
             self.answeringEnvironments = []
             self.connectionCloseTimeout = .seconds(1)
             self.version = "dev"
             self.maxConcurrentJournalRequests = 256
-            self.maxAttempts = 5
+            self.maxAttempts = GatewaySettings.maxAttempts.defaultValue
             self.retryInitialDelay = .milliseconds(100)
             self.retryMaxDelay = .seconds(5)
-            self.maxStoredResultBytes = 64 * 1024
-            self.journalRetention = .seconds(7 * 86_400)
-            self.pruneInterval = .seconds(30)
-            self.checkpointInterval = .seconds(30)
+            self.maxStoredResultBytes = GatewaySettings.maxStoredResult.defaultValue
+            self.journalRetention = GatewaySettings.journalRetention.defaultValue
+            self.pruneInterval = GatewaySettings.journalUpkeepInterval.defaultValue
+            self.checkpointInterval = GatewaySettings.journalUpkeepInterval.defaultValue
             self.dhcp = nil
             self.leaseLookupTimeout = .seconds(30)
             self.clientSettleTime = .seconds(10)

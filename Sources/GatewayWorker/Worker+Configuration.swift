@@ -1,3 +1,5 @@
+import Settings
+
 extension Worker {
     /// Everything a worker needs to run. The CLI maps flags and environment variables onto it.
     public struct Configuration: Sendable {
@@ -64,18 +66,18 @@ extension Worker {
             self.node = instanceID
             self.environment = environment
             self.version = "dev"
-            self.maxConcurrentRequests = 256
-            self.heartbeatInterval = .seconds(30)
+            self.maxConcurrentRequests = WorkerSettings.maxConcurrent.defaultValue
+            self.heartbeatInterval = WorkerSettings.heartbeatInterval.defaultValue
             self.registrationTimeout = .seconds(10)
             self.defaultRequestTimeout = .seconds(30)
-            self.backoff = Backoff.Configuration()
+            self.backoff = Backoff.Configuration(initial: WorkerSettings.backoffInitial.defaultValue, maximum: WorkerSettings.backoffMax.defaultValue)
             self.healthyConnectionDuration = .seconds(10)
-            self.keepaliveInterval = .seconds(30)
+            self.keepaliveInterval = WorkerSettings.keepaliveInterval.defaultValue
             self.keepaliveTimeout = .seconds(20)
-            self.shutdownGracePeriod = .seconds(5)
+            self.shutdownGracePeriod = WorkerSettings.shutdownGrace.defaultValue
             self.streamCloseTimeout = .seconds(1)
-            self.responseCacheSize = 100_000
-            self.responseCacheLifetime = .seconds(600)
+            self.responseCacheSize = WorkerSettings.responseCacheSize.defaultValue
+            self.responseCacheLifetime = WorkerSettings.responseCacheTTL.defaultValue
         }
 
         /// The longest a graceful shutdown may take before the process exits regardless.

@@ -1,4 +1,5 @@
 import Foundation
+import Settings
 import TextFormats
 
 /// One child the supervisor runs: what to execute and with which environment.
@@ -41,8 +42,8 @@ extension SupervisorConfiguration {
         // A child that crashes (or that the child watchdog aborts) prints its backtrace to
         // stderr, the journal, without waiting for a terminal; the operator's own setting wins.
         base["SWIFT_BACKTRACE"] = variables["SWIFT_BACKTRACE"] ?? "enable=yes,interactive=no,symbolicate=fast"
-        if let level = supervisor.logLevel { base["VPS_GATEWAY_LOG_LEVEL"] = level }
-        if let format = supervisor.logFormat { base["VPS_GATEWAY_LOG_FORMAT"] = format }
+        if let level = supervisor.logLevel, let variable = CommonSettings.logLevel.variable { base[variable] = level }
+        if let format = supervisor.logFormat, let variable = CommonSettings.logFormat.variable { base[variable] = format }
         base["WATCHDOG_USEC"] = "\(supervisor.childWatchdog.wholeMicroseconds)"
 
         // The secret: the environment wins (seed), else a systemd credential, else a file.
@@ -55,26 +56,29 @@ extension SupervisorConfiguration {
             guard let directory = variables["CREDENTIALS_DIRECTORY"] else {
                 throw SupervisorError(code: .invalidConfiguration, message: "gateway.api_secret_credential '\(credential)' needs $CREDENTIALS_DIRECTORY (LoadCredential= in the unit)")
             }
-            secretArguments = ["--api-secret-file", "\(directory)/\(credential)"]
+            secretArguments = GatewaySettings.apiSecretFile.arguments("\(directory)/\(credential)")
         } else if let file = gateway.apiSecretFile {
-            secretArguments = ["--api-secret-file", file]
+            secretArguments = GatewaySettings.apiSecretFile.arguments(file)
         } else {
             throw SupervisorError(code: .invalidConfiguration, message: "no API secret: set gateway.api_secret_file or api_secret_credential, or GATEWAY_API_SECRET")
         }
 
         // Each child stops within its own grace plus 3 s; half of the supervisor's keeps
         // that inside the wait before its SIGKILL.
-        let childGrace = "\(max(supervisor.shutdownGrace / 2, .seconds(1)).wholeMilliseconds)ms"
-        var gatewayArguments = [
-            "gateway", "--listen", listen, "--admin-socket", gateway.adminSocket, "--shutdown-grace", childGrace,
-            "--journal", gateway.journal, "--journal-sync", gateway.journalSync, "--dhcp-leases", gateway.dhcpLeases,
-            "--dhcp-hosts", gateway.dhcpHosts,
-        ]
-        if let pidFile = gateway.dnsmasqPidFile { gatewayArguments += ["--dnsmasq-pid-file", pidFile] }
-        if let address = gateway.metricsAddress { gatewayArguments += ["--metrics-address", address] }
-        // The environments this node serves; the supervisor rewrites the file on reload and
-        // sends the gateway SIGHUP, so the gateway's arguments stay the same.
-        gatewayArguments += ["--environments-file", environmentsFile]
+        let childGrace = max(supervisor.shutdownGrace / 2, .seconds(1))
+        // The file's settings in their flags; the paths the gateway owns are always spelled
+        // out, so `ps` and the journal show them. The environments this node serves come in
+        // a file the supervisor rewrites on reload (then SIGHUPs the gateway), so the
+        // gateway's arguments stay the same.
+        var gatewaySettings = gateway.settings
+        gatewaySettings[GatewaySettings.listen] = listen
+        let gatewayArguments = ["gateway"]
+            + gatewaySettings.arguments(
+                of: GatewaySettings.configurable.filter { $0.flag != GatewaySettings.apiSecretFile.flag },
+                always: [GatewaySettings.listen, GatewaySettings.adminSocket, GatewaySettings.journal, GatewaySettings.journalSync,
+                         GatewaySettings.dhcpLeases, GatewaySettings.dhcpHosts])
+            + GatewaySettings.shutdownGrace.arguments(childGrace)
+            + GatewaySettings.environmentsFile.arguments(environmentsFile)
         var specs = [ChildSpec(
             name: "gateway", role: .gateway, executable: executable,
             arguments: gatewayArguments + secretArguments + gateway.extraArguments,
@@ -86,22 +90,21 @@ extension SupervisorConfiguration {
         let url = "http://\(dialHost):\(listen.split(separator: ":").last ?? "1537")"
         for environment in environments {
             let name = "worker-\(environment.name)"
-            var passwordArguments: [String] = []
-            if let file = environment.inventoryPasswordFile {
-                passwordArguments = ["--inventory-password-file", file]
-            } else if let credential = environment.inventoryPasswordCredential {
+            var settings = environment.settings
+            if settings[WorkerSettings.instanceID] == nil { settings[WorkerSettings.instanceID] = "\(hostName)-\(environment.name)" }
+            if settings[WorkerSettings.inventoryPasswordFile] == nil, let credential = environment.inventoryPasswordCredential {
                 guard let directory = variables["CREDENTIALS_DIRECTORY"] else {
                     throw SupervisorError(code: .invalidConfiguration, message: "environments \(environment.name): inventory_password_credential '\(credential)' needs $CREDENTIALS_DIRECTORY (LoadCredential= in the unit)")
                 }
-                passwordArguments = ["--inventory-password-file", "\(directory)/\(credential)"]
+                settings[WorkerSettings.inventoryPasswordFile] = "\(directory)/\(credential)"
             }
             let socket = "\(supervisor.notifyDirectory)/\(name).sock"
+            let arguments = ["worker"] + WorkerSettings.environment.arguments(environment.name)
+                + settings.arguments(of: WorkerSettings.configurable)
+                + WorkerSettings.gatewayURL.arguments(url) + WorkerSettings.shutdownGrace.arguments(childGrace)
             specs.append(ChildSpec(
                 name: name, role: .worker(environment: environment.name), executable: executable,
-                arguments: [
-                    "worker", "--env", environment.name, "--instance-id", environment.instanceID ?? "\(hostName)-\(environment.name)",
-                    "--inventory", environment.inventory, "--gateway-url", url, "--shutdown-grace", childGrace,
-                ] + passwordArguments + (environment.metricsAddress.map { ["--metrics-address", $0] } ?? []) + secretArguments + environment.extraArguments,
+                arguments: arguments + secretArguments + environment.extraArguments,
                 environment: base.merging(workerSecret) { $1 }.merging(["NOTIFY_SOCKET": socket]) { $1 },
                 notifySocket: socket
             ))

@@ -1,4 +1,5 @@
 import Foundation
+public import Settings
 import TextFormats
 import Yams
 
@@ -7,38 +8,37 @@ import Yams
 /// `name` and `inventory`; `examples/*.yaml` document each.
 public struct SupervisorConfiguration: Sendable, Equatable {
     public struct Gateway: Sendable, Equatable {
-        public var listen = "0.0.0.0:1537"
-        public var adminSocket = "/run/vps-gateway/admin.sock"
-        public var journal = "/var/lib/vps-gateway/journal.sqlite3"
-        public var journalSync = "full"
-        /// `off` disables the lease watcher.
-        /// Debian's dnsmasq writes its leases here.
-        public var dhcpLeases = "/var/lib/misc/dnsmasq.leases"
-        /// In the state directory: the lease file's directory is dnsmasq's, not writable here.
-        public var dhcpHosts = "/var/lib/vps-gateway/vps-hosts"
-        public var dnsmasqPidFile: String?
-        /// A file holding the shared secret.
-        public var apiSecretFile: String?
+        /// The gateway settings the file gives, under their YAML keys (`GatewaySettings.configurable`);
+        /// the others keep the defaults defined there.
+        public var settings = SettingValues()
         /// The name of a systemd credential (`LoadCredential=`) holding the secret.
         public var apiSecretCredential: String?
-        /// The gateway's Prometheus metrics (`HOST:PORT`); nil: off.
-        public var metricsAddress: String?
         public var extraArguments: [String] = []
+
+        public var listen: String { settings[GatewaySettings.listen] }
+        public var adminSocket: String { settings[GatewaySettings.adminSocket] }
+        public var journal: String { settings[GatewaySettings.journal] }
+        public var dhcpLeases: String { settings[GatewaySettings.dhcpLeases] }
+        public var dhcpHosts: String { settings[GatewaySettings.dhcpHosts] }
+        /// A file holding the shared secret.
+        public var apiSecretFile: String? { settings[GatewaySettings.apiSecretFile] }
     }
 
     public struct Environment: Sendable, Equatable {
         public var name: String
-        /// `sqlite:PATH` or `postgres://USER@HOST[:PORT]/DB[?sslmode=…]` (no password in it).
-        public var inventory: String
-        /// For a PostgreSQL inventory: a file holding its password, or the name of a systemd
-        /// credential (`LoadCredential=`) holding it.
-        public var inventoryPasswordFile: String?
+        /// The worker settings the entry gives, under their YAML keys (`WorkerSettings.configurable`);
+        /// `inventory` is required.
+        public var settings = SettingValues()
+        /// For a PostgreSQL inventory: the name of a systemd credential (`LoadCredential=`)
+        /// holding its password (or `inventory_password_file`).
         public var inventoryPasswordCredential: String?
-        /// This worker's Prometheus metrics (`HOST:PORT`); nil: off.
-        public var metricsAddress: String?
-        /// Default: `<host name>-<name>`.
-        public var instanceID: String?
         public var extraArguments: [String] = []
+
+        /// `sqlite:PATH` or `postgres://USER@HOST[:PORT]/DB[?sslmode=…]` (no password in it).
+        public var inventory: String { settings[WorkerSettings.inventory] ?? "" }
+        public var inventoryPasswordFile: String? { settings[WorkerSettings.inventoryPasswordFile] }
+        /// Default: `<host name>-<name>`.
+        public var instanceID: String? { settings[WorkerSettings.instanceID] }
     }
 
     public struct Policy: Sendable, Equatable {
@@ -100,39 +100,29 @@ public struct SupervisorConfiguration: Sendable, Equatable {
         }
         reader.keys(root, allowed: ["gateway", "environments", "supervisor"], at: "")
         if let gateway = root["gateway"] {
-            reader.keys(gateway, allowed: ["listen", "admin_socket", "journal", "journal_sync", "dhcp_leases", "dhcp_hosts", "dnsmasq_pid_file", "api_secret_file", "api_secret_credential", "metrics_address", "extra_arguments"], at: "gateway")
-            var settings = Gateway()
-            reader.string(gateway, "listen", at: "gateway").map { settings.listen = $0 }
-            reader.string(gateway, "admin_socket", at: "gateway").map { settings.adminSocket = $0 }
-            reader.string(gateway, "journal", at: "gateway").map { settings.journal = $0 }
-            reader.string(gateway, "journal_sync", at: "gateway").map { settings.journalSync = $0 }
-            reader.string(gateway, "dhcp_leases", at: "gateway").map { settings.dhcpLeases = $0 }
-            reader.string(gateway, "dhcp_hosts", at: "gateway").map { settings.dhcpHosts = $0 }
-            settings.dnsmasqPidFile = reader.string(gateway, "dnsmasq_pid_file", at: "gateway")
-            settings.apiSecretFile = reader.string(gateway, "api_secret_file", at: "gateway")
-            settings.apiSecretCredential = reader.string(gateway, "api_secret_credential", at: "gateway")
-            settings.metricsAddress = reader.string(gateway, "metrics_address", at: "gateway")
-            settings.extraArguments = reader.strings(gateway, "extra_arguments", at: "gateway") ?? []
-            configuration.gateway = settings
+            let settings = GatewaySettings.configurable
+            reader.keys(gateway, allowed: Set(settings.map(\.yamlKey) + ["api_secret_credential", "extra_arguments"]), at: "gateway")
+            var section = Gateway()
+            reader.settings(settings, from: gateway, at: "gateway", into: &section.settings)
+            section.apiSecretCredential = reader.string(gateway, "api_secret_credential", at: "gateway")
+            section.extraArguments = reader.strings(gateway, "extra_arguments", at: "gateway") ?? []
+            configuration.gateway = section
         }
         if let environments = root["environments"] {
             guard case .sequence(let list) = environments else {
                 reader.problems.append("environments: expected a list of {name, inventory, instance_id}")
                 return (nil, reader.problems)
             }
+            let settings = WorkerSettings.configurable
             for (index, node) in list.enumerated() {
                 let at = "environments[\(index)]"
-                reader.keys(node, allowed: ["name", "inventory", "inventory_password_file", "inventory_password_credential", "instance_id", "metrics_address", "extra_arguments"], at: at)
-                let name = reader.string(node, "name", at: at, required: true) ?? ""
-                let inventory = reader.string(node, "inventory", at: at, required: true) ?? ""
-                configuration.environments.append(Environment(
-                    name: name, inventory: inventory,
-                    inventoryPasswordFile: reader.string(node, "inventory_password_file", at: at),
-                    inventoryPasswordCredential: reader.string(node, "inventory_password_credential", at: at),
-                    metricsAddress: reader.string(node, "metrics_address", at: at),
-                    instanceID: reader.string(node, "instance_id", at: at),
-                    extraArguments: reader.strings(node, "extra_arguments", at: at) ?? []
-                ))
+                reader.keys(node, allowed: Set(settings.map(\.yamlKey) + ["name", "inventory_password_credential", "extra_arguments"]), at: at)
+                var environment = Environment(name: reader.string(node, "name", at: at, required: true) ?? "")
+                _ = reader.string(node, WorkerSettings.inventory.yamlKey, at: at, required: true)
+                reader.settings(settings, from: node, at: at, into: &environment.settings)
+                environment.inventoryPasswordCredential = reader.string(node, "inventory_password_credential", at: at)
+                environment.extraArguments = reader.strings(node, "extra_arguments", at: at) ?? []
+                configuration.environments.append(environment)
             }
         }
         if let policy = root["supervisor"] {
@@ -161,12 +151,6 @@ public struct SupervisorConfiguration: Sendable, Equatable {
     /// Value checks beyond the file's shape.
     func problems() -> [String] {
         var problems: [String] = []
-        if !gateway.listen.contains(":") || Int(gateway.listen.split(separator: ":").last ?? "") == nil {
-            problems.append("gateway.listen '\(gateway.listen)' is not HOST:PORT")
-        }
-        if !["full", "normal"].contains(gateway.journalSync) {
-            problems.append("gateway.journal_sync '\(gateway.journalSync)' is not full or normal")
-        }
         if gateway.apiSecretFile != nil && gateway.apiSecretCredential != nil {
             problems.append("gateway: give api_secret_file or api_secret_credential, not both")
         }
@@ -252,6 +236,14 @@ private struct Reader {
             return nil
         }
         return scalar.string
+    }
+
+    /// Reads every setting of `settings` that `node` has, checked by the setting's own rule.
+    mutating func settings(_ settings: [any AnySetting], from node: Node, at path: String, into values: inout SettingValues) {
+        for setting in settings {
+            guard let text = string(node, setting.yamlKey, at: path) else { continue }
+            if let problem = values.set(text, for: setting, at: "\(path).\(setting.yamlKey)") { problems.append(problem) }
+        }
     }
 
     mutating func strings(_ node: Node, _ key: String, at path: String) -> [String]? {

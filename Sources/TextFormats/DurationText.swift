@@ -19,6 +19,21 @@ public enum DurationText {
     }
 
     public static let expected = "a duration like 500ms, 10s, 5m, 1h or 7d"
+
+    /// The shortest text `parse` reads back as `duration`: the largest unit that divides it
+    /// (`7d`, `90s`, `1500ms`).
+    public static func format(_ duration: Duration) -> String {
+        let nanoseconds = duration.wholeNanoseconds
+        let units: [(suffix: String, nanoseconds: Int64)] = [
+            ("d", 86_400_000_000_000), ("h", 3_600_000_000_000), ("m", 60_000_000_000), ("s", 1_000_000_000),
+            ("ms", 1_000_000), ("us", 1_000),
+        ]
+        guard nanoseconds != 0 else { return "0s" }
+        for unit in units where nanoseconds % unit.nanoseconds == 0 {
+            return "\(nanoseconds / unit.nanoseconds)\(unit.suffix)"
+        }
+        return "\(Double(nanoseconds) / 1e9)s"
+    }
 }
 
 extension Duration {

@@ -2,6 +2,7 @@ import Foundation
 import GatewayProtocol
 import GRDB
 import LeaseInventory
+import Settings
 import SwiftProtobuf
 import Synchronization
 import Testing
@@ -71,6 +72,29 @@ struct CommandLineTests {
             #expect(clients.status == 0)
             #expect(clients.output.contains("\"instance_id\":\"production-1\""))
             #expect(clients.output.contains("\"environment\":\"production\""))
+        }
+    }
+
+    @Test("`gateway --help` and `worker --help` show every setting with the variable and default it is defined with, and a bad variable is a configuration error (78) naming it")
+    func helpShowsTheSettings() async throws {
+        try await Cluster.with { cluster in
+            for (command, settings) in [("gateway", GatewaySettings.all), ("worker", WorkerSettings.all)] {
+                let help = try await cluster.run([command, "--help"])
+                #expect(help.status == 0)
+                // ArgumentParser wraps lines; compare with runs of white space as one space.
+                let text = help.output.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+                for setting in settings {
+                    let shown = setting.help.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+                    #expect(text.contains(setting.option) && text.contains(shown), "\(command) --help lacks \(setting.option): \(shown)")
+                }
+            }
+            let badVariable = try await cluster.run(
+                ["gateway", "--journal", "off", "--admin-socket", cluster.directory + "/bad.sock",
+                 "--dhcp-leases", cluster.directory + "/dnsmasq.leases", "--dhcp-hosts", cluster.directory + "/vps-hosts"],
+                environment: ["GATEWAY_API_SECRET": "x", "GATEWAY_RECONCILE_INTERVAL": "often"]
+            )
+            #expect(badVariable.status == 78)
+            #expect(badVariable.output.contains("GATEWAY_RECONCILE_INTERVAL 'often' is not a duration"), "\(badVariable.output)")
         }
     }
 

@@ -7,6 +7,7 @@ import Telemetry
 import Logging
 import RPCEndpoint
 import ServiceLifecycle
+import Settings
 import Supervision
 import SystemdSupport
 import UnixSignals
@@ -32,7 +33,7 @@ struct GatewayCommand: AsyncParsableCommand {
               GATEWAY_GRPC_PORT         the port when --listen is not given (default 1537)
               GATEWAY_ADMIN_SOCKET      the admin socket when --admin-socket is not given
               GATEWAY_JOURNAL           the journal when --journal is not given
-              GATEWAY_DHCP_LEASES_DIR   the directory of dnsmasq's lease file (default /var/lib/vps-gateway)
+              GATEWAY_DHCP_LEASES_DIR   the directory of dnsmasq's lease file when --dhcp-leases is not given
               GATEWAY_DNSMASQ_PID_FILE  dnsmasq's pid file when --dnsmasq-pid-file is not given
               GATEWAY_RECONCILE_INTERVAL  how often the lease file is re-read (default 30s)
               GATEWAY_ENVIRONMENTS      the environments when --environments is not given
@@ -70,109 +71,111 @@ struct GatewayCommand: AsyncParsableCommand {
             """
     )
 
-    @Option(help: ArgumentHelp("Address to accept streams on, HOST:PORT. Default 0.0.0.0:$GATEWAY_GRPC_PORT (1537).", valueName: "host:port"))
+    @Option(name: .customLong(GatewaySettings.listen.flag), help: GatewaySettings.listen.argumentHelp)
     var listen: String?
 
-    @Option(help: ArgumentHelp("File holding the shared secret (wins over GATEWAY_API_SECRET).", valueName: "path"))
+    @Option(name: .customLong(GatewaySettings.apiSecretFile.flag), help: GatewaySettings.apiSecretFile.argumentHelp)
     var apiSecretFile: String?
 
-    @OptionGroup var admin: AdminSocketOption
+    @Option(name: .customLong(GatewaySettings.adminSocket.flag), help: GatewaySettings.adminSocket.argumentHelp)
+    var adminSocket: String?
 
-    @Option(help: ArgumentHelp("How often the gateway sends a heartbeat on each stream; a stream silent for 3 intervals is evicted.", valueName: "duration"))
-    var heartbeatInterval = DurationArgument(.seconds(30), text: "30s")
+    @Option(name: .customLong(GatewaySettings.heartbeatInterval.flag), help: GatewaySettings.heartbeatInterval.argumentHelp)
+    var heartbeatInterval: String?
 
-    @Option(help: ArgumentHelp("How long a new stream has to send `register`.", valueName: "duration"))
-    var registrationTimeout = DurationArgument(.seconds(10), text: "10s")
+    @Option(name: .customLong(GatewaySettings.registrationTimeout.flag), help: GatewaySettings.registrationTimeout.argumentHelp)
+    var registrationTimeout: String?
 
-    @Option(help: ArgumentHelp("Messages that may wait for one slow stream before sends to it fail.", valueName: "count"))
-    var sendQueue = 1024
+    @Option(name: .customLong(GatewaySettings.sendQueue.flag), help: GatewaySettings.sendQueue.argumentHelp)
+    var sendQueue: String?
 
-    @Option(help: ArgumentHelp("Timeout of a call that gives none (timeout_ms 0).", valueName: "duration"))
-    var defaultTimeout = DurationArgument(.seconds(10), text: "10s")
+    @Option(name: .customLong(GatewaySettings.defaultTimeout.flag), help: GatewaySettings.defaultTimeout.argumentHelp)
+    var defaultTimeout: String?
 
-    @Option(help: ArgumentHelp("On shutdown, how long in-flight calls get to finish.", valueName: "duration"))
-    var shutdownGrace = DurationArgument(.seconds(5), text: "5s")
+    @Option(name: .customLong(GatewaySettings.shutdownGrace.flag), help: GatewaySettings.shutdownGrace.argumentHelp)
+    var shutdownGrace: String?
 
-    @Option(help: ArgumentHelp("The shortest HTTP/2 ping interval tolerated from a client; faster pingers get GOAWAY. Must be below the workers' --keepalive-interval.", valueName: "duration"))
-    var minClientPingInterval = DurationArgument(.seconds(10), text: "10s")
+    @Option(name: .customLong(GatewaySettings.minClientPingInterval.flag), help: GatewaySettings.minClientPingInterval.argumentHelp)
+    var minClientPingInterval: String?
 
-    @Option(help: ArgumentHelp("HTTP/2 keepalive: ping a connection that read nothing for this long; no answer within 20 s closes it.", valueName: "duration"))
-    var keepaliveInterval = DurationArgument(.seconds(30), text: "30s")
+    @Option(name: .customLong(GatewaySettings.keepaliveInterval.flag), help: GatewaySettings.keepaliveInterval.argumentHelp)
+    var keepaliveInterval: String?
 
-    @Option(help: ArgumentHelp("Connections open at once (stream port, and admin socket); more are closed as they arrive.", valueName: "count"))
-    var maxConnections = 4096
+    @Option(name: .customLong(GatewaySettings.maxConnections.flag), help: GatewaySettings.maxConnections.argumentHelp)
+    var maxConnections: String?
 
-    @Option(help: ArgumentHelp("Instances registered at once; a new instance id beyond it is refused (resource_exhausted). Default: 256.", valueName: "count"))
-    var maxClients: Int?
+    @Option(name: .customLong(GatewaySettings.maxClients.flag), help: GatewaySettings.maxClients.argumentHelp)
+    var maxClients: String?
 
-    @Option(help: ArgumentHelp("Streams one client may have open at once on one connection.", valueName: "count"))
-    var maxConcurrentStreams = 256
+    @Option(name: .customLong(GatewaySettings.maxConcurrentStreams.flag), help: GatewaySettings.maxConcurrentStreams.argumentHelp)
+    var maxConcurrentStreams: String?
 
-    @Option(help: ArgumentHelp("The largest message accepted, after decompression.", valueName: "bytes"))
-    var maxMessageSize = 4 * 1024 * 1024
+    @Option(name: .customLong(GatewaySettings.maxMessageSize.flag), help: GatewaySettings.maxMessageSize.argumentHelp)
+    var maxMessageSize: String?
 
-    @Option(help: ArgumentHelp("The largest request header block.", valueName: "bytes"))
-    var maxHeaderListSize = 16 * 1024
+    @Option(name: .customLong(GatewaySettings.maxHeaderListSize.flag), help: GatewaySettings.maxHeaderListSize.argumentHelp)
+    var maxHeaderListSize: String?
 
-    @Option(help: ArgumentHelp("A connection that sent no HTTP/2 preface, or has had no stream open, for this long is closed.", valueName: "duration"))
-    var idleConnectionTimeout = DurationArgument(.seconds(30), text: "30s")
+    @Option(name: .customLong(GatewaySettings.idleConnectionTimeout.flag), help: GatewaySettings.idleConnectionTimeout.argumentHelp)
+    var idleConnectionTimeout: String?
 
-    @Option(help: ArgumentHelp("The request journal (SQLite, WAL), or `off` to neither record nor retry calls. Env: GATEWAY_JOURNAL. Default: /var/lib/vps-gateway/journal.sqlite3.", valueName: "path|off"))
+    @Option(name: .customLong(GatewaySettings.journal.flag), help: GatewaySettings.journal.argumentHelp)
     var journal: String?
 
-    @Option(help: ArgumentHelp("full: a recorded request survives power loss (default). normal: faster, but may lose the last commits on power loss (never on a crash).", valueName: "full|normal"))
-    var journalSync = "full"
+    @Option(name: .customLong(GatewaySettings.journalSync.flag), help: GatewaySettings.journalSync.argumentHelp)
+    var journalSync: String?
 
-    @Option(help: ArgumentHelp("Finished journal rows older than this are pruned in the background.", valueName: "duration"))
-    var journalRetention = DurationArgument(.seconds(7 * 86_400), text: "7d")
+    @Option(name: .customLong(GatewaySettings.journalRetention.flag), help: GatewaySettings.journalRetention.argumentHelp)
+    var journalRetention: String?
 
-    @Option(help: ArgumentHelp("How often finished journal rows are pruned and the WAL is checkpointed.", valueName: "duration"))
-    var journalUpkeepInterval = DurationArgument(.seconds(30), text: "30s")
+    @Option(name: .customLong(GatewaySettings.journalUpkeepInterval.flag), help: GatewaySettings.journalUpkeepInterval.argumentHelp)
+    var journalUpkeepInterval: String?
 
-    @Option(help: ArgumentHelp("The largest answer kept in the journal with its finished row; larger ones go to their caller but are not stored.", valueName: "bytes"))
-    var maxStoredResult = 64 * 1024
+    @Option(name: .customLong(GatewaySettings.maxStoredResult.flag), help: GatewaySettings.maxStoredResult.argumentHelp)
+    var maxStoredResult: String?
 
-    @Option(help: ArgumentHelp("Attempts of a request whose attempts keep failing (a dropped stream, an internal error).", valueName: "count"))
-    var maxAttempts = 5
+    @Option(name: .customLong(GatewaySettings.maxAttempts.flag), help: GatewaySettings.maxAttempts.argumentHelp)
+    var maxAttempts: String?
 
     @OptionGroup var migrations: MigrationsOption
 
-    @OptionGroup var metrics: MetricsOptions
+    @Option(name: .customLong(GatewaySettings.metricsAddress.flag), help: GatewaySettings.metricsAddress.argumentHelp)
+    var metricsAddress: String?
 
-    @Option(help: ArgumentHelp("dnsmasq's lease file to watch, or `off`. Env: GATEWAY_DHCP_LEASES_DIR sets its directory. Default: /var/lib/vps-gateway/dnsmasq.leases.", valueName: "path|off"))
+    @Option(name: .customLong(GatewaySettings.dhcpLeases.flag), help: GatewaySettings.dhcpLeases.argumentHelp)
     var dhcpLeases: String?
 
-    @Option(help: ArgumentHelp("The hosts file dnsmasq reads (addn-hosts) that the gateway writes. Default: vps-hosts beside the lease file.", valueName: "path"))
+    @Option(name: .customLong(GatewaySettings.dhcpHosts.flag), help: GatewaySettings.dhcpHosts.argumentHelp)
     var dhcpHosts: String?
 
-    @Option(help: ArgumentHelp("dnsmasq's pid file; the gateway sends that dnsmasq SIGHUP after the hosts file changed. Env: GATEWAY_DNSMASQ_PID_FILE. Default: no signal.", valueName: "path"))
+    @Option(name: .customLong(GatewaySettings.dnsmasqPidFile.flag), help: GatewaySettings.dnsmasqPidFile.argumentHelp)
     var dnsmasqPidFile: String?
 
-    @Option(help: ArgumentHelp("Re-read the lease file at least this often (inotify wakes it sooner). Env: GATEWAY_RECONCILE_INTERVAL.", valueName: "duration"))
-    var reconcileInterval: DurationArgument?
+    @Option(name: .customLong(GatewaySettings.reconcileInterval.flag), help: GatewaySettings.reconcileInterval.argumentHelp)
+    var reconcileInterval: String?
 
-    @Option(help: ArgumentHelp("Opt in: leases whose hostname matches this glob (like vps-*) are taken to name their VPS and are not looked up. Risk: the hostname is the tenant's choice, so a VM can claim another VPS's name and keep its real owner out of the hosts file. Default: every lease is looked up by MAC and IP.", valueName: "glob"))
+    @Option(name: .customLong(GatewaySettings.vpsHostnamePattern.flag), help: GatewaySettings.vpsHostnamePattern.argumentHelp)
     var vpsHostnamePattern: String?
 
-    @Option(help: ArgumentHelp("How long a lease nobody owns is believed unowned before asking again.", valueName: "duration"))
-    var negativeCacheTTL = DurationArgument(.seconds(300), text: "5m")
+    @Option(name: .customLong(GatewaySettings.negativeCacheTTL.flag), help: GatewaySettings.negativeCacheTTL.argumentHelp)
+    var negativeCacheTTL: String?
 
-    @Option(help: ArgumentHelp("How long a lease's owner is trusted before it is asked again (a deleted VPS then drops out of the hosts file).", valueName: "duration"))
-    var ownerRecheck = DurationArgument(.seconds(600), text: "10m")
+    @Option(name: .customLong(GatewaySettings.ownerRecheck.flag), help: GatewaySettings.ownerRecheck.argumentHelp)
+    var ownerRecheck: String?
 
-    @Option(help: ArgumentHelp("The environments this node serves, comma-separated (production,beta,dev). Calls to all environments go to these only, a \"not found\" needs each of them to answer, and a start waits for them. Env: GATEWAY_ENVIRONMENTS. Default: any environment.", valueName: "names"))
+    @Option(name: .customLong(GatewaySettings.environments.flag), help: GatewaySettings.environments.argumentHelp)
     var environments: String?
 
-    @Option(help: ArgumentHelp("Like --environments, from a file (one name per line), re-read on SIGHUP: what the supervisor uses.", valueName: "path"))
+    @Option(name: .customLong(GatewaySettings.environmentsFile.flag), help: GatewaySettings.environmentsFile.argumentHelp)
     var environmentsFile: String?
 
-    @Option(help: ArgumentHelp("Serve h2 over TLS on the stream port with this PEM certificate chain (with --tls-key). Under systemd: a LoadCredential= file in $CREDENTIALS_DIRECTORY.", valueName: "path"))
+    @Option(name: .customLong(GatewaySettings.tlsCertificate.flag), help: GatewaySettings.tlsCertificate.argumentHelp)
     var tlsCertificate: String?
 
-    @Option(help: ArgumentHelp("The PEM private key of --tls-certificate.", valueName: "path"))
+    @Option(name: .customLong(GatewaySettings.tlsKey.flag), help: GatewaySettings.tlsKey.argumentHelp)
     var tlsKey: String?
 
-    @Option(help: ArgumentHelp("Require client certificates signed by this PEM CA (mutual TLS); needs --tls-certificate.", valueName: "path"))
+    @Option(name: .customLong(GatewaySettings.tlsClientCA.flag), help: GatewaySettings.tlsClientCA.argumentHelp)
     var tlsClientCa: String?
 
     @OptionGroup var logging: LogOptions
@@ -180,30 +183,26 @@ struct GatewayCommand: AsyncParsableCommand {
     @Flag(help: "Shut down when stdin reaches end-of-file: the supervisor's lifeline, so no child outlives it.")
     var lifelineStdin = false
 
+    /// Each setting with the text the command line gave for it, for the checks below.
+    private var given: [(setting: any AnySetting, text: String?)] {
+        typealias S = GatewaySettings
+        return [
+            (S.listen, listen), (S.apiSecretFile, apiSecretFile), (S.adminSocket, adminSocket),
+            (S.heartbeatInterval, heartbeatInterval), (S.registrationTimeout, registrationTimeout), (S.sendQueue, sendQueue),
+            (S.defaultTimeout, defaultTimeout), (S.shutdownGrace, shutdownGrace), (S.minClientPingInterval, minClientPingInterval),
+            (S.keepaliveInterval, keepaliveInterval), (S.maxConnections, maxConnections), (S.maxClients, maxClients),
+            (S.maxConcurrentStreams, maxConcurrentStreams), (S.maxMessageSize, maxMessageSize), (S.maxHeaderListSize, maxHeaderListSize),
+            (S.idleConnectionTimeout, idleConnectionTimeout), (S.journal, journal), (S.journalSync, journalSync),
+            (S.journalRetention, journalRetention), (S.journalUpkeepInterval, journalUpkeepInterval), (S.maxStoredResult, maxStoredResult),
+            (S.maxAttempts, maxAttempts), (S.metricsAddress, metricsAddress), (S.dhcpLeases, dhcpLeases), (S.dhcpHosts, dhcpHosts),
+            (S.dnsmasqPidFile, dnsmasqPidFile), (S.reconcileInterval, reconcileInterval), (S.vpsHostnamePattern, vpsHostnamePattern),
+            (S.negativeCacheTTL, negativeCacheTTL), (S.ownerRecheck, ownerRecheck), (S.environments, environments),
+            (S.environmentsFile, environmentsFile), (S.tlsCertificate, tlsCertificate), (S.tlsKey, tlsKey), (S.tlsClientCA, tlsClientCa),
+        ]
+    }
+
     func validate() throws {
-        _ = try heartbeatInterval.requirePositive("--heartbeat-interval")
-        _ = try registrationTimeout.requirePositive("--registration-timeout")
-        _ = try defaultTimeout.requirePositive("--default-timeout")
-        _ = try minClientPingInterval.requirePositive("--min-client-ping-interval")
-        _ = try keepaliveInterval.requirePositive("--keepalive-interval")
-        _ = try idleConnectionTimeout.requirePositive("--idle-connection-timeout")
-        if let maxClients, maxClients < 1 { throw ValidationError("--max-clients must be at least 1, got \(maxClients)") }
-        guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1, got \(maxConnections)") }
-        guard (1...100_000).contains(maxConcurrentStreams) else { throw ValidationError("--max-concurrent-streams must be 1-100000, got \(maxConcurrentStreams)") }
-        guard (1024...(64 << 20)).contains(maxMessageSize) else { throw ValidationError("--max-message-size must be 1024 to 67108864 bytes, got \(maxMessageSize)") }
-        guard (1024...(1 << 20)).contains(maxHeaderListSize) else { throw ValidationError("--max-header-list-size must be 1024 to 1048576 bytes, got \(maxHeaderListSize)") }
-        guard sendQueue >= 1 else { throw ValidationError("--send-queue must be at least 1, got \(sendQueue)") }
-        guard RequestJournal.Durability(rawValue: journalSync) != nil else {
-            throw ValidationError("--journal-sync '\(journalSync)' is not full or normal")
-        }
-        guard maxStoredResult >= 0 else { throw ValidationError("--max-stored-result must not be negative") }
-        guard (1...100).contains(maxAttempts) else { throw ValidationError("--max-attempts must be 1-100, got \(maxAttempts)") }
-        _ = try journalRetention.requirePositive("--journal-retention")
-        _ = try journalUpkeepInterval.requirePositive("--journal-upkeep-interval")
-        _ = try negativeCacheTTL.requirePositive("--negative-cache-ttl")
-        _ = try ownerRecheck.requirePositive("--owner-recheck")
-        _ = try reconcileInterval?.requirePositive("--reconcile-interval")
-        if let listen { _ = try ListenAddress(listen) }
+        try checkCommandLine(given)
         guard (tlsCertificate == nil) == (tlsKey == nil) else { throw ValidationError("give --tls-certificate and --tls-key together") }
         guard environments == nil || environmentsFile == nil else { throw ValidationError("give --environments or --environments-file, not both") }
         guard tlsClientCa == nil || tlsCertificate != nil else { throw ValidationError("--tls-client-ca needs --tls-certificate and --tls-key (mutual TLS is TLS)") }
@@ -215,7 +214,7 @@ struct GatewayCommand: AsyncParsableCommand {
         let exported: (registry: MetricsRegistry, server: MetricsServer)?
         do {
             let configuration = try makeConfiguration()
-            exported = try metrics.make(variable: "VPS_GATEWAY_METRICS_ADDRESS", logger: logger)
+            exported = try MetricsExport.make(address: try GatewaySettings.metricsAddress.value(metricsAddress), logger: logger)
             let lock = try Gateway.lockAdminSocket(of: configuration)
             gateway = Gateway(configuration: configuration, journal: try await openJournal(logger: logger), instanceLock: lock, metrics: exported?.registry, logger: logger)
         } catch let error as GatewayError where error.code == .alreadyRunning {
@@ -249,71 +248,69 @@ struct GatewayCommand: AsyncParsableCommand {
     }
 
     func makeConfiguration() throws -> Gateway.Configuration {
+        typealias S = GatewaySettings
         let secret = try SecretSource.load(file: apiSecretFile, fileVariable: "GATEWAY_API_SECRET_FILE", variable: "GATEWAY_API_SECRET")
         var configuration = Gateway.Configuration(apiSecret: secret)
-        let address = try listen.map(ListenAddress.init) ?? ListenAddress(host: "0.0.0.0", port: try Self.portFromEnvironment())
+        let address = try listen.map(ListenAddress.init) ?? ListenAddress(S.listen.defaultValue).port(try Self.portFromEnvironment())
         configuration.listenHost = address.host
         configuration.listenPort = address.port
-        configuration.adminSocketPath = admin.path
-        configuration.heartbeatInterval = heartbeatInterval.duration
-        configuration.registrationTimeout = registrationTimeout.duration
-        configuration.sendQueueCapacity = sendQueue
-        configuration.defaultCallTimeout = defaultTimeout.duration
-        configuration.shutdownGracePeriod = shutdownGrace.duration
-        configuration.minClientPingInterval = minClientPingInterval.duration
-        configuration.keepaliveInterval = keepaliveInterval.duration
-        configuration.maxConnections = maxConnections
-        if let maxClients { configuration.maxClients = maxClients }
-        configuration.maxConcurrentStreams = maxConcurrentStreams
-        configuration.maxMessageBytes = maxMessageSize
-        configuration.maxHeaderListSize = maxHeaderListSize
-        configuration.idleConnectionTimeout = idleConnectionTimeout.duration
+        configuration.adminSocketPath = try S.adminSocket.value(adminSocket)
+        configuration.heartbeatInterval = try S.heartbeatInterval.value(heartbeatInterval)
+        configuration.registrationTimeout = try S.registrationTimeout.value(registrationTimeout)
+        configuration.sendQueueCapacity = try S.sendQueue.value(sendQueue)
+        configuration.defaultCallTimeout = try S.defaultTimeout.value(defaultTimeout)
+        configuration.shutdownGracePeriod = try S.shutdownGrace.value(shutdownGrace)
+        configuration.minClientPingInterval = try S.minClientPingInterval.value(minClientPingInterval)
+        configuration.keepaliveInterval = try S.keepaliveInterval.value(keepaliveInterval)
+        configuration.maxConnections = try S.maxConnections.value(maxConnections)
+        configuration.maxClients = try S.maxClients.value(maxClients)
+        configuration.maxConcurrentStreams = try S.maxConcurrentStreams.value(maxConcurrentStreams)
+        configuration.maxMessageBytes = try S.maxMessageSize.value(maxMessageSize)
+        configuration.maxHeaderListSize = try S.maxHeaderListSize.value(maxHeaderListSize)
+        configuration.idleConnectionTimeout = try S.idleConnectionTimeout.value(idleConnectionTimeout)
         if let environmentsFile {
             configuration.answeringEnvironments = try EnvironmentsFile.read(environmentsFile)
-        } else if let names = environments ?? Environment.value("GATEWAY_ENVIRONMENTS") {
+        } else if let names = try S.environments.value(environments) {
             configuration.answeringEnvironments = EnvironmentsFile.parse(names)
         }
         if let tlsCertificate, let tlsKey {
             configuration.tls = .init(certificateChain: tlsCertificate, privateKey: tlsKey, clientCA: tlsClientCa)
         }
-        configuration.maxAttempts = maxAttempts
-        configuration.maxStoredResultBytes = maxStoredResult
-        configuration.journalRetention = journalRetention.duration
+        configuration.maxAttempts = try S.maxAttempts.value(maxAttempts)
+        configuration.maxStoredResultBytes = try S.maxStoredResult.value(maxStoredResult)
+        configuration.journalRetention = try S.journalRetention.value(journalRetention)
         configuration.dhcp = try dhcpConfiguration()
-        configuration.pruneInterval = journalUpkeepInterval.duration
-        configuration.checkpointInterval = journalUpkeepInterval.duration
+        let upkeep = try S.journalUpkeepInterval.value(journalUpkeepInterval)
+        configuration.pruneInterval = upkeep
+        configuration.checkpointInterval = upkeep
         configuration.version = BuildInfo.version
         return configuration
     }
 
-    static let defaultJournal = "/var/lib/vps-gateway/journal.sqlite3"
-
     /// The lease watcher's settings, or nil for `--dhcp-leases off`.
     func dhcpConfiguration() throws -> LeaseWatcher.Configuration? {
-        let directory = Environment.value("GATEWAY_DHCP_LEASES_DIR") ?? "/var/lib/vps-gateway"
-        let leases = dhcpLeases ?? "\(directory)/dnsmasq.leases"
+        typealias S = GatewaySettings
+        var leases = S.dhcpLeases.defaultValue
+        if let dhcpLeases {
+            leases = dhcpLeases
+        } else if let directory = Environment.value("GATEWAY_DHCP_LEASES_DIR") {
+            leases = "\(directory)/dnsmasq.leases"
+        }
         guard leases != "off" else { return nil }
-        let hosts = dhcpHosts ?? ((leases as NSString).deletingLastPathComponent + "/vps-hosts")
+        let hosts = try S.dhcpHosts.value(dhcpHosts)
         guard hosts != leases else { throw ConfigurationProblem("--dhcp-hosts and --dhcp-leases are the same file '\(hosts)'") }
         var configuration = LeaseWatcher.Configuration(leaseFile: leases, hostsFile: hosts)
-        configuration.dnsmasqPidFile = dnsmasqPidFile ?? Environment.value("GATEWAY_DNSMASQ_PID_FILE")
-        if let reconcileInterval {
-            configuration.reconcileInterval = reconcileInterval.duration
-        } else if let text = Environment.value("GATEWAY_RECONCILE_INTERVAL") {
-            guard let parsed = DurationArgument(argument: text), parsed.duration > .zero else {
-                throw ConfigurationProblem("GATEWAY_RECONCILE_INTERVAL '\(text)' is not a positive duration like 30s")
-            }
-            configuration.reconcileInterval = parsed.duration
-        }
+        configuration.dnsmasqPidFile = try S.dnsmasqPidFile.value(dnsmasqPidFile)
+        configuration.reconcileInterval = try S.reconcileInterval.value(reconcileInterval)
         configuration.vpsHostnamePattern = vpsHostnamePattern.map(HostnamePattern.init)
-        configuration.negativeCacheTTL = negativeCacheTTL.duration
-        configuration.positiveRecheck = ownerRecheck.duration
+        configuration.negativeCacheTTL = try S.negativeCacheTTL.value(negativeCacheTTL)
+        configuration.positiveRecheck = try S.ownerRecheck.value(ownerRecheck)
         return configuration
     }
 
     /// Opens and migrates the journal, or nil for `--journal off`.
     func openJournal(logger: Logger) async throws -> RequestJournal? {
-        let path = journal ?? Environment.value("GATEWAY_JOURNAL") ?? Self.defaultJournal
+        let path = try GatewaySettings.journal.value(journal)
         guard path != "off" else {
             logger.warning("running without a request journal: calls are not recorded, retried or replayed")
             return nil
@@ -321,14 +318,15 @@ struct GatewayCommand: AsyncParsableCommand {
         return try await RequestJournal.open(
             at: path,
             migrations: try migrations.load(),
-            durability: RequestJournal.Durability(rawValue: journalSync) ?? .full,
+            durability: RequestJournal.Durability(rawValue: try GatewaySettings.journalSync.value(journalSync)) ?? .full,
             exclusive: true,
             logger: logger
         )
     }
 
-    static func portFromEnvironment() throws -> Int {
-        guard let text = Environment.value("GATEWAY_GRPC_PORT") else { return 1537 }
+    /// `GATEWAY_GRPC_PORT`, the port when `--listen` is not given; nil when unset.
+    static func portFromEnvironment() throws -> Int? {
+        guard let text = Environment.value("GATEWAY_GRPC_PORT") else { return nil }
         guard let port = Int(text), (1...65535).contains(port) else {
             throw ConfigurationProblem("GATEWAY_GRPC_PORT '\(text)' is not a port number 1-65535")
         }
@@ -357,4 +355,7 @@ struct ListenAddress {
         guard !host.contains(" ") else { throw problem }
         self.init(host: host, port: port)
     }
+
+    /// This address with `port` instead of its own, when one is given.
+    func port(_ port: Int?) -> ListenAddress { ListenAddress(host: host, port: port ?? self.port) }
 }

@@ -4,6 +4,7 @@ import GatewayAdminClient
 import GatewayJournal
 import GatewayProtocol
 import Logging
+import Settings
 import SwiftProtobuf
 import TextFormats
 #if canImport(Glibc)
@@ -32,10 +33,12 @@ struct JournalCommand: AsyncParsableCommand {
 
 /// The journal's path, shared by the subcommands.
 struct JournalPathOption: ParsableArguments {
-    @Option(help: ArgumentHelp("The journal. Env: GATEWAY_JOURNAL. Default: \(GatewayCommand.defaultJournal).", valueName: "path"))
+    @Option(name: .customLong(GatewaySettings.journal.flag), help: ArgumentHelp("The gateway's journal. Env: GATEWAY_JOURNAL. Default: \(GatewaySettings.journal.defaultValue).", valueName: "path"))
     var journal: String?
 
-    var path: String { journal ?? Environment.value("GATEWAY_JOURNAL") ?? GatewayCommand.defaultJournal }
+    var path: String {
+        get throws { try GatewaySettings.journal.value(journal) }
+    }
 
     func open(writable: Bool = false) throws -> RequestJournal {
         do {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LeaseInventory
 import Logging
+import Settings
 import Supervision
 import Telemetry
 
@@ -41,18 +42,17 @@ struct SuperviseCommand: AsyncParsableCommand {
 
     @OptionGroup var logging: LogOptions
 
-    @OptionGroup var metrics: MetricsOptions
+    @Option(name: .customLong(CommonSettings.supervisorMetricsAddress.flag), help: CommonSettings.supervisorMetricsAddress.argumentHelp)
+    var metricsAddress: String?
 
     func run() async throws {
         let logger = try logging.makeLogger(label: "supervisor", identifier: "vps-gateway-supervisor")
         let supervisor: Supervisor
         let exported: (registry: MetricsRegistry, server: MetricsServer)?
         do {
-            var options = metrics
-            if options.metricsAddress == nil, let configured = try? SupervisorConfiguration.load(path: config).supervisor.metricsAddress {
-                options.metricsAddress = configured
-            }
-            exported = try options.make(variable: "VPS_SUPERVISOR_METRICS_ADDRESS", logger: logger)
+            // The flag, else the file's supervisor.metrics_address, else the variable.
+            let configured = metricsAddress ?? (try? SupervisorConfiguration.load(path: config))?.supervisor.metricsAddress
+            exported = try MetricsExport.make(address: try CommonSettings.supervisorMetricsAddress.value(configured), logger: logger)
             supervisor = try Supervisor(options: .init(
                 configurationPath: config,
                 executable: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0],

@@ -4,6 +4,7 @@ import GatewayWorker
 import LeaseInventory
 import Logging
 import ServiceLifecycle
+import Settings
 import Supervision
 import SystemdSupport
 import Telemetry
@@ -57,94 +58,103 @@ struct WorkerCommand: AsyncParsableCommand {
             """
     )
 
-    @Option(name: [.customLong("env"), .customLong("environment")], help: ArgumentHelp("The environment this worker answers for (production, beta, dev, ...).", valueName: "name"))
+    @Option(name: [.customLong(WorkerSettings.environment.flag), .customLong("environment")], help: WorkerSettings.environment.argumentHelp)
     var environment: String?
 
-    @Option(help: ArgumentHelp("The environment's inventory: sqlite:PATH, or the platform's database as postgres://USER@HOST[:PORT]/DB[?sslmode=disable|prefer|require|verify-full] (no password in it).", valueName: "url"))
+    @Option(name: .customLong(WorkerSettings.inventory.flag), help: WorkerSettings.inventory.argumentHelp)
     var inventory: String?
 
-    @Option(help: ArgumentHelp("File holding the PostgreSQL inventory's password. Default: $VPS_INVENTORY_PASSWORD_FILE, else the systemd credential inventory-password ($CREDENTIALS_DIRECTORY/inventory-password) when present.", valueName: "path"))
+    @Option(name: .customLong(WorkerSettings.inventoryPasswordFile.flag), help: WorkerSettings.inventoryPasswordFile.argumentHelp)
     var inventoryPasswordFile: String?
 
-    @Option(help: ArgumentHelp("This instance's id, unique among the gateway's clients. Default: the host name.", valueName: "id"))
+    @Option(name: .customLong(WorkerSettings.instanceID.flag), help: WorkerSettings.instanceID.argumentHelp)
     var instanceID: String?
 
-    @Option(help: ArgumentHelp("This worker's node name, sent when an endpoint has none. Default: the host name.", valueName: "name"))
+    @Option(name: .customLong(WorkerSettings.node.flag), help: WorkerSettings.node.argumentHelp)
     var node: String?
 
-    @Option(help: ArgumentHelp("The gateway to dial (wins over VPS_GATEWAY_URL).", valueName: "url"))
+    @Option(name: .customLong(WorkerSettings.gatewayURL.flag), help: WorkerSettings.gatewayURL.argumentHelp)
     var gatewayURL: String?
 
-    @Option(help: ArgumentHelp("File holding the shared secret (wins over VPS_GATEWAY_API_SECRET).", valueName: "path"))
+    @Option(name: .customLong(WorkerSettings.apiSecretFile.flag), help: WorkerSettings.apiSecretFile.argumentHelp)
     var apiSecretFile: String?
 
-    @Option(help: ArgumentHelp("Requests handled at once, over all streams; more are answered `unavailable` (the gateway retries them).", valueName: "count"))
-    var maxConcurrent = 256
+    @Option(name: .customLong(WorkerSettings.maxConcurrent.flag), help: WorkerSettings.maxConcurrent.argumentHelp)
+    var maxConcurrent: String?
 
-    @Option(help: ArgumentHelp("How often the worker sends a heartbeat.", valueName: "duration"))
-    var heartbeatInterval = DurationArgument(.seconds(30), text: "30s")
+    @Option(name: .customLong(WorkerSettings.heartbeatInterval.flag), help: WorkerSettings.heartbeatInterval.argumentHelp)
+    var heartbeatInterval: String?
 
-    @Option(help: ArgumentHelp("How often the worker pings the gateway at the HTTP/2 level, so idle connections are kept and dead ones noticed. Must not be below the gateway's --min-client-ping-interval.", valueName: "duration"))
-    var keepaliveInterval = DurationArgument(.seconds(30), text: "30s")
+    @Option(name: .customLong(WorkerSettings.keepaliveInterval.flag), help: WorkerSettings.keepaliveInterval.argumentHelp)
+    var keepaliveInterval: String?
 
-    @Option(help: ArgumentHelp("First reconnect delay.", valueName: "duration"))
-    var backoffInitial = DurationArgument(.seconds(1), text: "1s")
+    @Option(name: .customLong(WorkerSettings.backoffInitial.flag), help: WorkerSettings.backoffInitial.argumentHelp)
+    var backoffInitial: String?
 
-    @Option(help: ArgumentHelp("Largest reconnect delay.", valueName: "duration"))
-    var backoffMax = DurationArgument(.seconds(60), text: "60s")
+    @Option(name: .customLong(WorkerSettings.backoffMax.flag), help: WorkerSettings.backoffMax.argumentHelp)
+    var backoffMax: String?
 
-    @Option(help: ArgumentHelp("Final answers remembered by request id, so a request the gateway repeats (after its crash) is answered without running the handler again; 0 turns it off.", valueName: "count"))
-    var responseCacheSize = 100_000
+    @Option(name: .customLong(WorkerSettings.responseCacheSize.flag), help: WorkerSettings.responseCacheSize.argumentHelp)
+    var responseCacheSize: String?
 
-    @Option(help: ArgumentHelp("How long an answer stays in the response cache.", valueName: "duration"))
-    var responseCacheTTL = DurationArgument(.seconds(600), text: "10m")
+    @Option(name: .customLong(WorkerSettings.responseCacheTTL.flag), help: WorkerSettings.responseCacheTTL.argumentHelp)
+    var responseCacheTTL: String?
 
-    @Option(help: ArgumentHelp("For https:// gateways: trust only certificates chaining to this PEM CA (default: the system's roots).", valueName: "path"))
+    @Option(name: .customLong(WorkerSettings.tlsCA.flag), help: WorkerSettings.tlsCA.argumentHelp)
     var tlsCa: String?
 
-    @Option(help: ArgumentHelp("For https:// gateways that require client certificates: this PEM certificate chain (with --tls-key).", valueName: "path"))
+    @Option(name: .customLong(WorkerSettings.tlsCertificate.flag), help: WorkerSettings.tlsCertificate.argumentHelp)
     var tlsCertificate: String?
 
-    @Option(help: ArgumentHelp("The PEM private key of --tls-certificate.", valueName: "path"))
+    @Option(name: .customLong(WorkerSettings.tlsKey.flag), help: WorkerSettings.tlsKey.argumentHelp)
     var tlsKey: String?
 
-    @Option(help: ArgumentHelp("On shutdown, how long requests in flight get after `drain`; the process exits within this plus 3 s.", valueName: "duration"))
-    var shutdownGrace = DurationArgument(.seconds(5), text: "5s")
+    @Option(name: .customLong(WorkerSettings.shutdownGrace.flag), help: WorkerSettings.shutdownGrace.argumentHelp)
+    var shutdownGrace: String?
 
-    @Option(help: ArgumentHelp("For tests and benchmarks: delay every answer by this long, as a slow database would.", valueName: "duration"))
-    var simulateLatency: DurationArgument?
+    @Option(name: .customLong(WorkerSettings.simulateLatency.flag), help: WorkerSettings.simulateLatency.argumentHelp)
+    var simulateLatency: String?
+
+    @Option(name: .customLong(WorkerSettings.metricsAddress.flag), help: WorkerSettings.metricsAddress.argumentHelp)
+    var metricsAddress: String?
 
     @OptionGroup var logging: LogOptions
-
-    @OptionGroup var metrics: MetricsOptions
 
     @Flag(help: "Shut down when stdin reaches end-of-file: the supervisor's lifeline, so no child outlives it.")
     var lifelineStdin = false
 
+    /// Each setting with the text the command line gave for it, for the checks below.
+    private var given: [(setting: any AnySetting, text: String?)] {
+        typealias S = WorkerSettings
+        return [
+            (S.environment, environment), (S.inventory, inventory), (S.inventoryPasswordFile, inventoryPasswordFile),
+            (S.instanceID, instanceID), (S.node, node), (S.gatewayURL, gatewayURL), (S.apiSecretFile, apiSecretFile),
+            (S.maxConcurrent, maxConcurrent), (S.heartbeatInterval, heartbeatInterval), (S.keepaliveInterval, keepaliveInterval),
+            (S.backoffInitial, backoffInitial), (S.backoffMax, backoffMax), (S.responseCacheSize, responseCacheSize),
+            (S.responseCacheTTL, responseCacheTTL), (S.tlsCA, tlsCa), (S.tlsCertificate, tlsCertificate), (S.tlsKey, tlsKey),
+            (S.shutdownGrace, shutdownGrace), (S.simulateLatency, simulateLatency), (S.metricsAddress, metricsAddress),
+        ]
+    }
+
     func validate() throws {
-        _ = try heartbeatInterval.requirePositive("--heartbeat-interval")
-        _ = try backoffInitial.requirePositive("--backoff-initial")
-        _ = try keepaliveInterval.requirePositive("--keepalive-interval")
-        _ = try backoffMax.requirePositive("--backoff-max")
-        _ = try shutdownGrace.requirePositive("--shutdown-grace")
+        try checkCommandLine(given)
         guard (tlsCertificate == nil) == (tlsKey == nil) else { throw ValidationError("give --tls-certificate and --tls-key together") }
-        guard backoffMax.duration >= backoffInitial.duration else {
-            throw ValidationError("--backoff-max (\(backoffMax)) must not be below --backoff-initial (\(backoffInitial))")
+        let initial = try WorkerSettings.backoffInitial.value(backoffInitial), maximum = try WorkerSettings.backoffMax.value(backoffMax)
+        guard maximum >= initial else {
+            throw ValidationError("--backoff-max (\(maximum.settingText)) must not be below --backoff-initial (\(initial.settingText))")
         }
-        guard responseCacheSize >= 0 else { throw ValidationError("--response-cache-size must not be negative") }
-        guard maxConcurrent >= 1 else { throw ValidationError("--max-concurrent must be at least 1, got \(maxConcurrent)") }
     }
 
     func run() async throws {
-        let environmentName = environment ?? Environment.value("VPS_ENVIRONMENT") ?? "unknown"
+        let environmentName = (try? WorkerSettings.environment.value(environment)) ?? "unknown"
         let logger = try logging.makeLogger(label: "worker-\(environmentName)", identifier: "vps-gateway-worker-\(environmentName)")
         let worker: Worker
         let opened: InventoryOpener.Opened
         let exported: (registry: MetricsRegistry, server: MetricsServer)?
         do {
-            exported = try metrics.make(variable: "VPS_WORKER_METRICS_ADDRESS", logger: logger)
+            exported = try MetricsExport.make(address: try WorkerSettings.metricsAddress.value(metricsAddress), logger: logger)
             let configuration = try makeConfiguration()
-            let inventoryURL = try inventory ?? Environment.value("VPS_INVENTORY_URL")
+            let inventoryURL = try WorkerSettings.inventory.value(inventory)
                 ?? { throw ConfigurationProblem("no inventory: give --inventory sqlite:PATH or set VPS_INVENTORY_URL") }()
             opened = try await InventoryOpener.open(url: inventoryURL, password: try InventoryPassword.load(file: inventoryPasswordFile, for: inventoryURL), logger: logger)
             let inventory = opened.inventory
@@ -158,8 +168,8 @@ struct WorkerCommand: AsyncParsableCommand {
             var onInventoryError: (@Sendable () -> Void)?
             if let registry { onInventoryError = { registry.increment(Metric.workerInventoryErrors) } }
             let lookup = FindVPSByLeaseHandler(inventory: inventory, onInventoryError: onInventoryError)
-            if let simulateLatency {
-                handlers.register(RequestMethods.findVPSByLease, DelayedHandler(lookup, delay: simulateLatency.duration))
+            if let simulateLatency = try WorkerSettings.simulateLatency.value(simulateLatency) {
+                handlers.register(RequestMethods.findVPSByLease, DelayedHandler(lookup, delay: simulateLatency))
             } else {
                 handlers.register(RequestMethods.findVPSByLease, lookup)
             }
@@ -191,7 +201,8 @@ struct WorkerCommand: AsyncParsableCommand {
     }
 
     func makeConfiguration() throws -> Worker.Configuration {
-        guard let environment = environment ?? Environment.value("VPS_ENVIRONMENT") else {
+        typealias S = WorkerSettings
+        guard let environment = try S.environment.value(environment) else {
             throw ConfigurationProblem("no environment: give --env NAME (production, beta, dev, ...) or set VPS_ENVIRONMENT")
         }
         let endpoints: [GatewayEndpoint]
@@ -200,7 +211,7 @@ struct WorkerCommand: AsyncParsableCommand {
         } else if let list = Environment.value("VPS_NODE_GATEWAY_ENDPOINTS") {
             endpoints = try GatewayEndpoint.parseList(list)
         } else {
-            endpoints = [try GatewayEndpoint(url: Environment.value("VPS_GATEWAY_URL") ?? "http://127.0.0.1:1537", source: "VPS_GATEWAY_URL")]
+            endpoints = [try GatewayEndpoint(url: try S.gatewayURL.value(nil), source: "VPS_GATEWAY_URL")]
         }
         let secret = try SecretSource.load(file: apiSecretFile, fileVariable: "VPS_GATEWAY_API_SECRET_FILE", variable: "VPS_GATEWAY_API_SECRET")
         let host = Environment.hostName
@@ -209,16 +220,16 @@ struct WorkerCommand: AsyncParsableCommand {
         )
         configuration.node = node ?? host
         configuration.version = BuildInfo.version
-        configuration.maxConcurrentRequests = maxConcurrent
-        configuration.shutdownGracePeriod = shutdownGrace.duration
+        configuration.maxConcurrentRequests = try S.maxConcurrent.value(maxConcurrent)
+        configuration.shutdownGracePeriod = try S.shutdownGrace.value(shutdownGrace)
         configuration.tls.trustRoots = tlsCa
         configuration.tls.certificateChain = tlsCertificate
         configuration.tls.privateKey = tlsKey
-        configuration.heartbeatInterval = heartbeatInterval.duration
-        configuration.keepaliveInterval = keepaliveInterval.duration
-        configuration.responseCacheSize = responseCacheSize
-        configuration.responseCacheLifetime = responseCacheTTL.duration
-        configuration.backoff = Backoff.Configuration(initial: backoffInitial.duration, maximum: backoffMax.duration)
+        configuration.heartbeatInterval = try S.heartbeatInterval.value(heartbeatInterval)
+        configuration.keepaliveInterval = try S.keepaliveInterval.value(keepaliveInterval)
+        configuration.responseCacheSize = try S.responseCacheSize.value(responseCacheSize)
+        configuration.responseCacheLifetime = try S.responseCacheTTL.value(responseCacheTTL)
+        configuration.backoff = Backoff.Configuration(initial: try S.backoffInitial.value(backoffInitial), maximum: try S.backoffMax.value(backoffMax))
         return configuration
     }
 }

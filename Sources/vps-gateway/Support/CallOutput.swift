@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Settings
 import GatewayAdminClient
 import GatewayBench
 import GatewayProtocol
@@ -51,7 +52,7 @@ extension AdminCallResponse {
 /// Runs an admin-socket operation, turning its errors into messages and exit codes.
 func withAdmin<Result: Sendable>(_ socket: AdminSocketOption, _ body: @Sendable (AdminClient) async throws -> Result) async throws -> Result {
     do {
-        return try await AdminClient.connect(socketPath: socket.path, body)
+        return try await AdminClient.connect(socketPath: try socket.path, body)
     } catch let error as AdminClientError {
         throw fail(error.message, Exit.code(for: error))
     }

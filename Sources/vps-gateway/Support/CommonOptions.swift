@@ -2,28 +2,25 @@ import ArgumentParser
 import Foundation
 import GatewayJournal
 import Logging
+import Settings
 import LogOutput
 import SystemdSupport
 import Telemetry
 
 /// Logging flags of the long-running roles.
 struct LogOptions: ParsableArguments {
-    @Option(help: ArgumentHelp(
-        "Lowest level logged: trace, debug, info, notice, warning, error, critical. Env: VPS_GATEWAY_LOG_LEVEL.",
-        valueName: "level"
-    ))
+    @Option(name: .customLong(CommonSettings.logLevel.flag), help: CommonSettings.logLevel.argumentHelp)
     var logLevel: String?
 
-    @Option(help: ArgumentHelp("Where and how to log: text or json lines on stderr, or journal (native journald fields). Default: journal when stderr is journald's stream, else text. Env: VPS_GATEWAY_LOG_FORMAT.", valueName: "format"))
+    @Option(name: .customLong(CommonSettings.logFormat.flag), help: CommonSettings.logFormat.argumentHelp)
     var logFormat: String?
 
     func validate() throws {
-        _ = try level()
-        _ = try format()
+        try checkCommandLine([(CommonSettings.logLevel, logLevel), (CommonSettings.logFormat, logFormat)])
     }
 
     func level() throws -> Logger.Level {
-        let text = logLevel ?? Environment.value("VPS_GATEWAY_LOG_LEVEL") ?? "info"
+        let text = try CommonSettings.logLevel.value(logLevel)
         guard let level = Logger.Level(rawValue: text.lowercased()) else {
             throw ValidationError("log level '\(text)' is not one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
         }
@@ -32,7 +29,7 @@ struct LogOptions: ParsableArguments {
 
     /// nil: journald.
     func format() throws -> StderrLogHandler.Format? {
-        guard let text = logFormat ?? Environment.value("VPS_GATEWAY_LOG_FORMAT") else {
+        guard let text = try CommonSettings.logFormat.value(logFormat) else {
             return JournaldLogHandler.stderrIsJournal ? nil : .text
         }
         if text.lowercased() == "journal" { return nil }
@@ -54,17 +51,14 @@ struct LogOptions: ParsableArguments {
     }
 }
 
-/// The admin socket of the client commands.
+/// The admin socket of the client commands: the gateway's own setting.
 struct AdminSocketOption: ParsableArguments {
-    static let defaultPath = "/run/vps-gateway/admin.sock"
-
-    @Option(help: ArgumentHelp(
-        "The gateway's admin socket. Env: GATEWAY_ADMIN_SOCKET. Default: \(defaultPath).",
-        valueName: "path"
-    ))
+    @Option(name: .customLong(GatewaySettings.adminSocket.flag), help: GatewaySettings.adminSocket.argumentHelp)
     var adminSocket: String?
 
-    var path: String { adminSocket ?? Environment.value("GATEWAY_ADMIN_SOCKET") ?? Self.defaultPath }
+    var path: String {
+        get throws { try GatewaySettings.adminSocket.value(adminSocket) }
+    }
 }
 
 /// Where a call goes and how long it may take; shared by `call`, `lookup` and `bench`.
@@ -104,27 +98,33 @@ func printJSON(_ value: some Encodable) throws {
 
 /// Where the journal's migrations are (see `MigrationSet.locate`).
 struct MigrationsOption: ParsableArguments {
-    @Option(help: ArgumentHelp(
-        "The journal's migrations directory. Env: VPS_GATEWAY_MIGRATIONS. Default: ../share/vps-gateway/migrations next to the binary, else migrations/ of the source tree.",
-        valueName: "dir"
-    ))
+    @Option(name: .customLong(CommonSettings.migrations.flag), help: CommonSettings.migrations.argumentHelp)
     var migrations: String?
 
     func load() throws -> MigrationSet {
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        return try MigrationSet.locate(explicit: migrations ?? Environment.value("VPS_GATEWAY_MIGRATIONS"), executable: executable)
+        return try MigrationSet.locate(explicit: try CommonSettings.migrations.value(migrations), executable: executable)
     }
 }
 
-/// `--metrics-address HOST:PORT`: Prometheus metrics at `/metrics`, off by default.
-struct MetricsOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464). Default: off. Env: VPS_GATEWAY_METRICS_ADDRESS for the gateway, VPS_WORKER_METRICS_ADDRESS for a worker, VPS_SUPERVISOR_METRICS_ADDRESS for the supervisor.", valueName: "host:port"))
-    var metricsAddress: String?
-
+/// Prometheus metrics at `http://HOST:PORT/metrics`, off unless an address is given.
+enum MetricsExport {
     /// The registry to record into and the server that exports it; nil when metrics are off.
-    func make(variable: String, logger: Logger) throws -> (registry: MetricsRegistry, server: MetricsServer)? {
-        guard let address = metricsAddress ?? Environment.value(variable) else { return nil }
+    static func make(address: String?, logger: Logger) throws -> (registry: MetricsRegistry, server: MetricsServer)? {
+        guard let address else { return nil }
         let registry = MetricsRegistry()
         return (registry, try MetricsServer(address: address, registry: registry, logger: logger))
+    }
+}
+
+extension AnySetting {
+    /// The setting's help for `--help`: its summary, variable and default, and its value's name.
+    var argumentHelp: ArgumentHelp { ArgumentHelp(help, valueName: valueName) }
+}
+
+/// A usage error for the first text given on the command line that its setting refuses.
+func checkCommandLine(_ given: [(setting: any AnySetting, text: String?)]) throws {
+    for (setting, text) in given {
+        if let text, let problem = setting.problem(with: text, from: .commandLine) { throw ValidationError(problem) }
     }
 }

@@ -109,7 +109,7 @@ public struct AnyRequestMethod: Sendable {
             do {
                 return .verdict(method.judge(try method.decodeResponse(payload)))
             } catch {
-                return .undecodable("the response payload is not a \(Response.self) (\(payload.count) bytes)")
+                return .undecodable("the response payload is not a \(method.name) response (\(payload.count) bytes)")
             }
         }
         self.json = method.json

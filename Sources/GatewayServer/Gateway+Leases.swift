@@ -60,7 +60,7 @@ struct MethodCaller: Sendable {
         case .ok:
             // The router judged this payload by the method's rule already; it decodes.
             guard let answer, let response = try? method.decodeResponse(from: answer) else {
-                return .unanswered("the answer is not a \(Response.self)")
+                return .unanswered("the answer is not a \(method.name) response")
             }
             return .answered(response)
         case .notFound:

@@ -52,7 +52,7 @@ package struct RegisteredHandler: Sendable {
             do {
                 request = try method.decodeRequest(from: payload)
             } catch {
-                throw HandlerError.invalidArgument("payload (\(payload.count) bytes) is not a \(Handler.Request.self): \(error)")
+                throw HandlerError.invalidArgument("payload (\(payload.count) bytes) is not a \(method.name) request: \(error)")
             }
             return try method.encode(response: try await handler.handle(request, context: context))
         }

@@ -27,7 +27,7 @@ struct SecretAndClassifierTests {
         let injected = try FindVPSByLeaseResponse.with { $0.vpsID = "v\n10.0.0.9 bank" }.serializedBytes() as Data
         #expect(classify(.success(requestID: "r", payload: named)) == .found)
         #expect(classify(.success(requestID: "r", payload: Data())) == .notFound)
-        #expect(classify(.success(requestID: "r", payload: Data([0x0a, 0x10]))) == .failed("internal: the response payload is not a Obiente_Cloud_Vps_V1_FindVPSByLeaseResponse (2 bytes)", permanent: false))
+        #expect(classify(.success(requestID: "r", payload: Data([0x0a, 0x10]))) == .failed("internal: the response payload is not a FindVPSByLease response (2 bytes)", permanent: false))
         guard case .refused(let why) = classify(.success(requestID: "r", payload: injected)) else {
             Issue.record("an id that is not a DNS label was not refused")
             return

@@ -155,8 +155,6 @@ public final class Supervisor: Sendable {
                     }
                 }
             }
-            notifier.stopping(status: escalation.map { "stopping: \($0.message)" } ?? "stopping")
-            logger.notice("supervisor stopping", metadata: ["reason": "\(escalation?.message ?? "signal")"])
             // Workers, then the gateway, each get the grace; SIGKILL ends either wait. The
             // limit only fires if reaping itself hangs.
             let grace = state.withLock { $0.configuration.supervisor.shutdownGrace }
@@ -166,6 +164,9 @@ public final class Supervisor: Sendable {
                     "running": "\(self.runningParts.withLock { $0.keys.sorted() })",
                 ]
             }
+            // After the deadline is armed: nothing said to systemd may hold up the stop.
+            notifier.stopping(status: escalation.map { "stopping: \($0.message)" } ?? "stopping")
+            logger.notice("supervisor stopping", metadata: ["reason": "\(escalation?.message ?? "signal")"])
             group.addTask { await self.part("second signal") { await self.killOnSecondSignal() } }
             await stopAll()
             group.cancelAll()
@@ -336,21 +337,22 @@ public final class Supervisor: Sendable {
             let (ready, status, allPinging) = state.withLock { state in
                 (self.readiness(state), self.statusLine(state), self.healthy(state))
             }
+            // A message the manager's full queue dropped is sent again on the next tick.
             if ready && !state.withLock({ $0.readySent }) {
-                state.withLock {
-                    $0.readySent = true
-                    $0.reportedStatus = status
+                if notifier.ready(status: status) || !notifier.isSupervised {
+                    state.withLock {
+                        $0.readySent = true
+                        $0.reportedStatus = status
+                    }
+                    logger.notice("supervisor ready", metadata: ["status": "\(status)"])
                 }
-                notifier.ready(status: status)
-                logger.notice("supervisor ready", metadata: ["status": "\(status)"])
             } else if state.withLock({ state in
                 // Compared with what systemd has, not with what this loop sent last: a
                 // reload reports its own line, and a change that came and went between two
                 // ticks must not leave that one standing.
-                defer { state.reportedStatus = status }
-                return status != state.reportedStatus
-            }) {
-                notifier.status(status)
+                status != state.reportedStatus
+            }), notifier.status(status) || !notifier.isSupervised {
+                state.withLock { $0.reportedStatus = status }
             }
             if let watchdog {
                 sinceWatchdog += tick
@@ -460,7 +462,14 @@ public final class Supervisor: Sendable {
             state.reportedStatus = statusLine(state)
             return (state.reportedStatus, state.readySent)
         }
-        if ready { notifier.ready(status: status) } else { notifier.status(status) }
+        let sent = ready ? notifier.ready(status: status) : notifier.status(status)
+        if !sent && notifier.isSupervised {
+            // Dropped (the manager's queue is full): the reporter sends both again.
+            state.withLock { state in
+                state.reportedStatus = ""
+                if ready { state.readySent = false }
+            }
+        }
     }
 
     /// Writes the configured environments for the gateway (`--environments-file`), atomically:

@@ -80,13 +80,16 @@ public struct NotifyReporter: Service {
                 }
                 // Cancelled while waiting (shutdown before ready): say nothing.
                 if Task.isCancelled { return }
+                // A message the manager's full queue dropped is sent again on the next tick.
                 var last = status()
-                notifier.ready(status: last)
+                var readySent = notifier.ready(status: last)
                 while !Task.isCancelled {
                     try? await Task.sleep(for: statusInterval)
                     let current = status()
-                    if current != last {
-                        notifier.status(current)
+                    if !readySent {
+                        readySent = notifier.ready(status: current)
+                        last = current
+                    } else if current != last, notifier.status(current) {
                         last = current
                     }
                 }

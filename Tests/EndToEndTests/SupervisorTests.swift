@@ -207,6 +207,22 @@ struct SupervisorTests {
         }
     }
 
+    @Test("a service manager that stops reading its notify socket does not hang the supervisor: with the queue full, SIGTERM still ends in exit 0 within its bound")
+    func fullNotifyQueueDoesNotHang() async throws {
+        try await Cluster.with { cluster in
+            let notify = try NotifySocket(path: cluster.directory + "/supervisor-notify.sock")
+            let supervisor = try startSupervisor(cluster, environments: [("production", try cluster.inventory("production"))], notify: notify)
+            #expect(await notify.waitFor("READY=1"))
+            // From here on nothing reads: every WATCHDOG=1, STATUS= and the STOPPING=1 of the
+            // stop meet a full queue. (libsystemd's blocking sd_notify hung here for good.)
+            #expect(notify.fillQueue() > 0)
+            supervisor.signal(SIGTERM)
+            let status = await supervisor.waitForExit(timeout: .seconds(40))
+            #expect(status == 0, "supervisor exited \(String(describing: status)):\n\(supervisor.log.suffix(3000))")
+            #expect(!supervisor.log.contains("did not stop within its shutdown limit"))
+        }
+    }
+
     @Test("SIGTERM with a SIGSTOPped worker: the supervisor kills it after the grace and exits 0 within its bound")
     func stopWithStoppedChild() async throws {
         try await Cluster.with { cluster in

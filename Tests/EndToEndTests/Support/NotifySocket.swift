@@ -47,6 +47,33 @@ final class NotifySocket: Sendable {
         return received.withLock { $0 }
     }
 
+    /// Fills the socket's receive queue from another socket, as a manager that stopped
+    /// reading would have it; returns how many datagrams it took (until the kernel refused).
+    @discardableResult
+    func fillQueue() -> Int {
+        let sender = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        defer { close(sender) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            for (index, byte) in path.utf8.prefix(buffer.count - 1).enumerated() { buffer[index] = byte }
+        }
+        let filler = Array("X-TEST-FILLER=1".utf8)
+        var count = 0
+        while count < 100_000 {
+            let sent = filler.withUnsafeBytes { bytes in
+                withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        sendto(sender, bytes.baseAddress, bytes.count, Int32(MSG_DONTWAIT), $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                    }
+                }
+            }
+            guard sent > 0 else { break }
+            count += 1
+        }
+        return count
+    }
+
     /// Waits (time-limited) for a message containing `text`.
     func waitFor(_ text: String, timeout: Duration = .seconds(15)) async -> Bool {
         await poll(timeout: timeout) { self.messages.contains { $0.contains(text) } }

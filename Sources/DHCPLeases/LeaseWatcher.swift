@@ -24,14 +24,14 @@ public final class LeaseWatcher: Sendable {
         public var hostsFile: String
         /// dnsmasq's `--pid-file`, to SIGHUP it after the hosts file changed; nil: no signal.
         public var dnsmasqPidFile: String?
-        /// Reconcile at least this often. Default 30 s.
+        /// Reconcile at least this often. Default: `GatewaySettings.reconcileInterval`.
         public var reconcileInterval: Duration
-        /// Believe a `not_found` this long before asking again. Default 5 min.
+        /// Believe a `not_found` this long before asking again. Default: `GatewaySettings.negativeCacheTTL`.
         public var negativeCacheTTL: Duration
         /// Ask again this long after a failed lookup. Default 30 s.
         public var failureRetryDelay: Duration
         /// Ask again this long after a lease's owner was found (the VPS may be gone).
-        /// Default 10 min.
+        /// Default: `GatewaySettings.ownerRecheck`.
         public var positiveRecheck: Duration
         /// Hostnames taken to name a VPS, whose leases are not looked up; nil (the default)
         /// looks every lease up by MAC and IP. Opting in lets a tenant's VM that calls itself

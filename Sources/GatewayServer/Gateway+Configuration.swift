@@ -12,48 +12,48 @@ extension Gateway {
         public var listenPort: Int
         /// The shared secret every stream must present in `x-api-secret`. Required.
         public var apiSecret: String
-        /// The Unix socket of the admin API. Default `/run/vps-gateway/admin.sock`.
+        /// The Unix socket of the admin API. Default: `GatewaySettings.adminSocket`.
         public var adminSocketPath: String
-        /// How long a new stream has to send `register`. Default 10 s.
+        /// How long a new stream has to send `register`. Default: `GatewaySettings.registrationTimeout`.
         public var registrationTimeout: Duration
-        /// How often the gateway sends `heartbeat` on each stream. Default 30 s.
+        /// How often the gateway sends `heartbeat` on each stream. Default: `GatewaySettings.heartbeatInterval`.
         public var heartbeatInterval: Duration
         /// A stream silent for this many heartbeat intervals is evicted. Default 3.
         public var missedHeartbeatsBeforeEviction: Int
         /// Messages that may wait to be written to one stream before sends to it fail at
-        /// once (so a client that does not read cannot stall anyone). Default 1024.
+        /// once (so a client that does not read cannot stall anyone). Default: `GatewaySettings.sendQueue`.
         public var sendQueueCapacity: Int
-        /// The timeout of a call whose caller gave none. Default 10 s.
+        /// The timeout of a call whose caller gave none. Default: `GatewaySettings.defaultTimeout`.
         public var defaultCallTimeout: Duration
         /// The longest timeout a caller may ask for. Default 5 min.
         public var maxCallTimeout: Duration
-        /// The largest message accepted on a stream or the admin socket. Default 4 MiB.
+        /// The largest message accepted on a stream or the admin socket. Default: `GatewaySettings.maxMessageSize`.
         public var maxMessageBytes: Int
-        /// Streams a client may open at once on one connection. Default 256.
+        /// Streams a client may open at once on one connection. Default: `GatewaySettings.maxConcurrentStreams`.
         public var maxConcurrentStreams: Int
-        /// The largest request header block. Default 16 KiB.
+        /// The largest request header block. Default: `GatewaySettings.maxHeaderListSize`.
         public var maxHeaderListSize: Int
         /// Connections open at once on the stream port (and on the admin socket); more are
-        /// closed as they arrive. Default 4,096.
+        /// closed as they arrive. Default: `GatewaySettings.maxConnections`.
         public var maxConnections: Int
         /// Instances registered at once (new instance ids beyond it are refused with
         /// resource_exhausted); keeps `ListClients` under the admin client's 4 MiB even with
-        /// every registration at its 4 KiB cap. Default 256.
+        /// every registration at its 4 KiB cap. Default: `GatewaySettings.maxClients`.
         public var maxClients: Int
         /// A connection without an open stream (one that never sent the HTTP/2 preface, or
-        /// whose streams ended) is closed after this. Default 30 s.
+        /// whose streams ended) is closed after this. Default: `GatewaySettings.idleConnectionTimeout`.
         public var idleConnectionTimeout: Duration
         /// HTTP/2 keepalive pings the gateway sends on a connection that read nothing for this
-        /// long. Default 30 s (with the timeout, a dead peer is found within a minute).
+        /// long. Default: `GatewaySettings.keepaliveInterval` (with the timeout, a dead peer is found within a minute).
         public var keepaliveInterval: Duration
         /// How long a keepalive ping may stay unanswered before the connection is closed.
         /// Default 20 s.
         public var keepaliveTimeout: Duration
         /// The shortest client ping interval the gateway tolerates (clients ping every 30 s
-        /// by default; grpc's own default of 5 min would GOAWAY them). Default 10 s.
+        /// by default; grpc's own default of 5 min would GOAWAY them). Default: `GatewaySettings.minClientPingInterval`.
         public var minClientPingInterval: Duration
         /// On shutdown, how long in-flight calls get to finish after `drain` is sent; the
-        /// ones still unanswered then stay unfinished in the journal. Default 5 s (below the
+        /// ones still unanswered then stay unfinished in the journal. Default: `GatewaySettings.shutdownGrace` (below the
         /// supervisor's 10 s `shutdown_grace`, which ends in SIGKILL).
         public var shutdownGracePeriod: Duration
         /// After the grace period, how long connections get to close after GOAWAY before the
@@ -74,20 +74,20 @@ extension Gateway {
         /// and async ones; the rest wait). Default 256, the workers' default concurrency, so a
         /// replay does not make them refuse work as busy.
         public var maxConcurrentJournalRequests: Int
-        /// Attempts of a request whose attempts keep failing. Default 5.
+        /// Attempts of a request whose attempts keep failing. Default: `GatewaySettings.maxAttempts`.
         public var maxAttempts: Int
         /// The delay before the second attempt; doubled per attempt. Default 100 ms.
         public var retryInitialDelay: Duration
         /// The longest delay between attempts. Default 5 s.
         public var retryMaxDelay: Duration
         /// The largest answer the journal keeps with a finished row; a larger one is given to
-        /// its caller but not stored (the row says so). Default 64 KiB.
+        /// its caller but not stored (the row says so). Default: `GatewaySettings.maxStoredResult`.
         public var maxStoredResultBytes: Int
-        /// Finished journal rows older than this are pruned. Default 7 days.
+        /// Finished journal rows older than this are pruned. Default: `GatewaySettings.journalRetention`.
         public var journalRetention: Duration
-        /// How often finished rows are pruned. Default 30 s.
+        /// How often finished rows are pruned. Default: `GatewaySettings.journalUpkeepInterval`.
         public var pruneInterval: Duration
-        /// How often the journal's WAL is checkpointed and truncated. Default 30 s.
+        /// How often the journal's WAL is checkpointed and truncated. Default: `GatewaySettings.journalUpkeepInterval`.
         public var checkpointInterval: Duration
         /// The DHCP lease watcher; nil runs the gateway without one.
         public var dhcp: LeaseWatcher.Configuration?

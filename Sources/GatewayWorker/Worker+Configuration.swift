@@ -15,24 +15,23 @@ extension Worker {
         public var environment: String
         public var version: String
         /// Requests the worker handles at the same time, over all its streams; more are
-        /// answered `unavailable`.
-        /// Default 256.
+        /// answered `unavailable`. Default: `WorkerSettings.maxConcurrent`.
         public var maxConcurrentRequests: Int
-        /// How often the worker sends `heartbeat`. Default 30 s.
+        /// How often the worker sends `heartbeat`. Default: `WorkerSettings.heartbeatInterval`.
         public var heartbeatInterval: Duration
         /// How long to wait for `registered` after `register`. Default 10 s.
         public var registrationTimeout: Duration
         /// The time a request gets when the gateway sent no deadline. Default 30 s.
         public var defaultRequestTimeout: Duration
-        /// Reconnect delays. Default 1 s doubling to 60 s, 20 % jitter.
+        /// Reconnect delays. Default: `WorkerSettings.backoffInitial` doubling to `backoffMax`, 20 % jitter.
         public var backoff: Backoff.Configuration
         /// A stream that stayed registered this long resets the backoff. Default 10 s.
         public var healthyConnectionDuration: Duration
-        /// HTTP/2 keepalive pings on the connection. Default every 30 s.
+        /// HTTP/2 keepalive pings on the connection. Default: `WorkerSettings.keepaliveInterval`.
         public var keepaliveInterval: Duration
         /// How long a ping may stay unanswered before the connection is dropped. Default 20 s.
         public var keepaliveTimeout: Duration
-        /// On shutdown, how long in-flight requests get after `drain`. Default 5 s.
+        /// On shutdown, how long in-flight requests get after `drain`. Default: `WorkerSettings.shutdownGrace`.
         public var shutdownGracePeriod: Duration
         /// After the grace period and the half-close, how long the gateway gets to end the
         /// stream before the worker drops the connection (a stopped gateway never does).
@@ -54,9 +53,9 @@ extension Worker {
         }
 
         /// Final answers remembered by request id, so a repeated id is answered without
-        /// running its handler again. Default 100,000 (0 turns the cache off).
+        /// running its handler again. Default: `WorkerSettings.responseCacheSize` (0 turns the cache off).
         public var responseCacheSize: Int
-        /// How long an answer is remembered. Default 10 min.
+        /// How long an answer is remembered. Default: `WorkerSettings.responseCacheTTL`.
         public var responseCacheLifetime: Duration
 
         public init(endpoints: [GatewayEndpoint], apiSecret: String, instanceID: String, environment: String) {

@@ -33,6 +33,12 @@ struct CommandLineTests {
             let usable = try await cluster.run(["check-config", good], environment: ["GATEWAY_API_SECRET": "s"])
             #expect(usable.status == 0)
             #expect(usable.output.contains("usable; children: gateway, worker-production"))
+            // Each child's command line, as the supervisor will start it.
+            let usableJSON = try await cluster.run(["check-config", "--json", good], environment: ["GATEWAY_API_SECRET": "s"])
+            let lines = try #require((try JSONSerialization.jsonObject(with: Data(usableJSON.output.utf8)) as? [String: Any])?["command_lines"] as? [String: [String]])
+            let gateway = try #require(lines["gateway"])
+            #expect(gateway.first == "gateway" && gateway.contains("--listen") && gateway[gateway.firstIndex(of: "--listen")! + 1] == "127.0.0.1:1537", "\(gateway)")
+            #expect(lines["worker-production"]?.contains("--gateway-url") == true && usable.output.contains("worker-production: vps-gateway worker --env production"))
             let noSecret = try await cluster.run(["check-config", good])
             #expect(noSecret.status == 78)
             #expect(noSecret.output.contains("no API secret"))

@@ -5,6 +5,7 @@ import Logging
 import Settings
 import Supervision
 import Telemetry
+import TextFormats
 
 struct SuperviseCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -92,6 +93,9 @@ struct CheckConfigCommand: AsyncParsableCommand {
             missing tables are problems; a database that cannot be reached now is only a \
             warning (the workers start and answer `unavailable` until it is back).
 
+            A usable file prints each child's command line as the supervisor will start it: \
+            every setting the file gives, spelled as the child's own flag.
+
             Examples:
               vps-gateway check-config /etc/vps-gateway/vps-gateway.yaml
               vps-gateway check-config --json examples/dev.yaml | jq .problems
@@ -104,19 +108,26 @@ struct CheckConfigCommand: AsyncParsableCommand {
     @Argument(help: ArgumentHelp("The YAML configuration.", valueName: "path"))
     var path: String
 
-    @Flag(help: "Print one JSON object: path, usable, children, problems.")
+    @Flag(help: "Print one JSON object: path, usable, children, command_lines, problems, warnings.")
     var json = false
 
     struct Report: Encodable {
         var path: String
         var usable: Bool
         var children: [String]
+        /// Each child's arguments after the executable, as the supervisor will start it.
+        var commandLines: [String: [String]]
         var problems: [String]
         var warnings: [String]
+
+        enum CodingKeys: String, CodingKey {
+            case path, usable, children, problems, warnings
+            case commandLines = "command_lines"
+        }
     }
 
     func run() async throws {
-        var report = Report(path: path, usable: false, children: [], problems: [], warnings: [])
+        var report = Report(path: path, usable: false, children: [], commandLines: [:], problems: [], warnings: [])
         if let data = FileManager.default.contents(atPath: path) {
             let (configuration, problems) = SupervisorConfiguration.parse(String(decoding: data, as: UTF8.self), source: path)
             report.problems = problems
@@ -126,6 +137,7 @@ struct CheckConfigCommand: AsyncParsableCommand {
                         executable: "vps-gateway", variables: ProcessInfo.processInfo.environment, hostName: Environment.hostName
                     )
                     report.children = specs.map(\.name)
+                    for spec in specs { report.commandLines[spec.name] = spec.arguments }
                     for spec in specs {
                         guard case .worker(let environment) = spec.role else { continue }
                         await checkInventory(of: environment, arguments: spec.arguments, into: &report)
@@ -142,6 +154,9 @@ struct CheckConfigCommand: AsyncParsableCommand {
             try printJSON(report)
         } else if report.usable {
             print("\(path): usable; children: \(report.children.joined(separator: ", "))")
+            for child in report.children {
+                print("  \(child): vps-gateway \((report.commandLines[child] ?? []).map { Printable.escaped($0) }.joined(separator: " "))")
+            }
             for warning in report.warnings { print("warning: \(warning)") }
         } else {
             printError("vps-gateway: '\(path)' has \(report.problems.count) problem(s):\n  - " + report.problems.joined(separator: "\n  - "))
@@ -155,7 +170,7 @@ struct CheckConfigCommand: AsyncParsableCommand {
         func value(_ flag: String) -> String? {
             arguments.firstIndex(of: flag).flatMap { arguments.index(after: $0) < arguments.endIndex ? arguments[arguments.index(after: $0)] : nil }
         }
-        guard let url = value("--inventory") else { return }
+        guard let url = value(WorkerSettings.inventory.option) else { return }
         do {
             guard case .postgres = try InventoryLocation(url: url) else { return }
         } catch {
@@ -164,7 +179,7 @@ struct CheckConfigCommand: AsyncParsableCommand {
         }
         let logger = Logger(label: "check-config") { _ in SwiftLogNoOpLogHandler() }
         do {
-            _ = try await InventoryOpener.open(url: url, password: try InventoryPassword.load(file: value("--inventory-password-file"), for: url), requireReachable: true, logger: logger)
+            _ = try await InventoryOpener.open(url: url, password: try InventoryPassword.load(file: value(WorkerSettings.inventoryPasswordFile.option), for: url), requireReachable: true, logger: logger)
         } catch let error as InventoryError where error.code == .unavailable {
             report.warnings.append("environments \(environment): \(error.message)")
         } catch let error as InventoryError {

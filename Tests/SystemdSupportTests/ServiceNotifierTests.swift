@@ -10,23 +10,28 @@ private final class ManagerSocket {
     let path: String
     let fd: Int32
 
-    init() throws {
-        path = FileManager.default.temporaryDirectory.appendingPathComponent("notify-\(UUID().uuidString.prefix(8)).sock").path
+    /// A file in the temp directory, or with `abstract` a name in the abstract namespace
+    /// (`path` is then `@name`, as `$NOTIFY_SOCKET` writes it).
+    init(abstract: Bool = false) throws {
+        let name = "notify-\(UUID().uuidString.prefix(8))"
+        path = abstract ? "@" + name : FileManager.default.temporaryDirectory.appendingPathComponent(name + ".sock").path
         fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &address.sun_path) { buffer in
             for (index, byte) in path.utf8.enumerated() { buffer[index] = byte }
+            if abstract { buffer[0] = 0 }
         }
+        let length = abstract ? socklen_t(MemoryLayout<sa_family_t>.size + path.utf8.count) : socklen_t(MemoryLayout<sockaddr_un>.size)
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
         }
         guard fd >= 0, bound == 0 else { throw POSIXError(.EADDRINUSE) }
     }
 
     deinit {
         close(fd)
-        unlink(path)
+        if !path.hasPrefix("@") { unlink(path) }
     }
 
     /// Every datagram waiting, oldest first.
@@ -49,6 +54,13 @@ struct ServiceNotifierTests {
         #expect(notifier.ready(status: "up\nand running"))
         #expect(notifier.watchdog())
         #expect(manager.drain() == ["READY=1\nSTATUS=up and running", "WATCHDOG=1"])
+    }
+
+    @Test("an abstract socket name (@name) is reached too")
+    func abstractSocket() throws {
+        let manager = try ManagerSocket(abstract: true)
+        #expect(ServiceNotifier(socket: manager.path).status("abstract"))
+        #expect(manager.drain() == ["STATUS=abstract"])
     }
 
     @Test("a manager that stops reading does not block the sender: once its queue is full a send returns false at once, and sends succeed again after it reads")

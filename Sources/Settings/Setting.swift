@@ -39,8 +39,6 @@ extension Duration: SettingValue {
 /// variable or the YAML key), the text, and what was expected.
 public struct SettingError: Error, CustomStringConvertible, Sendable {
     public let message: String
-    /// True when the text came from the command line (a usage error, not a configuration one).
-    public let fromCommandLine: Bool
     public var description: String { message }
 }
 
@@ -101,12 +99,13 @@ public protocol TypedSetting<Value>: AnySetting {
 extension TypedSetting {
     /// The value `text` stands for, or an error naming `source`, the text and what was expected.
     public func parse(_ text: String, from source: SettingSource) throws(SettingError) -> Value {
-        let name = name(in: source)
+        // The text is printed escaped: it may hold anything a file or variable does.
+        let name = name(in: source), shown = Printable.escaped(text)
         guard let value = Value(settingText: text) else {
-            throw SettingError(message: "\(name) '\(text)' is not \(Value.expected)", fromCommandLine: source.isCommandLine)
+            throw SettingError(message: "\(name) '\(shown)' is not \(Value.expected)")
         }
         if let problem = rule(value) {
-            throw SettingError(message: "\(name) '\(text)' \(problem)", fromCommandLine: source.isCommandLine)
+            throw SettingError(message: "\(name) '\(shown)' \(problem)")
         }
         return value
     }
@@ -199,13 +198,6 @@ public struct OptionalSetting<Value: SettingValue>: TypedSetting {
         _ commandLine: String?, environment: [String: String]? = nil
     ) throws(SettingError) -> Value? {
         try given(commandLine, environment: environment)
-    }
-}
-
-extension SettingSource {
-    var isCommandLine: Bool {
-        if case .commandLine = self { return true }
-        return false
     }
 }
 

@@ -198,11 +198,12 @@ public struct SupervisorConfiguration: Sendable, Equatable {
             problems.append("supervisor.restart_max_delay is below restart_initial_delay")
         }
         if supervisor.childWatchdog < .seconds(1) { problems.append("supervisor.child_watchdog must be at least 1s") }
-        if let level = supervisor.logLevel, !["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) {
-            problems.append("supervisor.log_level '\(level)' is not a log level")
+        // Handed to every child as its log variables: the children's own rules.
+        if let level = supervisor.logLevel, let problem = CommonSettings.logLevel.problem(with: level, from: .file(path: "supervisor.log_level")) {
+            problems.append(problem)
         }
-        if let format = supervisor.logFormat, !["text", "json", "journal"].contains(format) {
-            problems.append("supervisor.log_format '\(format)' is not text, json or journal")
+        if let format = supervisor.logFormat, let problem = CommonSettings.logFormat.problem(with: format, from: .file(path: "supervisor.log_format")) {
+            problems.append(problem)
         }
         return problems
     }

@@ -115,7 +115,7 @@ struct SettingsAgreementTests {
         do {
             _ = try setting.value(nil, environment: [variable: "often"])
         } catch {
-            #expect(error.message.contains(variable) && error.message.contains("'often'") && !error.fromCommandLine)
+            #expect(error.message.contains(variable) && error.message.contains("'often'"))
         }
         #expect(GatewaySettings.dnsmasqPidFile.defaultArgument == nil)
         #expect(try GatewaySettings.dnsmasqPidFile.value(nil, environment: [:]) == nil)

@@ -4,6 +4,7 @@ import GatewayBench
 import GatewayProtocol
 import GatewayWorker
 import LeaseInventory
+import Settings
 import SwiftProtobuf
 import TextFormats
 #if canImport(Glibc)
@@ -130,7 +131,7 @@ struct BenchCommand: AsyncParsableCommand {
     }
 
     private func measureIdleClients(_ count: Int) async throws {
-        let secret = try SecretSource.load(file: nil, fileVariable: "VPS_GATEWAY_API_SECRET_FILE", variable: "VPS_GATEWAY_API_SECRET")
+        let secret = try SecretSource.load(file: nil, setting: WorkerSettings.apiSecretFile, variable: "VPS_GATEWAY_API_SECRET")
         let idle = IdleClients(
             count: count, endpoint: try GatewayEndpoint(url: gatewayURL, source: "--gateway-url"),
             apiSecret: secret, gatewayPID: gatewayPID, hold: hold.duration

@@ -249,7 +249,7 @@ struct GatewayCommand: AsyncParsableCommand {
 
     func makeConfiguration() throws -> Gateway.Configuration {
         typealias S = GatewaySettings
-        let secret = try SecretSource.load(file: apiSecretFile, fileVariable: "GATEWAY_API_SECRET_FILE", variable: "GATEWAY_API_SECRET")
+        let secret = try SecretSource.load(file: apiSecretFile, setting: S.apiSecretFile, variable: "GATEWAY_API_SECRET")
         var configuration = Gateway.Configuration(apiSecret: secret)
         let address = try listen.map(ListenAddress.init) ?? ListenAddress(S.listen.defaultValue).port(try Self.portFromEnvironment())
         configuration.listenHost = address.host

@@ -213,7 +213,7 @@ struct WorkerCommand: AsyncParsableCommand {
         } else {
             endpoints = [try GatewayEndpoint(url: try S.gatewayURL.value(nil), source: "VPS_GATEWAY_URL")]
         }
-        let secret = try SecretSource.load(file: apiSecretFile, fileVariable: "VPS_GATEWAY_API_SECRET_FILE", variable: "VPS_GATEWAY_API_SECRET")
+        let secret = try SecretSource.load(file: apiSecretFile, setting: S.apiSecretFile, variable: "VPS_GATEWAY_API_SECRET")
         let host = Environment.hostName
         var configuration = Worker.Configuration(
             endpoints: endpoints, apiSecret: secret, instanceID: instanceID ?? host, environment: environment

@@ -1,5 +1,6 @@
 import Foundation
 import LeaseInventory
+import Settings
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -21,10 +22,11 @@ enum Environment {
 /// Loads a shared secret from a file (flag) or a variable. A file wins; its trailing newline
 /// is dropped. The secret itself never appears in a message.
 enum SecretSource {
-    static func load(file: String?, fileVariable: String, variable: String) throws -> String {
-        if let path = file ?? Environment.value(fileVariable) { return try read(path, what: "API secret") }
+    /// `file` is the flag's text; `setting` names the flag and its variable.
+    static func load(file: String?, setting: OptionalSetting<String>, variable: String) throws -> String {
+        if let path = try setting.value(file) { return try read(path, what: "API secret") }
         guard let secret = Environment.value(variable) else {
-            throw ConfigurationProblem("no API secret: set \(variable) or give --api-secret-file PATH (or \(fileVariable))")
+            throw ConfigurationProblem("no API secret: set \(variable) or give \(setting.option) PATH (or \(setting.variable ?? setting.option))")
         }
         return secret
     }

@@ -136,7 +136,8 @@ let package = Package(
         ),
         // glibc's malloc.h (malloc_trim), which Swift's Glibc module leaves out.
         .systemLibrary(name: "CMalloc", path: "Sources/CMalloc"),
-        // libsystemd (Debian's libsystemd-dev): sd_notify, sd_watchdog_enabled, sd_journal_sendv.
+        // libsystemd (Debian's libsystemd-dev): sd_watchdog_enabled, sd_journal_sendv (notifications
+        // are sent by hand, non-blocking: see ServiceNotifier).
         .systemLibrary(
             name: "CSystemd",
             pkgConfig: "libsystemd",

@@ -7,7 +7,7 @@ extension Gateway {
     /// Everything the gateway needs to know to run. The CLI maps flags and environment
     /// variables onto it; tests set fields directly.
     public struct Configuration: Sendable {
-        /// Where VPS-service instances dial in. Default `0.0.0.0:1537`.
+        /// Where VPS-service instances dial in. Default: `GatewaySettings.listen`.
         public var listenHost: String
         public var listenPort: Int
         /// The shared secret every stream must present in `x-api-secret`. Required.
@@ -101,9 +101,14 @@ extension Gateway {
         public var clientQuietPeriod: Duration
 
         public init(apiSecret: String) {
-            // The listen address's default is GatewaySettings.listen's.
-            self.listenHost = "0.0.0.0"
-            self.listenPort = 1537
+            // GatewaySettings.listen's default, HOST:PORT.
+            let listen = GatewaySettings.listen.defaultValue
+            let colon = listen.lastIndex(of: ":") ?? listen.endIndex
+            guard colon < listen.endIndex, let port = Int(listen[listen.index(after: colon)...]) else {
+                preconditionFailure("GatewaySettings.listen's default '\(listen)' is not HOST:PORT")
+            }
+            self.listenHost = String(listen[..<colon])
+            self.listenPort = port
             self.apiSecret = apiSecret
             self.adminSocketPath = GatewaySettings.adminSocket.defaultValue
             self.registrationTimeout = GatewaySettings.registrationTimeout.defaultValue

@@ -6,18 +6,15 @@ import Foundation
 /// `$NOTIFY_SOCKET` every call does nothing, so the same code runs under systemd, under the
 /// supervisor and by hand.
 public struct ServiceNotifier: Sendable {
-    /// The socket named at creation; nil reads `$NOTIFY_SOCKET` at each send.
-    private let socketPath: String?
+    /// The manager's socket, read once: `ProcessInfo.environment` copies the whole
+    /// environment on every read, and nothing here changes `$NOTIFY_SOCKET`.
+    private let target: String?
 
     /// - Parameter socket: the manager's socket (a path, or `@name` in the abstract
     ///   namespace); by default `$NOTIFY_SOCKET`.
     public init(socket: String? = nil) {
-        self.socketPath = socket
-    }
-
-    private var target: String? {
-        guard let target = socketPath ?? ProcessInfo.processInfo.environment["NOTIFY_SOCKET"], !target.isEmpty else { return nil }
-        return target
+        let target = socket ?? ProcessInfo.processInfo.environment["NOTIFY_SOCKET"]
+        self.target = target?.isEmpty == false ? target : nil
     }
 
     /// True when a service manager listens.

@@ -345,7 +345,8 @@ struct ListenAddress {
     }
 
     init(_ text: String) throws {
-        let problem = ValidationError("--listen '\(text)' is not HOST:PORT; expected e.g. 0.0.0.0:1537, [::]:1537 or 127.0.0.1:0")
+        // The setting's rule words the error, so the flag and the YAML say the same.
+        let problem = ValidationError(GatewaySettings.listen.problem(with: text, from: .commandLine) ?? "--listen '\(text)' is not HOST:PORT")
         guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
             throw problem
         }

@@ -71,7 +71,7 @@ let package = Package(
         // deadline wait that costs a timer.
         .target(
             name: "AsyncPrimitives",
-            dependencies: ["TextFormats", nioCore, nioPosix],
+            dependencies: [],
             swiftSettings: swiftSettings
         ),
         // The wire contracts: generated protobuf/gRPC code plus the vocabulary around it.
@@ -197,6 +197,16 @@ let package = Package(
                 "TextFormats", "Settings", "GatewayProtocol", "GatewayServer", "GatewayJournal", "DHCPLeases", "GatewayWorker", "LeaseInventory",
                 "GatewayAdminClient", "GatewayBench", "LogOutput", "SystemdSupport", "Supervision", "ProcessLifecycle", "RPCEndpoint", "Telemetry", argumentParser, logging, lifecycle, unixSignals, protobuf, nioPosix, nioCore,
             ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "LogOutputTests",
+            dependencies: ["LogOutput", logging],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "AsyncPrimitivesTests",
+            dependencies: ["AsyncPrimitives"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,7 +1,4 @@
-import NIOCore
-import NIOPosix
 import Synchronization
-import TextFormats
 
 /// Waits until `deadline`, or until the waiting task is cancelled; true when the deadline
 /// passed.
@@ -9,15 +6,14 @@ import TextFormats
 /// For waits that usually end early (a call's deadline, a request's deadline, a wake-up
 /// timeout), instead of `Task.sleep`: a cancelled `Task.sleep` keeps its task's memory (a few
 /// KB) until the original deadline, so one per call held about 90 MB at 4,000 calls/s with
-/// 5 s deadlines (measured with heaptrack). Here the timer is a NIO scheduled task, removed
-/// from its event loop the moment the wait is cancelled.
+/// 5 s deadlines (measured with heaptrack). Here the timer is a ``DeadlineTimers`` entry,
+/// cancelled the moment the wait is.
 public func waitUntil(_ deadline: ContinuousClock.Instant) async -> Bool {
-    let remaining = deadline - .now
-    guard remaining > .zero else { return true }
+    guard deadline > .now else { return true }
     let waiter = DeadlineWaiter()
     return await withTaskCancellationHandler {
         await withCheckedContinuation { continuation in
-            waiter.start(continuation, after: remaining)
+            waiter.start(continuation, at: deadline)
         }
     } onCancel: {
         waiter.finish(deadlinePassed: false)
@@ -29,15 +25,14 @@ public func waitUntil(_ deadline: ContinuousClock.Instant) async -> Bool {
 private final class DeadlineWaiter: Sendable {
     private enum State {
         case idle
-        case waiting(CheckedContinuation<Bool, Never>, Scheduled<Void>)
+        case waiting(CheckedContinuation<Bool, Never>, DeadlineTimers.Timer)
         case finished(deadlinePassed: Bool)
     }
 
     private let state = Mutex(State.idle)
 
-    func start(_ continuation: CheckedContinuation<Bool, Never>, after remaining: Duration) {
-        // Rounded up: the timer must not fire before `deadline` on the caller's clock.
-        let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: .nanoseconds(remaining.wholeNanoseconds + 1)) {
+    func start(_ continuation: CheckedContinuation<Bool, Never>, at deadline: ContinuousClock.Instant) {
+        let timer = DeadlineTimers.shared.schedule(at: deadline) {
             self.finish(deadlinePassed: true)
         }
         let finishedEarly: Bool? = state.withLock { state in
@@ -58,7 +53,7 @@ private final class DeadlineWaiter: Sendable {
     }
 
     func finish(deadlinePassed: Bool) {
-        let waiting = state.withLock { state -> (CheckedContinuation<Bool, Never>, Scheduled<Void>)? in
+        let waiting = state.withLock { state -> (CheckedContinuation<Bool, Never>, DeadlineTimers.Timer)? in
             switch state {
             case .idle:
                 state = .finished(deadlinePassed: deadlinePassed)

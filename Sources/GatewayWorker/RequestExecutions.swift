@@ -10,7 +10,7 @@ import Synchronization
 /// of a request id that is still running joins the run instead of starting another.
 final class RequestExecutions: Sendable {
     private struct Running {
-        let signal = CancelSignal()
+        let ending = RequestEnding()
         /// The send queues of the streams waiting for this answer.
         var replyTo: [ObjectIdentifier: MessageQueue<GatewayMessage>]
         /// Set once answered; the handler may still be unwinding.
@@ -23,7 +23,7 @@ final class RequestExecutions: Sendable {
     }
 
     private let state = Mutex(State())
-    private let started = MessageQueue<(GatewayRequest, CancelSignal)>(capacity: Int.max)
+    private let started = MessageQueue<(GatewayRequest, RequestEnding)>(capacity: Int.max)
 
     var count: Int { state.withLock { $0.running.count } }
 
@@ -31,7 +31,7 @@ final class RequestExecutions: Sendable {
     /// Returns false when it joined.
     @discardableResult
     func start(_ request: GatewayRequest, replyTo: MessageQueue<GatewayMessage>) -> Bool {
-        let signal = state.withLock { state -> CancelSignal? in
+        let ending = state.withLock { state -> RequestEnding? in
             if let running = state.running[request.requestID] {
                 if let answer = running.answer {
                     replyTo.enqueue(.response(answer))
@@ -42,34 +42,34 @@ final class RequestExecutions: Sendable {
             }
             let running = Running(replyTo: [ObjectIdentifier(replyTo): replyTo])
             state.running[request.requestID] = running
-            return running.signal
+            return running.ending
         }
-        guard let signal else { return false }
-        started.enqueue((request, signal))
+        guard let ending else { return false }
+        started.enqueue((request, ending))
         return true
     }
 
     /// The gateway on `replyTo`'s stream no longer needs the answer; the run is cancelled
     /// once no stream waits for it.
     func cancel(_ requestID: String, replyTo: MessageQueue<GatewayMessage>) {
-        let signal = state.withLock { state -> CancelSignal? in
+        let ending = state.withLock { state -> RequestEnding? in
             guard var running = state.running[requestID] else { return nil }
             running.replyTo[ObjectIdentifier(replyTo)] = nil
             state.running[requestID] = running
-            return running.replyTo.isEmpty ? running.signal : nil
+            return running.replyTo.isEmpty ? running.ending : nil
         }
-        signal?.fire()
+        ending?.decide(.cancelled)
     }
 
     /// Runs started requests with `execute` until cancelled. `execute` hands its answer to
     /// the closure it gets as soon as it has one (a cancelled request has none), which sends
     /// it to every stream waiting for it; the run ends when `execute` returns.
-    func run(_ execute: @escaping @Sendable (GatewayRequest, CancelSignal, @escaping @Sendable (GatewayResponse) -> Void) async -> Void) async {
+    func run(_ execute: @escaping @Sendable (GatewayRequest, RequestEnding, @escaping @Sendable (GatewayResponse) -> Void) async -> Void) async {
         await withDiscardingTaskGroup { group in
             while let batch = await started.nextBatch() {
-                for (request, signal) in batch {
+                for (request, ending) in batch {
                     group.addTask {
-                        await execute(request, signal) { response in self.answer(request.requestID, response) }
+                        await execute(request, ending) { response in self.answer(request.requestID, response) }
                         self.finish(request.requestID)
                     }
                 }
@@ -119,32 +119,60 @@ final class RequestExecutions: Sendable {
     }
 }
 
-/// Fired once when the gateway cancels a request; ``wait()`` returns then, or when the
-/// waiting task is cancelled.
-final class CancelSignal: Sendable {
-    private let state = Mutex<(fired: Bool, waiter: CheckedContinuation<Void, Never>?)>((false, nil))
-
-    func fire() {
-        let waiter = state.withLock { state in
-            state.fired = true
-            defer { state.waiter = nil }
-            return state.waiter
-        }
-        waiter?.resume()
+/// How a request ends: the first of the handler's answer, the request's deadline and the
+/// gateway's `cancel` decides, and ``wait()`` returns it. One continuation, not a task per
+/// contender.
+final class RequestEnding: Sendable {
+    enum Ending: Sendable {
+        case answered(GatewayResponse)
+        case deadline
+        case cancelled
     }
 
-    func wait() async {
+    private enum State {
+        case open
+        case waiting(CheckedContinuation<Ending, Never>)
+        case decided(Ending)
+    }
+
+    private let state = Mutex(State.open)
+
+    /// Decides the end unless something came first.
+    func decide(_ ending: Ending) {
+        let waiter = state.withLock { state -> CheckedContinuation<Ending, Never>? in
+            switch state {
+            case .open:
+                state = .decided(ending)
+                return nil
+            case .waiting(let continuation):
+                state = .decided(ending)
+                return continuation
+            case .decided:
+                return nil
+            }
+        }
+        waiter?.resume(returning: ending)
+    }
+
+    /// The end, once decided; the waiting task's cancellation decides `cancelled`.
+    func wait() async -> Ending {
         await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                let resumeNow = state.withLock { state in
-                    if state.fired || Task.isCancelled { return true }
-                    state.waiter = continuation
-                    return false
+                let decided = state.withLock { state -> Ending? in
+                    switch state {
+                    case .open:
+                        state = .waiting(continuation)
+                        return nil
+                    case .decided(let ending):
+                        return ending
+                    case .waiting:
+                        preconditionFailure("a request's end awaited twice")
+                    }
                 }
-                if resumeNow { continuation.resume() }
+                if let decided { continuation.resume(returning: decided) }
             }
         } onCancel: {
-            fire()
+            decide(.cancelled)
         }
     }
 }

@@ -48,8 +48,8 @@ public final class Worker: Service, Sendable {
         try configuration.validate()
         let abandoned = await withTaskGroup(of: Bool.self) { group in
             group.addTask {
-                await self.executions.run { request, signal, answer in
-                    await self.execute(request, cancel: signal, answer: answer)
+                await self.executions.run { request, ending, answer in
+                    await self.execute(request, ending: ending, answer: answer)
                 }
                 return false
             }

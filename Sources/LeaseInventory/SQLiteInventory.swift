@@ -35,10 +35,12 @@ public struct SQLiteInventory: Inventory {
         var configuration = Configuration()
         configuration.readonly = true
         configuration.label = "inventory"
-        configuration.busyMode = .timeout(2)
+        // A lock held by the platform's writer is waited out in `owner`, asleep, not inside
+        // SQLite on a blocked thread.
+        configuration.busyMode = .immediateError
         do {
             database = try DatabaseQueue(path: path, configuration: configuration)
-            try database.read { db in try Self.checkSchema(db, path: path) }
+            try Self.waitingOutLocks { try database.read { db in try Self.checkSchema(db, path: path) } }
         } catch let error as InventoryError {
             throw error
         } catch {
@@ -72,25 +74,58 @@ public struct SQLiteInventory: Inventory {
     /// Indexes a fast lookup needs that this inventory lacks, as `CREATE INDEX` statements an
     /// operator can run on a writable copy. Empty when the inventory has them all.
     public func missingIndexes() throws -> [String] {
-        try database.read { db in
+        try Self.waitingOutLocks { try database.read { db in
             let indexSQL = try String.fetchAll(db, sql: "SELECT lower(sql) FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
                 .map { $0.replacingOccurrences(of: " ", with: "") }
             return InventorySchema.lookupIndexes.filter { statement in
                 let expression = statement.expression.lowercased().replacingOccurrences(of: " ", with: "")
                 return !indexSQL.contains { $0.contains("on\(statement.table)(\(expression))") }
             }.map(\.statement)
-        }
+        } }
     }
 
     /// The owner of the lease with this MAC or IP, or nil when the inventory has none.
+    ///
+    /// The query runs on the caller's thread: it takes microseconds, and the hop to GRDB's
+    /// queue and back cost more than the query (5 % of a loaded worker's CPU). A database
+    /// locked by a writer would block that thread, so SQLite gives up at once instead and the
+    /// lookup sleeps and tries again, for up to ``busyTimeout``.
     public func owner(mac: MACAddress?, ip: String?) async throws -> LeaseOwner? {
-        do {
-            // No transaction around the lookup: each query stands alone and the database is
-            // opened read-only, so the BEGIN/COMMIT pair of `read` would be pure overhead.
-            return try await database.unsafeRead { db in try self.lookup(db, mac: mac, ip: ip) }
-        } catch {
-            throw InventoryError(code: .queryFailed, message: "inventory '\(path)' lookup failed", cause: error)
+        let giveUp = ContinuousClock.now + Self.busyTimeout
+        var pause = Duration.milliseconds(1)
+        while true {
+            do {
+                return try lookupHere(mac: mac, ip: ip)
+            } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY && ContinuousClock.now < giveUp {
+                try await Task.sleep(for: pause)
+                pause = min(pause * 2, .milliseconds(50))
+            } catch {
+                throw InventoryError(code: .queryFailed, message: "inventory '\(path)' lookup failed", cause: error)
+            }
         }
+    }
+
+    /// How long a lookup waits for a writer's lock before it fails.
+    static let busyTimeout = Duration.seconds(2)
+
+    /// `body`, tried again while a writer holds the lock, for up to ``busyTimeout``; for the
+    /// synchronous work outside lookups (opening, `inventory check`).
+    private static func waitingOutLocks<T>(_ body: () throws -> T) throws -> T {
+        let giveUp = ContinuousClock.now + busyTimeout
+        while true {
+            do {
+                return try body()
+            } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY && ContinuousClock.now < giveUp {
+                usleep(5_000)
+            }
+        }
+    }
+
+    /// Not async, so it can only be GRDB's synchronous read.
+    private func lookupHere(mac: MACAddress?, ip: String?) throws -> LeaseOwner? {
+        // No transaction around the lookup: each query stands alone and the database is
+        // opened read-only, so the BEGIN/COMMIT pair of `read` would be pure overhead.
+        try database.unsafeRead { db in try self.lookup(db, mac: mac, ip: ip) }
     }
 
     private func lookup(_ db: Database, mac: MACAddress?, ip: String?) throws -> LeaseOwner? {

@@ -74,9 +74,39 @@ struct InventoryTests {
         }
     }
 
+    @Test("a writer holding the inventory's lock is waited out: a lookup during a short write answers after it, one past the busy timeout fails as a query error")
+    func writerLock() async throws {
+        try await withInventory([
+            "INSERT INTO dhcp_leases (id, vps_id, organization_id, mac_address, ip_address) VALUES ('l', 'vps-1', 'org-1', '52:54:00:00:00:01', '10.0.0.1')",
+        ]) { inventory in
+            var configuration = Configuration()
+            configuration.allowsUnsafeTransactions = true
+            let writer = try DatabaseQueue(path: inventory.path, configuration: configuration)
+            defer { try? writer.close() }
+            // A pending write lock keeps new readers out, as the platform's commit does.
+            try writer.inDatabase { db in try db.execute(sql: "BEGIN EXCLUSIVE") }
+            let released = Task {
+                try await Task.sleep(for: .milliseconds(200))
+                try writer.inDatabase { db in try db.execute(sql: "COMMIT") }
+            }
+            let started = ContinuousClock.now
+            let owner = try await inventory.owner(mac: MACAddress("52:54:00:00:00:01"), ip: nil)
+            #expect(owner?.vpsID == "vps-1")
+            #expect(ContinuousClock.now - started >= .milliseconds(150), "the lookup cannot have read through an exclusive lock")
+            try await released.value
+
+            try writer.inDatabase { db in try db.execute(sql: "BEGIN EXCLUSIVE") }
+            defer { try? writer.inDatabase { db in try db.execute(sql: "COMMIT") } }
+            await #expect(throws: InventoryError.self) {
+                _ = try await inventory.owner(mac: MACAddress("52:54:00:00:00:01"), ip: nil)
+            }
+        }
+    }
+
     @Test("MAC parsing accepts the usual forms and rejects the rest", arguments: [
         ("52:54:00:ab:cd:ef", "52:54:00:ab:cd:ef"), ("52-54-00-AB-CD-EF", "52:54:00:ab:cd:ef"), (" 52:54:00:ab:cd:ef\n", "52:54:00:ab:cd:ef"),
         ("52:54:00:ab:cd", nil), ("52:54:00:ab:cd:eg", nil), ("5254.00ab.cdef", nil), ("", nil), ("52:54:00:ab:cd:ef:01", nil), ("052:54:00:ab:cd:e", nil),
+        ("\t52:54:00:AB:cd:EF ", "52:54:00:ab:cd:ef"), ("52:54-00:ab:cd:ef", nil), ("52:54:00:ab:cd:e\u{FF10}", nil), ("52:54:00:ab:cd:\u{E9}f", nil),
     ])
     func macParsing(text: String, canonical: String?) {
         #expect(MACAddress(text)?.canonical == canonical)

@@ -87,7 +87,7 @@ let package = Package(
         // type, typed methods, limits, bounded shutdown.
         .target(
             name: "RPCEndpoint",
-            dependencies: ["CZlib", nioCore, nioPosix, nioHTTP2, nioHPACK, nioSSL, protobuf, logging],
+            dependencies: ["CZlib", "AsyncPrimitives", nioCore, nioPosix, nioHTTP2, nioHPACK, nioSSL, protobuf, logging],
             swiftSettings: swiftSettings
         ),
         // What a long-running process owns and how it ends: instance locks, sockets it

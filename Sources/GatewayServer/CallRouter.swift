@@ -62,7 +62,12 @@ package final class CallRouter: Sendable {
     /// Sends `call` and waits for its outcome, at most until its deadline. Waits for a
     /// receiver to connect when none is eligible yet.
     package func call(_ call: OutgoingCall) async -> CallResult {
-        await withTaskGroup(of: CallResult?.self) { group in
+        let (receivers, _) = receivers(of: call)
+        // With receivers connected (the usual case) the deadline is a timer that abandons
+        // the call: no task beside the caller's. Waiting for a receiver needs the deadline
+        // to interrupt that wait, so it runs in a child task the deadline cancels.
+        guard receivers.isEmpty else { return await send(call, to: receivers) }
+        return await withTaskGroup(of: CallResult?.self) { group in
             group.addTask { await self.execute(call) }
             group.addTask {
                 _ = await waitUntil(call.deadline)
@@ -111,6 +116,12 @@ package final class CallRouter: Sendable {
             }
             (receivers, generation) = self.receivers(of: call)
         }
+        return await send(call, to: receivers)
+    }
+
+    /// Sends `call` to `receivers` and waits for its outcome; at its deadline a timer
+    /// abandons it (and the receivers still holding it get `cancel`).
+    private func send(_ call: OutgoingCall, to receivers: [ClientConnection]) async -> CallResult {
         // Environments that should answer and have nobody connected: a "not found" without
         // them is not an answer.
         let missing = call.target.environment == nil ? self.answeringEnvironments.subtracting(receivers.map(\.identity.environment)) : []
@@ -121,7 +132,8 @@ package final class CallRouter: Sendable {
             $0.attempt = call.attempt
             $0.deadline = .init(date: Date() + (call.deadline - ContinuousClock.now).secondsValue)
         })
-        return await withTaskCancellationHandler {
+        let deadline = Mutex<DeadlineTimers.Timer?>(nil)
+        let result = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 let pending = CallTable.Pending(method: call.method, receivers: receivers, missingEnvironments: missing, continuation: continuation)
                 guard table.withLock({ $0.start(call.requestID, pending) }) else {
@@ -132,6 +144,9 @@ package final class CallRouter: Sendable {
                     ))
                     return
                 }
+                // Armed once the call is in the table, so a deadline that has passed already
+                // finds it there.
+                deadline.withLock { $0 = DeadlineTimers.shared.schedule(at: call.deadline) { self.abandon(call) } }
                 for receiver in receivers { receiver.requestStarted() }
                 for receiver in receivers where !receiver.send(message) {
                     perform(table.withLock {
@@ -144,6 +159,8 @@ package final class CallRouter: Sendable {
         } onCancel: {
             abandon(call)
         }
+        _ = deadline.withLock { $0?.cancel() }
+        return result
     }
 
     private static let interrupted = CallResult(

@@ -10,7 +10,7 @@ import Synchronization
 /// of a request id that is still running joins the run instead of starting another.
 final class RequestExecutions: Sendable {
     private struct Running {
-        let ending = RequestEnding()
+        let ending = FirstOutcome<RequestEnding>(onCancel: .cancelled)
         /// The send queues of the streams waiting for this answer.
         var replyTo: [ObjectIdentifier: MessageQueue<GatewayMessage>]
         /// Set once answered; the handler may still be unwinding.
@@ -23,7 +23,7 @@ final class RequestExecutions: Sendable {
     }
 
     private let state = Mutex(State())
-    private let started = MessageQueue<(GatewayRequest, RequestEnding)>(capacity: Int.max)
+    private let started = MessageQueue<(GatewayRequest, FirstOutcome<RequestEnding>)>(capacity: Int.max)
 
     var count: Int { state.withLock { $0.running.count } }
 
@@ -31,7 +31,7 @@ final class RequestExecutions: Sendable {
     /// Returns false when it joined.
     @discardableResult
     func start(_ request: GatewayRequest, replyTo: MessageQueue<GatewayMessage>) -> Bool {
-        let ending = state.withLock { state -> RequestEnding? in
+        let ending = state.withLock { state -> FirstOutcome<RequestEnding>? in
             if let running = state.running[request.requestID] {
                 if let answer = running.answer {
                     replyTo.enqueue(.response(answer))
@@ -52,7 +52,7 @@ final class RequestExecutions: Sendable {
     /// The gateway on `replyTo`'s stream no longer needs the answer; the run is cancelled
     /// once no stream waits for it.
     func cancel(_ requestID: String, replyTo: MessageQueue<GatewayMessage>) {
-        let ending = state.withLock { state -> RequestEnding? in
+        let ending = state.withLock { state -> FirstOutcome<RequestEnding>? in
             guard var running = state.running[requestID] else { return nil }
             running.replyTo[ObjectIdentifier(replyTo)] = nil
             state.running[requestID] = running
@@ -64,7 +64,7 @@ final class RequestExecutions: Sendable {
     /// Runs started requests with `execute` until cancelled. `execute` hands its answer to
     /// the closure it gets as soon as it has one (a cancelled request has none), which sends
     /// it to every stream waiting for it; the run ends when `execute` returns.
-    func run(_ execute: @escaping @Sendable (GatewayRequest, RequestEnding, @escaping @Sendable (GatewayResponse) -> Void) async -> Void) async {
+    func run(_ execute: @escaping @Sendable (GatewayRequest, FirstOutcome<RequestEnding>, @escaping @Sendable (GatewayResponse) -> Void) async -> Void) async {
         await withDiscardingTaskGroup { group in
             while let batch = await started.nextBatch() {
                 for (request, ending) in batch {
@@ -120,59 +120,9 @@ final class RequestExecutions: Sendable {
 }
 
 /// How a request ends: the first of the handler's answer, the request's deadline and the
-/// gateway's `cancel` decides, and ``wait()`` returns it. One continuation, not a task per
-/// contender.
-final class RequestEnding: Sendable {
-    enum Ending: Sendable {
-        case answered(GatewayResponse)
-        case deadline
-        case cancelled
-    }
-
-    private enum State {
-        case open
-        case waiting(CheckedContinuation<Ending, Never>)
-        case decided(Ending)
-    }
-
-    private let state = Mutex(State.open)
-
-    /// Decides the end unless something came first.
-    func decide(_ ending: Ending) {
-        let waiter = state.withLock { state -> CheckedContinuation<Ending, Never>? in
-            switch state {
-            case .open:
-                state = .decided(ending)
-                return nil
-            case .waiting(let continuation):
-                state = .decided(ending)
-                return continuation
-            case .decided:
-                return nil
-            }
-        }
-        waiter?.resume(returning: ending)
-    }
-
-    /// The end, once decided; the waiting task's cancellation decides `cancelled`.
-    func wait() async -> Ending {
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { continuation in
-                let decided = state.withLock { state -> Ending? in
-                    switch state {
-                    case .open:
-                        state = .waiting(continuation)
-                        return nil
-                    case .decided(let ending):
-                        return ending
-                    case .waiting:
-                        preconditionFailure("a request's end awaited twice")
-                    }
-                }
-                if let decided { continuation.resume(returning: decided) }
-            }
-        } onCancel: {
-            decide(.cancelled)
-        }
-    }
+/// gateway's `cancel` decides.
+enum RequestEnding: Sendable {
+    case answered(GatewayResponse)
+    case deadline
+    case cancelled
 }

@@ -11,7 +11,7 @@ extension Worker {
     /// soon as the handler, the deadline or a `cancel` decides (a cancelled request gets
     /// none); returns once the handler has unwound. Final answers go into the response cache
     /// first, so a repeat of the request id is answered from there.
-    func execute(_ request: GatewayRequest, ending: RequestEnding, answer: @escaping @Sendable (GatewayResponse) -> Void) async {
+    func execute(_ request: GatewayRequest, ending: FirstOutcome<RequestEnding>, answer: @escaping @Sendable (GatewayResponse) -> Void) async {
         guard let handler = handlers.handler(for: request.method) else {
             answer(.failure(requestID: request.requestID, code: .unimplemented, error: "method '\(request.method.prefix(128))' is not implemented by this worker"))
             return
@@ -30,7 +30,7 @@ extension Worker {
         // both deciding the same one-shot end, so a request costs one task and no task group.
         // Leaving the scope with the handler still running cancels it and waits for it.
         let deadline = DeadlineTimers.shared.schedule(at: self.deadline(of: request)) { ending.decide(.deadline) }
-        async let handled: Void = ending.decide(await Self.run(handler, request, context))
+        async let handled = ending.decide(await Self.run(handler, request, context))
         let response: GatewayResponse?
         var handlerEnded = false
         switch await ending.wait() {
@@ -59,11 +59,11 @@ extension Worker {
             "duration_us": "\((ContinuousClock.now - started).wholeMicroseconds)",
         ])
         // A handler that answered has returned; any other is cancelled by the scope's end.
-        if handlerEnded { await handled }
+        if handlerEnded { _ = await handled }
     }
 
     /// The handler's end: its answer, or `cancelled` when it stopped for a cancellation.
-    private static func run(_ handler: RegisteredHandler, _ request: GatewayRequest, _ context: HandlerContext) async -> RequestEnding.Ending {
+    private static func run(_ handler: RegisteredHandler, _ request: GatewayRequest, _ context: HandlerContext) async -> RequestEnding {
         do {
             let payload = try await handler.run(request.payload, context)
             return .answered(.success(requestID: request.requestID, payload: payload))

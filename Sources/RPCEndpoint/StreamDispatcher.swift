@@ -1,3 +1,4 @@
+import AsyncPrimitives
 import Logging
 import NIOCore
 import NIOHPACK
@@ -64,21 +65,8 @@ struct StreamDispatcher: Sendable {
         guard let deadline = context.deadline else {
             return await Self.status { try await route.run(source, sink, codec, context) }
         }
-        return await withTaskGroup(of: RPCStatus?.self) { group in
-            group.addTask { await Self.status { try await route.run(source, sink, codec, context) } }
-            group.addTask {
-                do { try await Task.sleep(until: deadline, clock: .continuous) } catch { return nil }
-                return RPCStatus(.deadlineExceeded, "the call's deadline passed")
-            }
-            var result = RPCStatus(.deadlineExceeded, "the call's deadline passed")
-            for await status in group {
-                if let status {
-                    result = status
-                    group.cancelAll()
-                    break
-                }
-            }
-            return result
+        return await withDeadlineTimer(deadline, orElse: RPCStatus(.deadlineExceeded, "the call's deadline passed")) {
+            await Self.status { try await route.run(source, sink, codec, context) }
         }
     }
 

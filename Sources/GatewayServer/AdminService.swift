@@ -41,7 +41,7 @@ struct AdminService: Sendable {
         guard timeout <= configuration.maxCallTimeout else {
             throw RPCStatus(.invalidArgument, "timeout_ms \(request.timeoutMs) is above the gateway's maximum of \(configuration.maxCallTimeout)")
         }
-        let requestID = request.requestID.isEmpty ? Self.newRequestID() : request.requestID
+        let requestID = request.requestID.isEmpty ? RequestID.new() : request.requestID
         guard requestID.utf8.count <= 128 else {
             throw RPCStatus(.invalidArgument, "request_id is \(requestID.utf8.count) bytes; expected at most 128")
         }
@@ -171,21 +171,6 @@ struct AdminService: Sendable {
                 }
             }
         }
-    }
-
-    /// 16 random bytes in hex: unique enough to be the journal's idempotency key.
-    static func newRequestID() -> String {
-        var generator = SystemRandomNumberGenerator()
-        let digits = Array("0123456789abcdef".utf8)
-        var bytes = [UInt8](repeating: 0, count: 32)
-        for half in 0..<2 {
-            var value = generator.next() as UInt64
-            for index in (half * 16..<half * 16 + 16).reversed() {
-                bytes[index] = digits[Int(value & 0xf)]
-                value >>= 4
-            }
-        }
-        return String(decoding: bytes, as: UTF8.self)
     }
 }
 

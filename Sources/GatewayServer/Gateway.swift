@@ -374,7 +374,7 @@ public final class Gateway: Service, Sendable {
         timeout: Duration? = nil, requestID: String? = nil, origin: String = "api"
     ) async -> MethodCallOutcome<Response> {
         await MethodCaller(router: router, runner: runner).call(
-            method, request, requestID: requestID ?? UUID().uuidString.lowercased(), origin: origin,
+            method, request, requestID: requestID ?? RequestID.new(), origin: origin,
             timeout: timeout ?? configuration.defaultCallTimeout
         )
     }

@@ -65,9 +65,18 @@ final class RequestRunner: Sendable {
     /// already in the journal is not recorded again: its row is returned, or awaited while it
     /// runs.
     func call(_ record: JournalRecord, waitForEnd: Bool) async throws(CallFailure) -> JournalRecord {
+        // A call run here is recorded with its first attempt already in flight: one UPDATE
+        // less per call on the journal's busiest path. Either row is unfinished, so a crash
+        // before the send retries it the same way; the attempt it counts is the one being made.
+        var recorded = record
+        if waitForEnd {
+            recorded.state = .inFlight
+            recorded.attempts += 1
+            recorded.leaseOwner = owner
+        }
         let insertion: RequestJournal.Insertion
         do {
-            insertion = try await journal.insert(record)
+            insertion = try await journal.insert(recorded)
         } catch {
             throw .notRecorded(error as? JournalError ?? JournalError(code: .writeFailed, message: "the journal refused the request", cause: error))
         }
@@ -81,7 +90,7 @@ final class RequestRunner: Sendable {
             submit(record)
             return record
         case .inserted:
-            completion = await runHere(record)
+            completion = await runHere(record, firstAttemptRecorded: true)
         }
         switch completion {
         case .finished(let final): return final
@@ -97,8 +106,8 @@ final class RequestRunner: Sendable {
     /// Runs a recorded request in the caller's task (a synchronous admin call: no hand-off
     /// to the runner) and returns its end. If the caller is cancelled before the end (its
     /// client went away), the runner takes the request over so it still finishes.
-    func runHere(_ record: JournalRecord) async -> Completion {
-        let completion = await execute(record)
+    func runHere(_ record: JournalRecord, firstAttemptRecorded: Bool = false) async -> Completion {
+        let completion = await execute(record, firstAttemptRecorded: firstAttemptRecorded)
         // Handed over unless the gateway is stopping: then the row waits for the next start.
         if case .interrupted = completion, !router.isStopping { queue.enqueue(record) }
         return completion
@@ -171,7 +180,9 @@ final class RequestRunner: Sendable {
 
     /// Attempts until an answer, the deadline or the attempt budget; resolves the request's
     /// waiters and returns the same end.
-    private func execute(_ record: JournalRecord) async -> Completion {
+    /// - Parameter firstAttemptRecorded: the row was inserted with its first attempt in
+    ///   flight, so that attempt needs no UPDATE of its own.
+    private func execute(_ record: JournalRecord, firstAttemptRecorded: Bool = false) async -> Completion {
         let requestID = record.requestID
         let (claimed, known) = claim(requestID)
         guard claimed else {
@@ -187,7 +198,9 @@ final class RequestRunner: Sendable {
                                     attempts: attempts, result: last, note: "deadline passed before an answer")
             }
             attempts += 1
-            journal.markInFlight(requestID, attempt: attempts, owner: owner)
+            if !(firstAttemptRecorded && attempts == record.attempts + 1) {
+                journal.markInFlight(requestID, attempt: attempts, owner: owner)
+            }
             let result = await router.call(OutgoingCall(
                 requestID: requestID, method: record.method, payload: record.payload,
                 target: CallTarget(environment: record.targetEnvironment, instanceID: record.targetInstance),

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Synchronization
 import GatewayProtocol
 public import TextFormats
 
@@ -24,6 +25,10 @@ public struct LeaseOwner: Sendable, Hashable {
 public struct SQLiteInventory: Inventory {
     public let path: String
     private let database: DatabaseQueue
+    /// Connections for lookups, one per lookup running at once (up to ``maximumConnections``),
+    /// so concurrent lookups do not queue on one connection's dispatch queue: waiting there
+    /// parked the thread (a futex round trip) and cost more than the query.
+    private let lookupConnections: ConnectionStack
 
     /// Opens and checks the file: it must exist, be a SQLite database and have the tables
     /// and columns the lookup reads.
@@ -40,6 +45,7 @@ public struct SQLiteInventory: Inventory {
         configuration.busyMode = .immediateError
         do {
             database = try DatabaseQueue(path: path, configuration: configuration)
+            lookupConnections = ConnectionStack(first: database, path: path, configuration: configuration)
             try Self.waitingOutLocks { try database.read { db in try Self.checkSchema(db, path: path) } }
         } catch let error as InventoryError {
             throw error
@@ -125,8 +131,13 @@ public struct SQLiteInventory: Inventory {
     private func lookupHere(mac: MACAddress?, ip: String?) throws -> LeaseOwner? {
         // No transaction around the lookup: each query stands alone and the database is
         // opened read-only, so the BEGIN/COMMIT pair of `read` would be pure overhead.
-        try database.unsafeRead { db in try self.lookup(db, mac: mac, ip: ip) }
+        let connection = try lookupConnections.take()
+        defer { lookupConnections.giveBack(connection) }
+        return try connection.unsafeRead { db in try self.lookup(db, mac: mac, ip: ip) }
     }
+
+    /// Lookups running at once beyond this share the connections (and queue on them).
+    static let maximumConnections = 4
 
     private func lookup(_ db: Database, mac: MACAddress?, ip: String?) throws -> LeaseOwner? {
         func first(_ sql: String, _ arguments: StatementArguments) throws -> Row? {
@@ -173,5 +184,48 @@ public struct SQLiteInventory: Inventory {
 
     private static func owner(_ row: Row, _ match: LeaseOwner.Match) -> LeaseOwner {
         LeaseOwner(vpsID: row["vps_id"] ?? "", organizationID: row["organization_id"] ?? "", matchedBy: match)
+    }
+}
+
+/// Idle read-only connections to one inventory file, opened on demand.
+private final class ConnectionStack: Sendable {
+    private let path: String
+    private let configuration: Configuration
+    private let state: Mutex<(idle: [DatabaseQueue], opened: [DatabaseQueue], opening: Int)>
+
+    init(first: DatabaseQueue, path: String, configuration: Configuration) {
+        self.path = path
+        self.configuration = configuration
+        state = Mutex(([first], [first], 0))
+    }
+
+    /// An idle connection, a new one while fewer than the maximum are open, or else one of
+    /// the open ones to share.
+    func take() throws -> DatabaseQueue {
+        enum Choice { case idle(DatabaseQueue), open, share(DatabaseQueue) }
+        let choice = state.withLock { state -> Choice in
+            if let idle = state.idle.popLast() { return .idle(idle) }
+            if state.opened.count + state.opening < SQLiteInventory.maximumConnections {
+                state.opening += 1
+                return .open
+            }
+            return .share(state.opened[Int.random(in: 0..<state.opened.count)])
+        }
+        switch choice {
+        case .idle(let connection): return connection
+        case .share(let connection): return connection
+        case .open:
+            defer { state.withLock { $0.opening -= 1 } }
+            let connection = try DatabaseQueue(path: path, configuration: configuration)
+            state.withLock { $0.opened.append(connection) }
+            return connection
+        }
+    }
+
+    func giveBack(_ connection: DatabaseQueue) {
+        state.withLock { state in
+            // A shared connection is idle already (or will be given back by its other user).
+            if !state.idle.contains(where: { $0 === connection }) { state.idle.append(connection) }
+        }
     }
 }

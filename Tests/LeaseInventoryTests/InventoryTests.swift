@@ -103,6 +103,27 @@ struct InventoryTests {
         }
     }
 
+    @Test("500 lookups at once, more than there are connections, each get their own row")
+    func concurrentLookups() async throws {
+        let rows = (0..<50).map { index in
+            "INSERT INTO dhcp_leases (id, vps_id, organization_id, mac_address, ip_address) VALUES ('l\(index)', 'vps-\(index)', 'org', '52:54:00:00:01:\(String(format: "%02x", index))', '10.0.1.\(index)')"
+        }
+        try await withInventory(rows) { inventory in
+            try await withThrowingTaskGroup(of: Bool.self) { group in
+                for call in 0..<500 {
+                    group.addTask {
+                        let index = call % 50
+                        let owner = try await inventory.owner(mac: MACAddress("52:54:00:00:01:\(String(format: "%02x", index))"), ip: nil)
+                        return owner?.vpsID == "vps-\(index)"
+                    }
+                }
+                var right = 0
+                for try await ok in group where ok { right += 1 }
+                #expect(right == 500)
+            }
+        }
+    }
+
     @Test("MAC parsing accepts the usual forms and rejects the rest", arguments: [
         ("52:54:00:ab:cd:ef", "52:54:00:ab:cd:ef"), ("52-54-00-AB-CD-EF", "52:54:00:ab:cd:ef"), (" 52:54:00:ab:cd:ef\n", "52:54:00:ab:cd:ef"),
         ("52:54:00:ab:cd", nil), ("52:54:00:ab:cd:eg", nil), ("5254.00ab.cdef", nil), ("", nil), ("52:54:00:ab:cd:ef:01", nil), ("052:54:00:ab:cd:e", nil),

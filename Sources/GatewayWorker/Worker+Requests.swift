@@ -21,11 +21,9 @@ extension Worker {
             attempt: max(request.attempt, 1), environment: configuration.environment
         )
         let started = ContinuousClock.now
-        if logger.logLevel <= .debug {
-            logger.debug("handler started", metadata: [
-                "request_id": "\(request.requestID)", "method": "\(request.method)", "attempt": "\(request.attempt)",
-            ])
-        }
+        logger.debug("handler started", metadata: [
+            "request_id": "\(request.requestID)", "method": "\(request.method)", "attempt": "\(request.attempt)",
+        ])
         // The handler runs in a child task; the deadline is a timer and `cancel` a callback,
         // both deciding the same one-shot end, so a request costs one task and no task group.
         // Leaving the scope with the handler still running cancels it and waits for it.

@@ -129,11 +129,13 @@ public struct SQLiteInventory: Inventory {
 
     /// Not async, so it can only be GRDB's synchronous read.
     private func lookupHere(mac: MACAddress?, ip: String?) throws -> LeaseOwner? {
-        // No transaction around the lookup: each query stands alone and the database is
-        // opened read-only, so the BEGIN/COMMIT pair of `read` would be pure overhead.
+        // One read transaction around the (up to five) queries: outside one, each statement
+        // takes and drops SQLite's shared lock and checks for a hot journal (three fcntl
+        // calls and a stat), and most lookups are misses that run them all, since every
+        // environment is asked and only one knows the MAC.
         let connection = try lookupConnections.take()
         defer { lookupConnections.giveBack(connection) }
-        return try connection.unsafeRead { db in try self.lookup(db, mac: mac, ip: ip) }
+        return try connection.read { db in try self.lookup(db, mac: mac, ip: ip) }
     }
 
     /// Lookups running at once beyond this share the connections (and queue on them).

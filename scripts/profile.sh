@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Profiles one process of a loaded stack: a gateway and N environment workers on sample
+# inventories, driven over the admin socket, with `perf record -e cpu-clock -g` on the
+# gateway or the first worker, and every process's CPU per call printed from /proc.
+# A measuring tool for finding where the hot path's time goes, not a test.
+#
+#   scripts/profile.sh [BIN]              # BIN: a release build (default: build one)
+#   PROFILE=worker WORKERS=3 JOURNAL=off CONCURRENCY=64 SECONDS_=8 scripts/profile.sh
+#   LOADGEN=../shared/peers/go-seed/bin/loadgen scripts/profile.sh   # a lighter load generator
+#
+# Knobs: PROFILE=gateway|worker|none (default gateway), WORKERS=1..3 (1), JOURNAL=full|off
+# (full), CONCURRENCY (64), SECONDS_ (8), LOADGEN (default: `BIN bench`, which costs about as
+# much CPU per call as the gateway does; the Go load generator of ../shared/peers costs a
+# quarter of that). Output: the load generator's JSON line, CPU µs per call per process, and
+# with PROFILE set `perf report` reading hints; the perf data stays in $PROFILE_OUT
+# (default /tmp/vps-gateway-profile.data).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+profile="${PROFILE:-gateway}" workers="${WORKERS:-1}" journal="${JOURNAL:-full}"
+concurrency="${CONCURRENCY:-64}" seconds="${SECONDS_:-8}" data="${PROFILE_OUT:-/tmp/vps-gateway-profile.data}"
+if [ $# -ge 1 ]; then
+    bin="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
+else
+    swift build -c release --static-swift-stdlib --product vps-gateway 2>&1 | tail -n 1
+    bin="$(swift build -c release --static-swift-stdlib --show-bin-path)/vps-gateway"
+fi
+[ "$profile" = none ] || command -v perf >/dev/null || { echo "profile: perf is missing (apt-get install linux-perf)" >&2; exit 69; }
+work="$(mktemp -d /tmp/vps-gateway-profile.XXXXXX)"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+export GATEWAY_API_SECRET="profile-secret" VPS_GATEWAY_API_SECRET="profile-secret" VPS_GATEWAY_LOG_LEVEL=info
+export VPS_GATEWAY_MIGRATIONS="${VPS_GATEWAY_MIGRATIONS:-$PWD/migrations}"
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+sock="$work/admin.sock"
+journal_args=(--journal "$work/journal.sqlite3" --journal-sync full)
+[ "$journal" = off ] && journal_args=(--journal off)
+"$bin" gateway --listen "127.0.0.1:$port" --admin-socket "$sock" "${journal_args[@]}" --dhcp-leases off >"$work/gateway.log" 2>&1 &
+pids+=("$!")
+environments=(production beta dev)
+for ((i = 0; i < workers; i++)); do
+    env="${environments[$i]}"
+    "$bin" inventory create "$work/$env.sqlite3" --environment "$env" --sample-rows 1000 >/dev/null
+    VPS_GATEWAY_URL="http://127.0.0.1:$port" "$bin" worker --env "$env" --instance-id "profile-$env" \
+        --inventory "sqlite:$work/$env.sqlite3" >"$work/worker-$env.log" 2>&1 &
+    pids+=("$!")
+done
+# Bounded waits: the socket, then every worker registered.
+for ((i = 0; i < 200; i++)); do [ -S "$sock" ] && break; sleep 0.05; done
+for ((i = 0; i < 200; i++)); do
+    connected="$("$bin" clients --admin-socket "$sock" --json 2>/dev/null | python3 -c 'import json,sys; print(len(json.load(sys.stdin).get("clients", [])))' 2>/dev/null || echo 0)"
+    [ "$connected" -ge "$workers" ] && break
+    sleep 0.05
+done
+[ "${connected:-0}" -ge "$workers" ] || { echo "profile: only ${connected:-0} of $workers workers registered; see $work/*.log" >&2; exit 1; }
+
+mac=52:54:00:01:00:2a   # production's sample VPS 42: the other environments answer not_found
+load() {  # duration
+    if [ -n "${LOADGEN:-}" ]; then
+        "$LOADGEN" -admin-socket "$sock" -mac "$mac" -concurrency "$concurrency" -duration "$1"
+    else
+        "$bin" bench --admin-socket "$sock" --mac "$mac" --concurrency "$concurrency" --duration "$1" --warmup 0s --json
+    fi
+}
+load 1s >/dev/null  # warm-up, outside the measurement
+ticks() { for pid in "${pids[@]}"; do awk '{print $14+$15}' "/proc/$pid/stat"; done | paste -sd' '; }
+target=""
+case "$profile" in gateway) target="${pids[0]}" ;; worker) target="${pids[1]}" ;; esac
+if [ -n "$target" ]; then
+    perf record -F 2000 -e cpu-clock -g -p "$target" -o "$data" -- sleep "$seconds" >/dev/null 2>&1 &
+    perf_pid=$!
+fi
+before="$(ticks)"
+result="$(load "${seconds}s")"
+after="$(ticks)"
+[ -n "$target" ] && wait "$perf_pid"
+echo "$result"
+python3 - "$result" "$before" "$after" "$(getconf CLK_TCK)" "$workers" <<'PY'
+import json, sys
+result, before, after, tck, workers = sys.argv[1:]
+calls = max(json.loads(result)["requests"], 1)
+names = ["gateway", "production", "beta", "dev"][: 1 + int(workers)]
+for name, b, a in zip(names, before.split(), after.split()):
+    print(f"{name}: {(int(a) - int(b)) * 1e6 / int(tck) / calls:.0f} µs of CPU per call")
+PY
+if [ -n "$target" ]; then
+    echo "perf data: $data ($profile); read it with:"
+    echo "  perf report -i $data --no-children --sort dso,symbol"
+    echo "  perf report -i $data --children --sort symbol -g none   # inclusive, by caller"
+fi

@@ -9,9 +9,10 @@ import Synchronization
 /// when the answer comes. A NIO scheduled task per deadline cost two event-loop wake-ups
 /// (an `eventfd` write to schedule from outside the loop, another to cancel) and showed as
 /// 8 % of a loaded worker's CPU; here scheduling a deadline later than the earliest one
-/// wakes nobody, and cancelling is one atomic exchange. Cancelled entries stay in the heap
-/// until they are popped or the heap is compacted (when they outnumber the live ones), so
-/// memory stays within twice the live deadlines.
+/// wakes nobody, and cancelling is an atomic exchange plus a counter under the lock.
+/// Cancelled entries stay in the heap until they are popped or the heap is compacted (once
+/// more than 1,024 of them outnumber the live ones), so the heap stays within twice the live
+/// deadlines plus 1,024.
 public final class DeadlineTimers: @unchecked Sendable {
     // @unchecked: `heap`, `cancelledInHeap`, `sleepingUntil` and `started` are guarded by
     // `mutex`, which `condition` waits on; pthread primitives because `Mutex` cannot be waited
@@ -57,7 +58,8 @@ public final class DeadlineTimers: @unchecked Sendable {
     private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private var heap: [Entry] = []
     private var cancelledInHeap = 0
-    /// The deadline the thread sleeps until; nil while it waits for work.
+    /// The deadline the thread sleeps until; nil while it is awake or waits with no deadline
+    /// (then every new deadline wakes it).
     private var sleepingUntil: ContinuousClock.Instant?
     private var started = false
 

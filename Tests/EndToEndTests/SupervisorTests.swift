@@ -77,7 +77,7 @@ struct SupervisorTests {
             #expect(await notify.waitFor("beta ready (restarts 1)"))
             try await cluster.waitForClients(["production-1", "beta-1"])
             #expect(pid(of: "worker --env beta", in: cluster) != beta)
-            #expect(notify.messages.contains("WATCHDOG=1"))
+            #expect(await notify.waitFor("WATCHDOG=1"), "pinged at half of WATCHDOG_USEC while every child pings")
             supervisor.signal(SIGTERM)
             #expect(await supervisor.waitForExit(timeout: .seconds(20)) == 0)
             #expect(notify.messages.contains { $0.hasPrefix("STOPPING=1") })

@@ -1,17 +1,12 @@
 import AsyncPrimitives
-import CMalloc
 import DHCPLeases
 import Foundation
 // Public: the gateway is given its journal.
 public import GatewayJournal
 // Public: the gateway is given the request methods it knows.
 public import GatewayProtocol
-#if canImport(Glibc)
-import Glibc
-#endif
 // Public: the gateway is a `Service` that a `ServiceGroup` runs and shuts down.
 public import Logging
-import NIOCore
 // Public: the gateway is given the lock on its admin socket.
 public import ProcessLifecycle
 import RPCEndpoint
@@ -140,194 +135,44 @@ public final class Gateway: Service, Sendable {
 
     /// Checks the configuration, binds both sockets and serves until graceful shutdown (then
     /// drains, within a bound) or cancellation (then stops at once).
+    ///
+    /// The one place the gateway's long-running parts are put together: each is a `Service`
+    /// of one `ServiceGroup`, started in this order and, on a graceful shutdown, stopped in the
+    /// reverse one, each after the one before it has finished. So the servers drain first,
+    /// then the lease watcher, memory upkeep, journal upkeep and the runner stop, and the
+    /// journal's writer, which everything else writes through, is stopped last, after it
+    /// committed what they left. The servers ending (both) shuts the rest down the same way.
     public func run() async throws {
         try configuration.validate()
         // Held until the gateway ends: a second gateway on this socket is refused up front.
         let instanceLock = try self.instanceLock ?? AdminSocket.lock(path: configuration.adminSocketPath)
         try AdminSocket.prepare(path: configuration.adminSocketPath)
-        var streamRoutes = RPCRouter()
-        registerStreamService(on: &streamRoutes)
-        registerHealthService(on: &streamRoutes)
-        var adminRoutes = RPCRouter()
-        AdminService(gateway: self).register(on: &adminRoutes)
-        let servers = Servers(
-            stream: RPCServer(configuration: configuration.streamEndpoint, router: streamRoutes, logger: logger),
-            admin: RPCServer(configuration: configuration.adminEndpoint, router: adminRoutes, logger: logger)
-        )
-        let report: DrainReport?
+        let serving = GatewayServing(gateway: self)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if let journal {
-            // The writer outlives everything that writes to it, and commits what they left
-            // (final rows, requests handed back) before it ends.
-            report = try await withThrowingTaskGroup(of: Void.self) { writer in
-                writer.addTask { try await journal.run() }
-                let report = try await serve(servers)
-                journal.finishWriting()
-                try await writer.waitForAll()
-                return report
+            services.append(.init(service: JournalWriter(journal: journal), successTerminationBehavior: .ignore))
+            if let runner {
+                services.append(.init(service: RequestRunning(runner: runner), successTerminationBehavior: .ignore))
+                services.append(.init(service: JournalUpkeep(gateway: self, journal: journal, runner: runner), successTerminationBehavior: .ignore))
             }
-        } else {
-            report = try await serve(servers)
         }
+        services.append(.init(service: FreedMemoryReturn(), successTerminationBehavior: .ignore))
+        if let leaseWatcher {
+            services.append(.init(service: LeaseWatching(gateway: self, watcher: leaseWatcher), successTerminationBehavior: .ignore))
+        }
+        services.append(.init(service: serving, successTerminationBehavior: .gracefullyShutdownGroup))
+        try await ServiceGroup(configuration: .init(services: services, logger: logger)).run()
         // Only our own socket: a successor may already have bound a new one at this path.
         adminSocketFile.withLock { _ = $0?.removeIfOwned() }
         withExtendedLifetime(instanceLock) {}
-        logger.info("gateway stopped", metadata: report?.metadata ?? ["how": "cancelled: stopped at once"])
+        logger.info("gateway stopped", metadata: serving.report?.metadata ?? ["how": "cancelled: stopped at once"])
     }
 
-    /// The two servers of a gateway: the stream port and the admin socket.
-    private struct Servers: Sendable {
-        let stream: RPCServer
-        let admin: RPCServer
-    }
-
-    /// Runs the servers and the gateway's background parts until both servers have stopped;
-    /// returns what the drain left behind (nil when cancelled without a drain).
-    private func serve(_ servers: Servers) async throws -> DrainReport? {
-        try await withThrowingTaskGroup(of: Part.self) { group in
-            group.addTask {
-                do { try await servers.stream.run() } catch let error as RPCServerError {
-                    throw GatewayError(code: .invalidConfiguration, message: error.message)
-                } catch where !Task.isCancelled {
-                    throw GatewayError(
-                        code: .listenFailed,
-                        message: "cannot serve on \(self.configuration.listenHost):\(self.configuration.listenPort); is another gateway running, or is the port taken?",
-                        cause: error
-                    )
-                }
-                return .server
-            }
-            group.addTask {
-                do { try await servers.admin.run() } catch where !Task.isCancelled {
-                    throw GatewayError(
-                        code: .adminSocketFailed,
-                        message: "cannot serve the admin API on \(self.configuration.adminSocketPath)",
-                        cause: error
-                    )
-                }
-                return .server
-            }
-            if let journal, let runner {
-                group.addTask {
-                    await runner.run()
-                    return .background
-                }
-                group.addTask {
-                    try await self.recover(journal, runner)
-                    await self.maintain(journal)
-                    return .background
-                }
-            }
-            group.addTask {
-                await self.returnFreedMemory()
-                return .background
-            }
-            if let leaseWatcher {
-                group.addTask {
-                    // Looking leases up before the environments are back would cache wrong
-                    // "not found" answers from whichever connected first.
-                    await self.waitForClientsToSettle()
-                    await leaseWatcher.run()
-                    return .background
-                }
-            }
-            group.addTask {
-                // Nil when binding failed: that server's task ends the gateway with its error.
-                guard let streamAddress = await servers.stream.listeningAddress,
-                      await servers.admin.listeningAddress != nil else { return .background }
-                self.adminSocketFile.withLock { $0 = OwnedPath(claiming: self.configuration.adminSocketPath) }
-                self.boundStreamPort.withLock { $0 = streamAddress.port }
-                self.readiness.update { _ = $0.insert(.listening) }
-                self.logger.info("gateway listening", metadata: [
-                    "address": "\(streamAddress)",
-                    "admin_socket": "\(self.configuration.adminSocketPath)",
-                    "journal": "\(self.journal?.path ?? "off")",
-                    "version": "\(self.configuration.version)",
-                ])
-                // Cancellation (not a graceful shutdown) stops the servers without draining.
-                do { try await gracefulShutdown() } catch { return .background }
-                return .drained(await self.drain(servers))
-            }
-            var serversRunning = 2
-            var report: DrainReport?
-            while let part = try await group.next() {
-                switch part {
-                case .server:
-                    serversRunning -= 1
-                    // Both servers ending means shutdown: stop the runner, upkeep and watcher too.
-                    if serversRunning == 0 { group.cancelAll() }
-                case .drained(let drained):
-                    report = drained
-                    group.addTask {
-                        _ = await waitUntil(.now + self.configuration.connectionCloseTimeout)
-                        return .closeTimeout
-                    }
-                case .closeTimeout where serversRunning > 0:
-                    // Peers that did not close their connections (silent, half-open, stopped)
-                    // are cut from this side; then the servers are stopped, done or not.
-                    let cut = servers.stream.closeConnections() + servers.admin.closeConnections()
-                    report?.connectionsCut = cut
-                    logger.notice("cut the connections still open after the grace period", metadata: [
-                        "connections": "\(cut)", "close_timeout": "\(configuration.connectionCloseTimeout)",
-                    ])
-                    group.addTask {
-                        _ = await waitUntil(.now + self.configuration.connectionCloseTimeout)
-                        return .cutTimeout
-                    }
-                case .cutTimeout where serversRunning > 0:
-                    logger.warning("the servers did not stop after their connections were cut; cancelling them")
-                    group.cancelAll()
-                case .closeTimeout, .cutTimeout, .background:
-                    break
-                }
-            }
-            return report
-        }
-    }
-
-    /// Stops taking registrations and calls, tells every client to drain, hands calls still
-    /// waiting for a receiver back to the journal, lets calls in flight finish within the
-    /// grace period, then interrupts the rest (they stay unfinished in the journal) and ends
-    /// every stream. Returns within the grace period.
-    private func drain(_ servers: Servers) async -> DrainReport {
-        // From here on no stream registers, no call is taken, and a call without a receiver
-        // is handed back.
-        clients.close()
-        readiness.update { _ = $0.insert(.draining) }
-        let connections = clients.connections()
-        logger.info("gateway draining", metadata: [
-            "clients": "\(connections.count)", "calls_in_flight": "\(router.pendingCount)",
-            "grace": "\(configuration.shutdownGracePeriod)",
-        ])
-        servers.admin.beginGracefulShutdown()
-        for connection in connections {
-            connection.setDraining()
-            _ = connection.send(.drain)
-        }
-        await router.waitUntilIdle(timeout: configuration.shutdownGracePeriod)
-        var report = DrainReport()
-        report.interruptedCalls = router.interruptAll()
-        let open = clients.connections()
-        report.closedStreams = open.count
-        for connection in open { connection.close(.shuttingDown) }
-        servers.stream.beginGracefulShutdown()
-        return report
-    }
-
-    /// What a drain left behind, for the gateway's last log line.
-    struct DrainReport: Sendable {
-        /// Calls still unanswered at the end of the grace period, left to the journal.
-        var interruptedCalls = 0
-        /// Streams the gateway ended itself.
-        var closedStreams = 0
-        /// Connections that did not close within the close timeout and were cut.
-        var connectionsCut = 0
-
-        var metadata: Logger.Metadata {
-            [
-                "calls_interrupted": "\(interruptedCalls)", "streams_closed": "\(closedStreams)",
-                "connections_cut": "\(connectionsCut)",
-            ]
-        }
+    /// Marks the gateway listening on `streamPort`, with the admin socket it bound.
+    func listening(onStreamPort streamPort: Int?) {
+        adminSocketFile.withLock { $0 = OwnedPath(claiming: configuration.adminSocketPath) }
+        boundStreamPort.withLock { $0 = streamPort }
+        readiness.update { _ = $0.insert(.listening) }
     }
 
     var isShuttingDown: Bool { clients.isClosed }
@@ -407,35 +252,6 @@ public final class Gateway: Service, Sendable {
         return line
     }
 
-    /// The parts of a running gateway, so `serve` knows when both servers have stopped.
-    private enum Part: Sendable {
-        case server
-        case background
-        /// The drain ended (with its report): the servers get the close timeout, then their
-        /// connections are cut, then (another close timeout later) they are cancelled.
-        case drained(DrainReport)
-        case closeTimeout
-        case cutTimeout
-    }
-
-    /// Picks up what the journal holds unfinished from an earlier run: rows past their
-    /// deadline become expired, the rest are retried with their own request ids.
-    private func recover(_ journal: RequestJournal, _ runner: RequestRunner) async throws {
-        let expired = try await journal.expireOverdue()
-        let pending = try journal.unfinishedCounts()
-        // Retried before the workers are back, a request would end "not found" by whichever
-        // environment reconnected first. With nothing to retry, there is nothing to wait for.
-        if pending.pending + pending.inFlight > 0 { await waitForClientsToSettle() }
-        let unfinished = try journal.unfinished()
-        for record in unfinished { runner.submit(record) }
-        readiness.update { _ = $0.insert(.recovered) }
-        if expired > 0 || !unfinished.isEmpty {
-            logger.notice("journal recovered", metadata: [
-                "message_id": "\(LogEventID.requestRecovered)",
-                "retrying": "\(unfinished.count)", "expired": "\(expired)", "journal": "\(journal.path)",
-            ])
-        }
-    }
 
     /// Returns once the clients that reconnect after a (re)start have: after the first
     /// registration, when none came for the quiet period; at the latest after the settle time.
@@ -483,57 +299,6 @@ public final class Gateway: Service, Sendable {
             if !registered && anyRegistered { return }
             anyRegistered = anyRegistered || registered
             seen = clients.eligible(for: .all, method: "").generation
-        }
-    }
-
-    /// Hands freed heap back to the kernel once a minute. glibc gives back only the top of an
-    /// arena by itself: after 1,000 clients had disconnected, 70 MB stayed resident while
-    /// 1.7 MB was in use. `malloc_trim` also releases the free pages inside the arenas.
-    private func returnFreedMemory() async {
-        while !Task.isCancelled {
-            do { try await Task.sleep(for: .seconds(60)) } catch { return }
-            malloc_trim(0)
-        }
-    }
-
-    /// Prunes old finished rows and checkpoints the WAL, forever (until cancelled).
-    private func maintain(_ journal: RequestJournal) async {
-        var sinceCheckpoint = Duration.zero
-        var sincePrune = configuration.pruneInterval  // prune once soon after start
-        let tick = min(configuration.checkpointInterval, configuration.pruneInterval)
-        while !Task.isCancelled {
-            do { try await Task.sleep(for: tick) } catch { return }
-            sinceCheckpoint += tick
-            sincePrune += tick
-            do {
-                if sincePrune >= configuration.pruneInterval {
-                    sincePrune = .zero
-                    let cutoff = JournalClock.now() - Int64(configuration.journalRetention.secondsValue * 1000)
-                    var deleted = 0
-                    // Bounded: at most 100 batches per round; the rest waits for the next one.
-                    for _ in 0..<100 {
-                        let batch = try await journal.pruneBatch(olderThan: cutoff)
-                        deleted += batch
-                        if batch == 0 || Task.isCancelled { break }
-                    }
-                    if deleted > 0 { logger.info("journal pruned", metadata: ["deleted": "\(deleted)"]) }
-                }
-                if sinceCheckpoint >= configuration.checkpointInterval {
-                    sinceCheckpoint = .zero
-                    try await journal.checkpoint()
-                }
-                if let problem = journal.checkFile() {
-                    logger.error("journal file lost", metadata: ["error": "\(problem.message)"])
-                }
-                if let metrics {
-                    let counts = try journal.stats().countsByState
-                    for state in ["pending", "in_flight", "completed", "failed", "expired"] {
-                        metrics.set(Metric.journalRows, state, to: Double(counts[state] ?? 0))
-                    }
-                }
-            } catch {
-                logger.error("journal upkeep failed", metadata: ["error": "\(error)"])
-            }
         }
     }
 }

@@ -34,7 +34,8 @@ public struct JournalRecord: Sendable, Hashable, Codable {
     public var leaseOwner: String?
     public var responderInstance: String?
     public var responderEnvironment: String?
-    public var outcome: String?
+    /// The last attempt's outcome; nil until one ended.
+    public var outcome: JournalOutcome?
     public var resultPayload: Data?
     public var error: String?
 
@@ -67,6 +68,21 @@ public struct JournalRecord: Sendable, Hashable, Codable {
     }
 }
 
+/// How a request's last attempt ended, as the journal records it (the `outcome` column). A
+/// call interrupted by the gateway's shutdown has no outcome: its row stays unfinished.
+public enum JournalOutcome: String, Sendable, CaseIterable, Codable {
+    /// A receiver had the answer.
+    case ok
+    /// Every receiver answered and none had it.
+    case notFound = "not_found"
+    /// No receiver was connected before the deadline.
+    case noReceivers = "no_receivers"
+    /// Receivers were asked but none gave a final answer in time.
+    case deadlineExceeded = "deadline_exceeded"
+    /// Receivers failed.
+    case failed
+}
+
 /// Wall-clock milliseconds, the journal's unit of time.
 public enum JournalClock {
     public static func now() -> Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded()) }
@@ -96,7 +112,15 @@ extension JournalRecord {
         self.leaseOwner = row["lease_owner"]
         self.responderInstance = row["responder_instance"]
         self.responderEnvironment = row["responder_environment"]
-        self.outcome = row["outcome"]
+        let outcome: String? = row["outcome"]
+        if let outcome {
+            guard let known = JournalOutcome(rawValue: outcome) else {
+                throw JournalError(code: .corrupt, message: "request '\(row["request_id"] as String? ?? "?")' has unknown outcome '\(outcome)'; expected one of \(JournalOutcome.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            self.outcome = known
+        } else {
+            self.outcome = nil
+        }
         self.resultPayload = row["result_payload"]
         self.error = row["error"]
     }
@@ -120,7 +144,7 @@ extension JournalRecord {
             """).execute(arguments: [
                 requestID, method, targetEnvironment, targetInstance, payload, origin, state.rawValue, attempts,
                 createdAt, updatedAt, nextAttemptAt, deadlineAt, leaseOwner, responderInstance, responderEnvironment,
-                outcome, resultPayload, error,
+                outcome?.rawValue, resultPayload, error,
             ])
     }
 }

@@ -46,12 +46,12 @@ extension RequestJournal {
 
     /// Puts a request back to pending after a failed attempt. Not waited for (see
     /// ``markInFlight(_:attempt:owner:)``).
-    public func scheduleRetry(_ requestID: String, at nextAttempt: Int64, outcome: String, error: String) {
+    public func scheduleRetry(_ requestID: String, at nextAttempt: Int64, outcome: JournalOutcome, error: String) {
         let now = JournalClock.now()
         committer.submit { db in
             try db.cachedStatement(
                 sql: "UPDATE requests SET state = 'pending', next_attempt_at = ?, outcome = ?, error = ?, updated_at = ? WHERE request_id = ? AND state IN ('pending', 'in_flight')"
-            ).execute(arguments: [nextAttempt, outcome, error, now, requestID])
+            ).execute(arguments: [nextAttempt, outcome.rawValue, error, now, requestID])
         }
     }
 
@@ -66,7 +66,7 @@ extension RequestJournal {
                     result_payload = ?, error = ?, updated_at = ?, lease_owner = NULL
                 WHERE request_id = ?
                 """).execute(arguments: [
-                    final.state.rawValue, final.outcome, final.attempts, final.responderInstance, final.responderEnvironment,
+                    final.state.rawValue, final.outcome?.rawValue, final.attempts, final.responderInstance, final.responderEnvironment,
                     final.resultPayload, final.error, final.updatedAt, final.requestID,
                 ])
         }

@@ -179,7 +179,7 @@ extension AdminCallResponse {
     init(_ record: JournalRecord) {
         self = .with {
             $0.requestID = record.requestID
-            $0.outcome = record.outcome.flatMap(CallResult.Outcome.init(rawValue:)).map(AdminOutcome.init) ?? .unspecified
+            $0.outcome = record.outcome.map { AdminOutcome(CallResult.Outcome($0)) } ?? .unspecified
             $0.payload = record.resultPayload ?? Data()
             $0.responderInstance = record.responderInstance ?? ""
             $0.responderEnvironment = record.responderEnvironment ?? ""

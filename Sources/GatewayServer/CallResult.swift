@@ -1,4 +1,6 @@
 public import Foundation
+// Public: an outcome converts to and from the journal's.
+public import GatewayJournal
 
 /// How a call through the gateway ended.
 public struct CallResult: Sendable {
@@ -38,5 +40,29 @@ public struct CallResult: Sendable {
         self.error = error
         self.receivers = receivers
         self.retryable = retryable
+    }
+}
+
+extension CallResult.Outcome {
+    /// What the journal records for this outcome; nil for `interrupted`, which it never stores.
+    public var journaled: JournalOutcome? {
+        switch self {
+        case .ok: .ok
+        case .notFound: .notFound
+        case .noReceivers: .noReceivers
+        case .deadlineExceeded: .deadlineExceeded
+        case .failed: .failed
+        case .interrupted: nil
+        }
+    }
+
+    public init(_ journaled: JournalOutcome) {
+        switch journaled {
+        case .ok: self = .ok
+        case .notFound: self = .notFound
+        case .noReceivers: self = .noReceivers
+        case .deadlineExceeded: self = .deadlineExceeded
+        case .failed: self = .failed
+        }
     }
 }

@@ -45,7 +45,7 @@ struct MethodCaller: Sendable {
             )
             do {
                 let final = try await runner.call(record, waitForEnd: true)
-                (outcome, answer, problem) = (final.outcome.flatMap(CallResult.Outcome.init(rawValue:)), final.resultPayload, final.error ?? "")
+                (outcome, answer, problem) = (final.outcome.map(CallResult.Outcome.init), final.resultPayload, final.error ?? "")
             } catch {
                 switch error {
                 case .notRecorded(let cause): return .unanswered("not recorded in the journal: \(cause)")

@@ -194,7 +194,7 @@ final class RequestRunner: Sendable {
         var last: CallResult?
         while true {
             if ContinuousClock.now >= deadline {
-                return await finish(record, .expired, outcome: last?.outcome.rawValue ?? CallResult.Outcome.deadlineExceeded.rawValue,
+                return await finish(record, .expired, outcome: last?.outcome.journaled ?? .deadlineExceeded,
                                     attempts: attempts, result: last, note: "deadline passed before an answer")
             }
             attempts += 1
@@ -215,14 +215,18 @@ final class RequestRunner: Sendable {
             }
             last = result
             switch result.outcome {
-            case .ok, .notFound:
-                return await finish(record, .completed, outcome: result.outcome.rawValue, attempts: attempts, result: result)
-            case .noReceivers, .deadlineExceeded:
-                return await finish(record, .expired, outcome: result.outcome.rawValue, attempts: attempts, result: result)
+            case .ok:
+                return await finish(record, .completed, outcome: .ok, attempts: attempts, result: result)
+            case .notFound:
+                return await finish(record, .completed, outcome: .notFound, attempts: attempts, result: result)
+            case .noReceivers:
+                return await finish(record, .expired, outcome: .noReceivers, attempts: attempts, result: result)
+            case .deadlineExceeded:
+                return await finish(record, .expired, outcome: .deadlineExceeded, attempts: attempts, result: result)
             case .interrupted:
                 return unclaim(requestID)
             case .failed where !result.retryable || attempts >= configuration.maxAttempts:
-                return await finish(record, .failed, outcome: result.outcome.rawValue, attempts: attempts, result: result,
+                return await finish(record, .failed, outcome: .failed, attempts: attempts, result: result,
                                     note: result.retryable ? "gave up after \(attempts) attempt(s)" : nil)
             case .failed:
                 let delay = retryDelay(afterAttempt: attempts)
@@ -232,7 +236,7 @@ final class RequestRunner: Sendable {
                     "request_id": "\(requestID)", "method": "\(record.method)", "attempt": "\(attempts)",
                     "retry_in_ms": "\(delayMs)", "error": "\(result.error)",
                 ])
-                journal.scheduleRetry(requestID, at: JournalClock.now() + delayMs, outcome: result.outcome.rawValue, error: result.error)
+                journal.scheduleRetry(requestID, at: JournalClock.now() + delayMs, outcome: .failed, error: result.error)
                 do { try await Task.sleep(for: delay) } catch { return unclaim(requestID) }
             }
         }
@@ -245,7 +249,7 @@ final class RequestRunner: Sendable {
     private func finish(
         _ record: JournalRecord,
         _ state: JournalRecord.State,
-        outcome: String,
+        outcome: JournalOutcome,
         attempts: Int,
         result: CallResult?,
         note: String? = nil

@@ -107,7 +107,7 @@ struct HostileAnswerTests {
             #expect(try journal.record("needs-beta")?.state.isTerminal == false)
             try cluster.startWorker(environment: "beta", inventory: try cluster.inventory("beta", [vps]))
             #expect(await poll(timeout: .seconds(20)) { (try? journal.record("needs-beta"))??.state == .completed })
-            #expect(try journal.record("needs-beta")?.outcome == "ok")
+            #expect(try journal.record("needs-beta")?.outcome == .ok)
         }
     }
 

@@ -86,7 +86,7 @@ struct JournalTests {
             #expect(acceptedIDs.count > 0)
             for id in acceptedIDs {
                 let row = try #require(byID[id], "accepted request \(id) is missing from the journal")
-                #expect(row.state == .completed && row.outcome == "ok", "\(id): \(row.state) \(row.outcome ?? "-") \(row.error ?? "")")
+                #expect(row.state == .completed && row.outcome == .ok, "\(id): \(row.state) \(row.outcome?.rawValue ?? "-") \(row.error ?? "")")
             }
             for row in rows { #expect(row.state.isTerminal) }
             let retried = rows.filter { $0.attempts > 1 }.count
@@ -140,7 +140,7 @@ struct JournalTests {
             #expect(await poll(timeout: .seconds(10)) { (try? journal.record("doomed"))??.state == .completed })
             let replayed = try #require(try journal.record("doomed"))
             #expect(replayed.origin == "replay")
-            #expect(replayed.outcome == "ok")
+            #expect(replayed.outcome == .ok)
         }
     }
 

@@ -91,14 +91,14 @@ struct ShutdownTests {
                 #expect("\(error)".contains("stays pending in the journal"), "\(error)")
             }
             let row = try #require(try journal.record("waiting"))
-            #expect(row.state == .pending, "\(row.state) \(row.outcome ?? "-") \(row.error ?? "")")
+            #expect(row.state == .pending, "\(row.state) \(row.outcome?.rawValue ?? "-") \(row.error ?? "")")
             #expect(row.outcome == nil)
             #expect(row.attempts == 0, "an attempt that reached nobody does not count")
 
             try await cluster.startGateway()
             try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production", [vps]))
             #expect(await poll(timeout: .seconds(20)) { (try? journal.record("waiting"))??.state == .completed })
-            #expect(try journal.record("waiting")?.outcome == "ok")
+            #expect(try journal.record("waiting")?.outcome == .ok)
         }
     }
 

@@ -161,6 +161,8 @@ struct SupervisorTests {
             let notify = try NotifySocket(path: cluster.directory + "/supervisor-notify.sock")
             let supervisor = try startSupervisor(cluster, environments: [("production", try cluster.inventory("production"))], notify: notify)
             #expect(await notify.waitFor("READY=1"))
+            // READY=1 means the gateway is ready; the worker starts after it.
+            try await cluster.waitForClients(["production-1"])
             let worker = try #require(pid(of: "worker --env production", in: cluster))
             kill(worker, SIGSTOP)  // stuck: no more WATCHDOG=1
             // SIGABRT (the Swift runtime may spend a while printing a backtrace), then SIGKILL

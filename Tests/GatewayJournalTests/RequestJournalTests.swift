@@ -86,7 +86,7 @@ struct RequestJournalTests {
             journal.markInFlight("r-1", attempt: 1, owner: "test@boot")
             var final = Self.record("r-1", now: 1000, deadline: 9000)
             final.state = .completed
-            final.outcome = "ok"
+            final.outcome = .ok
             final.attempts = 1
             final.responderInstance = "production-1"
             final.responderEnvironment = "production"
@@ -96,7 +96,7 @@ struct RequestJournalTests {
             journal.finishWriting()
             try await writer.value
             let stored = try #require(try journal.record("r-1"))
-            #expect(stored.state == .completed && stored.outcome == "ok" && stored.responderInstance == "production-1")
+            #expect(stored.state == .completed && stored.outcome == .ok && stored.responderInstance == "production-1")
             #expect(stored.resultPayload == Data("answer".utf8) && stored.leaseOwner == nil)
             let refused = await #expect(throws: JournalError.self) { _ = try await journal.insert(Self.record("r-2", now: 1000, deadline: 9000)) }
             #expect(refused?.code == .closed)
@@ -117,7 +117,7 @@ struct RequestJournalTests {
 
             #expect(try await journal.expireOverdue(now: 5000) == 1)
             let expired = try #require(try journal.record("b-overdue"))
-            #expect(expired.state == .expired && expired.outcome == "deadline_exceeded")
+            #expect(expired.state == .expired && expired.outcome == .deadlineExceeded)
             #expect(expired.error?.contains("deadline passed") == true)
 
             let replayed = try await journal.resetForReplay(.init(requestIDs: ["c-done", "a-oldest"]), deadline: 20_000)
@@ -219,6 +219,24 @@ struct RequestJournalTests {
         #expect(FileManager.default.contents(atPath: path) == garbage)
     }
 
+    @Test("a row whose outcome is not one the journal records is refused as corrupt, naming the value, and left as it was")
+    func unknownOutcomeRefused() async throws {
+        try await withRunningJournal { journal, directory in
+            _ = try await journal.insert(Self.record("r-odd", now: 1000, deadline: 90_000))
+            try await journal.finishAndWait(Self.final("r-odd", .completed, updatedAt: 2000))
+            #expect(try journal.record("r-odd")?.outcome == .ok)
+            // Another program (or a damaged page) wrote a value this build does not know.
+            let other = try DatabaseQueue(path: directory + "/journal.db")
+            try await other.write { db in try db.execute(sql: "UPDATE requests SET outcome = 'maybe' WHERE request_id = 'r-odd'") }
+            let error = #expect(throws: JournalError.self) { _ = try journal.record("r-odd") }
+            #expect(error?.code == .corrupt && error?.message.contains("unknown outcome 'maybe'") == true, "\(String(describing: error))")
+            #expect(error?.message.contains("ok, not_found, no_receivers, deadline_exceeded, failed") == true)
+            let stored = try await other.read { db in try String.fetchOne(db, sql: "SELECT outcome FROM requests WHERE request_id = 'r-odd'") }
+            #expect(stored == "maybe")
+            try other.close()
+        }
+    }
+
     @Test("a second exclusive opener of one journal is refused as inUse, naming the holder's pid")
     func secondWriterRefused() async throws {
         let directory = try Self.temporaryDirectory()
@@ -245,7 +263,7 @@ struct RequestJournalTests {
     static func final(_ id: String, _ state: JournalRecord.State, updatedAt: Int64) -> JournalRecord {
         var row = record(id, now: 1000, deadline: 90_000)
         row.state = state
-        row.outcome = state == .completed ? "ok" : "failed"
+        row.outcome = state == .completed ? .ok : .failed
         row.attempts = 1
         row.updatedAt = updatedAt
         return row

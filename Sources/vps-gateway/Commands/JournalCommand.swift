@@ -112,7 +112,7 @@ struct RecordJSON: Encodable {
         lease_owner = record.leaseOwner
         responder_instance = record.responderInstance
         responder_environment = record.responderEnvironment
-        outcome = record.outcome
+        outcome = record.outcome?.rawValue
         error = record.error
         payload_hex = record.payload.hex
         result_payload_hex = record.resultPayload?.hex
@@ -154,7 +154,7 @@ extension JournalCommand {
                 return
             }
             let rows = [["REQUEST-ID", "STATE", "OUTCOME", "METHOD", "ATTEMPTS", "CREATED", "ORIGIN"]] + records.map {
-                [$0.requestID, $0.state.rawValue, $0.outcome ?? "-", $0.method, "\($0.attempts)",
+                [$0.requestID, $0.state.rawValue, $0.outcome?.rawValue ?? "-", $0.method, "\($0.attempts)",
                  JournalClock.date($0.createdAt).formatted(.iso8601), $0.origin]
             }
             printTable(rows)

@@ -51,6 +51,8 @@ public final class Supervisor: Sendable {
     /// The supervisor's concurrent parts still running, by name: what a stop that outlives
     /// its limit names as unfinished.
     private let runningParts = Mutex<[String: Int]>([:])
+    /// A child that floods its notify socket cannot grow the event queue.
+    private let notifyBacklog = Mutex(NotifyBacklog<Machine.ChildID>(limit: 1024))
 
     public init(options: Options, logger: Logger, notifier: ServiceNotifier = ServiceNotifier(), metrics: MetricsRegistry? = nil) throws {
         self.options = options
@@ -105,6 +107,7 @@ public final class Supervisor: Sendable {
                     switch event {
                     case .timer(let timer): effects.timers[timer] = nil
                     case .exited(let id, _, _): processes.withLock { $0[id] = nil }
+                    case .notified(let id, _): handledNotification(of: id)
                     default: break
                     }
                     actions += machine.handle(event, now: .now)
@@ -213,14 +216,32 @@ public final class Supervisor: Sendable {
         }
     }
 
-    /// The child's notify socket: every message becomes an event.
+    /// The child's notify socket: every message becomes an event, up to the backlog bound.
     private func listen(_ id: Machine.ChildID, with listener: NotifyListener, events: MessageQueue<Machine.Event>) async {
         do {
-            try await listener.run { events.enqueue(.notified(id, $0)) }
+            try await listener.run { assignments in
+                switch self.notifyBacklog.withLock({ $0.admit(id) }) {
+                case .queue:
+                    events.enqueue(.notified(id, assignments))
+                case .dropFirst(let limit):
+                    self.logger.warning("child floods its notify socket; dropping its messages until the supervisor catches up", metadata: [
+                        "child": "\(id.name)", "backlog": "\(limit)",
+                    ])
+                case .drop:
+                    break
+                }
+            }
         } catch {
             if !Task.isCancelled {
                 logger.error("child notify socket failed", metadata: ["child": "\(id.name)", "error": "\(error)"])
             }
+        }
+    }
+
+    /// One of `id`'s notify messages left the queue; once none is left, says how many were dropped.
+    private func handledNotification(of id: Machine.ChildID) {
+        if let dropped = notifyBacklog.withLock({ $0.handled(id) }) {
+            logger.warning("dropped notify messages of a child that flooded its socket", metadata: ["child": "\(id.name)", "dropped": "\(dropped)"])
         }
     }
 

@@ -371,3 +371,25 @@ struct SupervisorMachineTests {
         #expect(Self.told(ready) == [.ready(status: "gateway ready, production ready")])
     }
 }
+
+@Suite("Notify backlog")
+struct NotifyBacklogTests {
+    @Test("past the limit a child's messages are dropped, the first drop is flagged once, and the count comes back when its backlog is handled")
+    func floodIsBoundedAndCounted() {
+        var backlog = NotifyBacklog<String>(limit: 3)
+        #expect((0..<3).map { _ in backlog.admit("gateway") } == [.queue, .queue, .queue])
+        #expect(backlog.admit("gateway") == .dropFirst(limit: 3))
+        #expect(backlog.admit("gateway") == .drop)
+        #expect(backlog.admit("worker-beta") == .queue, "another child's messages are not held up")
+
+        #expect(backlog.handled("gateway") == nil)
+        #expect(backlog.admit("gateway") == .queue, "room again once one was handled")
+        #expect(backlog.handled("gateway") == nil)
+        #expect(backlog.handled("gateway") == nil)
+        #expect(backlog.handled("gateway") == 2, "both dropped messages are told once the backlog is empty")
+        #expect(backlog.handled("worker-beta") == nil)
+        #expect(backlog.waiting == 0, "nothing is kept for children without a backlog")
+        #expect(backlog.admit("gateway") == .queue)
+        #expect(backlog.handled("gateway") == nil, "the drop count started over")
+    }
+}

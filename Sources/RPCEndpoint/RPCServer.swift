@@ -112,7 +112,7 @@ public final class RPCServer: Sendable {
 
     /// One accepted connection, as the child channel initializer leaves it.
     enum Connection: Sendable {
-        case accepted(any Channel, NIOHTTP2Handler.AsyncStreamMultiplexer<NIOAsyncChannel<HTTP2Frame.FramePayload, HTTP2Frame.FramePayload>>, remoteAddress: String)
+        case accepted(any Channel, NIOHTTP2Handler.AsyncStreamMultiplexer<StreamStart>, remoteAddress: String)
         /// Over the connection cap: closed at once.
         case refused(any Channel)
     }
@@ -180,7 +180,7 @@ public final class RPCServer: Sendable {
     }
 
     /// The pipeline of one connection: the HTTP/1 refusal, HTTP/2 with its connection manager
-    /// (keepalive pings, idle close, GOAWAY on quiesce), ping policing, a NIOAsyncChannel per stream.
+    /// (keepalive pings, idle close, GOAWAY on quiesce), ping policing, a `StreamStart` per stream.
     private func configure(_ channel: any Channel, tls: NIOSSLContext?) throws -> Connection {
         let remote = Self.describe(channel.remoteAddress)
         guard connections.admit(channel) else {
@@ -215,9 +215,11 @@ public final class RPCServer: Sendable {
         )
         let multiplexer = try sync.configureAsyncHTTP2Pipeline(
             mode: .server, streamDelegate: manager.http2StreamDelegate, frameDelegate: policing, configuration: http2
-        ) { stream in
+        ) { [router, maxMessageBytes = configuration.maxMessageBytes] stream in
             stream.eventLoop.makeCompletedFuture {
-                try NIOAsyncChannel<HTTP2Frame.FramePayload, HTTP2Frame.FramePayload>(wrappingChannelSynchronously: stream)
+                let start = StreamStart(stream: stream, router: router, maxMessageBytes: maxMessageBytes)
+                try stream.pipeline.syncOperations.addHandler(start)
+                return start
             }
         }
         try sync.addHandler(manager)

@@ -2,7 +2,7 @@ import NIOHPACK
 
 /// What a stream's request HEADERS ask for, and the pure decision of how to answer it: which
 /// protocol and codec, which route, or which refusal.
-struct RequestHead {
+struct RequestHead: Sendable {
     let headers: HPACKHeaders
 
     var method: String? { headers.first(name: ":method") }
@@ -20,7 +20,7 @@ struct RequestHead {
         case refuse(Refusal)
     }
 
-    struct Call {
+    struct Call: Sendable {
         let route: Route
         let wireProtocol: RPCContext.WireProtocol
         let codec: MessageCodec

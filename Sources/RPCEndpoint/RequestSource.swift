@@ -5,7 +5,8 @@ import NIOHTTP2
 ///
 /// It owns the stream's frame iterator, which the dispatcher used for the HEADERS and then
 /// hands to the handler; the two never read at the same time, which is why the unchecked
-/// `Sendable` is sound.
+/// `Sendable` is sound. A unary call read whole by ``StreamStart`` comes as its body instead,
+/// with its input already ended.
 final class RequestSource: @unchecked Sendable {
     enum Framing {
         /// gRPC and Connect streaming: length-prefixed envelopes.
@@ -14,7 +15,9 @@ final class RequestSource: @unchecked Sendable {
         case wholeBody
     }
 
-    private var frames: NIOAsyncChannelInboundStream<HTTP2Frame.FramePayload>.AsyncIterator
+    /// Nil for a body read whole.
+    private var frames: NIOAsyncChannelInboundStream<HTTP2Frame.FramePayload>.AsyncIterator?
+    private var collectedBody: ByteBuffer?
     private var reader: EnvelopeReader
     private let framing: Framing
     private let encoding: MessageEncoding
@@ -35,6 +38,20 @@ final class RequestSource: @unchecked Sendable {
         self.maxMessageBytes = maxMessageBytes
         self.reader = EnvelopeReader(maxMessageBytes: maxMessageBytes)
         self.inputEnded = inputEnded
+    }
+
+    /// A request whose whole body was read already.
+    init(collected body: ByteBuffer, framing: Framing, encoding: MessageEncoding, maxMessageBytes: Int) {
+        self.frames = nil
+        self.framing = framing
+        self.encoding = encoding
+        self.maxMessageBytes = maxMessageBytes
+        self.reader = EnvelopeReader(maxMessageBytes: maxMessageBytes)
+        self.inputEnded = true
+        switch framing {
+        case .envelopes: reader.append(body)
+        case .wholeBody: collectedBody = body
+        }
     }
 
     /// The next message, or nil once the client half-closed. Throws `RPCStatus` for a
@@ -69,12 +86,16 @@ final class RequestSource: @unchecked Sendable {
 
     private func wholeBody() async throws -> [UInt8]? {
         guard !bodyDelivered else { return nil }
-        var body = ByteBuffer()
+        var body = collectedBody ?? ByteBuffer()
+        collectedBody = nil
         while !inputEnded {
             try await readFrame { bytes in body.writeImmutableBuffer(bytes) }
             guard body.readableBytes <= maxMessageBytes else {
                 throw RPCStatus(.resourceExhausted, "the request body is over the limit of \(maxMessageBytes) bytes")
             }
+        }
+        guard body.readableBytes <= maxMessageBytes else {
+            throw RPCStatus(.resourceExhausted, "the request body is over the limit of \(maxMessageBytes) bytes")
         }
         bodyDelivered = true
         let bytes = Array(body.readableBytesView)
@@ -110,9 +131,10 @@ final class RequestSource: @unchecked Sendable {
     /// Reads one frame; DATA goes to `consume`. A stream that closes or resets without
     /// END_STREAM is the client giving up.
     private func readFrame(_ consume: (ByteBuffer) -> Void) async throws {
+        guard frames != nil else { throw RPCStatus(.cancelled, "the request ended") }
         let frame: HTTP2Frame.FramePayload?
         do {
-            frame = try await frames.next()
+            frame = try await frames!.next()
         } catch {
             throw RPCStatus(.cancelled, "the client reset the stream")
         }

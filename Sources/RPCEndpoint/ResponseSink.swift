@@ -11,14 +11,30 @@ import Synchronization
 /// `write` is called by one task at a time (the handler's); `finish` once, by the
 /// dispatcher, after the handler returned.
 final class ResponseSink: Sendable {
-    private let outbound: NIOAsyncChannelOutboundWriter<HTTP2Frame.FramePayload>
+    /// Writes frames to the stream and flushes them.
+    private let send: @Sendable ([HTTP2Frame.FramePayload]) async throws -> Void
     private let wireProtocol: RPCContext.WireProtocol
     private let contentType: String
     private let encoding: MessageEncoding
     private let headersSent = Atomic<Bool>(false)
 
-    init(outbound: NIOAsyncChannelOutboundWriter<HTTP2Frame.FramePayload>, wireProtocol: RPCContext.WireProtocol, contentType: String, encoding: MessageEncoding) {
-        self.outbound = outbound
+    convenience init(outbound: NIOAsyncChannelOutboundWriter<HTTP2Frame.FramePayload>, wireProtocol: RPCContext.WireProtocol, contentType: String, encoding: MessageEncoding) {
+        self.init(send: { try await outbound.write(contentsOf: $0) }, wireProtocol: wireProtocol, contentType: contentType, encoding: encoding)
+    }
+
+    /// Writes on the stream channel itself, in one hop to its event loop (``StreamStart``'s
+    /// unary calls, which have no async channel).
+    convenience init(stream: any Channel, wireProtocol: RPCContext.WireProtocol, contentType: String, encoding: MessageEncoding) {
+        self.init(send: { frames in
+            stream.eventLoop.execute {
+                for frame in frames { stream.write(frame, promise: nil) }
+                stream.flush()
+            }
+        }, wireProtocol: wireProtocol, contentType: contentType, encoding: encoding)
+    }
+
+    private init(send: @escaping @Sendable ([HTTP2Frame.FramePayload]) async throws -> Void, wireProtocol: RPCContext.WireProtocol, contentType: String, encoding: MessageEncoding) {
+        self.send = send
         self.wireProtocol = wireProtocol
         self.contentType = contentType
         self.encoding = encoding
@@ -52,7 +68,7 @@ final class ResponseSink: Sendable {
             }
             frames.append(.data(.init(data: .byteBuffer(buffer))))
         }
-        try await outbound.write(contentsOf: frames)
+        try await send(frames)
     }
 
     /// Ends the stream with `status` (gRPC: trailers, or trailers-only before any message).
@@ -79,7 +95,7 @@ final class ResponseSink: Sendable {
             guard first, status.code != .ok else { return }
             frames = Self.connectUnaryError(status)
         }
-        try? await outbound.write(contentsOf: frames)
+        try? await send(frames)
     }
 
     /// The frames of a Connect unary error: its HTTP status and `{"code":…,"message":…}`.

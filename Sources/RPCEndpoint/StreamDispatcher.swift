@@ -13,6 +13,30 @@ struct StreamDispatcher: Sendable {
     let logger: Logger
     let refusals: RefusalLog
 
+    /// Serves a stream as its first frames decided (``StreamStart``).
+    func serve(_ start: StreamStart, remoteAddress: String) async {
+        switch try? await start.start.get() {
+        case .unary(let collected)?: await serve(collected, remoteAddress: remoteAddress)
+        case .stream(let stream)?: await serve(stream, remoteAddress: remoteAddress)
+        case .closed?, nil: return
+        }
+    }
+
+    /// A unary call read whole: the handler runs here, the response goes straight to the stream.
+    private func serve(_ collected: StreamStart.CollectedCall, remoteAddress: String) async {
+        let call = collected.call
+        let context = RPCContext(
+            method: call.route.method, wireProtocol: call.wireProtocol, remoteAddress: remoteAddress,
+            deadline: call.timeout.map { .now + $0 }, headers: collected.head.headers
+        )
+        let sink = ResponseSink(stream: collected.stream, wireProtocol: call.wireProtocol, contentType: call.responseContentType, encoding: call.responseEncoding)
+        let source = RequestSource(
+            collected: collected.body, framing: call.wireProtocol == .connectUnary ? .wholeBody : .envelopes,
+            encoding: call.requestEncoding, maxMessageBytes: maxMessageBytes
+        )
+        await sink.finish(await run(call.route, source, sink, call.codec, context))
+    }
+
     func serve(_ stream: NIOAsyncChannel<HTTP2Frame.FramePayload, HTTP2Frame.FramePayload>, remoteAddress: String) async {
         // A stream that the client resets, or whose connection closes, ends here silently.
         try? await stream.executeThenClose { inbound, outbound in

@@ -52,6 +52,24 @@ struct EndpointTests {
         }
     }
 
+    @Test("a unary request whose body trickles in over many reads is answered like one that arrives whole")
+    func slowUnaryBody() async throws {
+        try await Cluster.with { cluster in
+            try await cluster.startGateway()
+            try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production", [vps]))
+            try await cluster.waitForClients(["production-1"])
+            // 700 bytes at 350 bytes/s: the body's DATA frames come in reads of their own,
+            // after the HEADERS, so the endpoint's stream reader takes the stream over midway.
+            let body = #"{"method":"FindVPSByLease","arguments":{"mac":"\#(vps.mac)"}"# + String(repeating: " ", count: 640) + "}"
+            let slow = try await curl(cluster, [
+                "-i", "--unix-socket", cluster.adminSocket, "--http2-prior-knowledge", "-H", "content-type: application/json",
+                "--limit-rate", "350", "--data-binary", body, "http://localhost/vpsgateway.admin.v1.GatewayAdmin/Call",
+            ])
+            #expect(slow.output.contains("HTTP/2 200"), "\(slow.output)")
+            #expect(slow.output.contains(#""vpsId":"vps-e""#), "\(slow.output)")
+        }
+    }
+
     @Test("health: Check and Watch answer SERVING over Connect once the gateway is ready; an unknown service is not_found")
     func health() async throws {
         try await Cluster.with { cluster in

@@ -7,9 +7,6 @@ import Logging
 import ServiceLifecycle
 import Telemetry
 import TextFormats
-#if canImport(Glibc)
-import Glibc
-#endif
 
 // The gateway's background parts, each a `Service` that `Gateway.run` puts in its group.
 // Each one that runs until stopped returns on a graceful shutdown (it is cancelled then):

@@ -26,7 +26,7 @@ final class RequestSource: @unchecked Sendable {
     private var bodyDelivered = false
 
     init(
-        frames: NIOAsyncChannelInboundStream<HTTP2Frame.FramePayload>.AsyncIterator,
+        frames: NIOAsyncChannelInboundStream<HTTP2Frame.FramePayload>.AsyncIterator?,
         framing: Framing,
         encoding: MessageEncoding,
         maxMessageBytes: Int,
@@ -41,13 +41,8 @@ final class RequestSource: @unchecked Sendable {
     }
 
     /// A request whose whole body was read already.
-    init(collected body: ByteBuffer, framing: Framing, encoding: MessageEncoding, maxMessageBytes: Int) {
-        self.frames = nil
-        self.framing = framing
-        self.encoding = encoding
-        self.maxMessageBytes = maxMessageBytes
-        self.reader = EnvelopeReader(maxMessageBytes: maxMessageBytes)
-        self.inputEnded = true
+    convenience init(collected body: ByteBuffer, framing: Framing, encoding: MessageEncoding, maxMessageBytes: Int) {
+        self.init(frames: nil, framing: framing, encoding: encoding, maxMessageBytes: maxMessageBytes, inputEnded: true)
         switch framing {
         case .envelopes: reader.append(body)
         case .wholeBody: collectedBody = body
@@ -88,14 +83,12 @@ final class RequestSource: @unchecked Sendable {
         guard !bodyDelivered else { return nil }
         var body = collectedBody ?? ByteBuffer()
         collectedBody = nil
-        while !inputEnded {
-            try await readFrame { bytes in body.writeImmutableBuffer(bytes) }
+        while true {
             guard body.readableBytes <= maxMessageBytes else {
                 throw RPCStatus(.resourceExhausted, "the request body is over the limit of \(maxMessageBytes) bytes")
             }
-        }
-        guard body.readableBytes <= maxMessageBytes else {
-            throw RPCStatus(.resourceExhausted, "the request body is over the limit of \(maxMessageBytes) bytes")
+            if inputEnded { break }
+            try await readFrame { bytes in body.writeImmutableBuffer(bytes) }
         }
         bodyDelivered = true
         let bytes = Array(body.readableBytesView)

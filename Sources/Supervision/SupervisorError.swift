@@ -27,3 +27,9 @@ public struct SupervisorError: Error, CustomStringConvertible, Sendable {
 
     public var description: String { "\(code): \"\(message)\"" }
 }
+
+extension SupervisorError: Equatable {
+    public static func == (lhs: SupervisorError, rhs: SupervisorError) -> Bool {
+        lhs.code == rhs.code && lhs.message == rhs.message
+    }
+}

@@ -659,9 +659,3 @@ struct SupervisorMachine {
         return actions
     }
 }
-
-extension SupervisorError: Equatable {
-    public static func == (lhs: SupervisorError, rhs: SupervisorError) -> Bool {
-        lhs.code == rhs.code && lhs.message == rhs.message
-    }
-}

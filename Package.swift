@@ -93,6 +93,13 @@ let package = Package(
             dependencies: ["CZlib", "AsyncPrimitives", nioCore, nioPosix, nioHTTP2, nioHPACK, nioSSL, protobuf, logging],
             swiftSettings: swiftSettings
         ),
+        // A grpc-swift client transport to an RPCServer's in-memory listener: a gateway and
+        // its workers in one process without sockets (the in-process tests).
+        .target(
+            name: "RPCInMemory",
+            dependencies: ["RPCEndpoint", grpcCore, nioCore, nioHTTP2, nioHPACK],
+            swiftSettings: swiftSettings
+        ),
         // What a long-running process owns and how it ends: instance locks, sockets it
         // removes only while they are its own, the bound on a graceful shutdown.
         .target(
@@ -226,7 +233,7 @@ let package = Package(
         // The stream contract and the fan-out with a gateway and workers in one process.
         .testTarget(
             name: "InProcessTests",
-            dependencies: ["GatewayProtocol", "GatewayServer", "GatewayWorker", "GatewayJournal", logging, protobuf],
+            dependencies: ["GatewayProtocol", "GatewayServer", "GatewayWorker", "GatewayJournal", "RPCEndpoint", "RPCInMemory", grpcCore, logging, protobuf],
             swiftSettings: swiftSettings
         ),
         .testTarget(

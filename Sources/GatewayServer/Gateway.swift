@@ -9,7 +9,8 @@ public import GatewayProtocol
 public import Logging
 // Public: the gateway is given the lock on its admin socket.
 public import ProcessLifecycle
-import RPCEndpoint
+// Public: the stream service can be served on an in-memory listener.
+public import RPCEndpoint
 public import ServiceLifecycle
 import Synchronization
 public import Telemetry
@@ -54,6 +55,9 @@ public final class Gateway: Service, Sendable {
 
     /// Held for the gateway's life: one gateway per admin socket.
     private let instanceLock: InstanceLock?
+    /// Where the stream service takes its streams instead of the configured port; nil serves
+    /// the port.
+    let streamListener: InMemoryListener?
 
     /// Takes the admin socket's lock (`PATH.lock`): the first thing a gateway does, before it
     /// opens its journal, so a second gateway is refused (``GatewayError/Code/alreadyRunning``,
@@ -71,10 +75,13 @@ public final class Gateway: Service, Sendable {
     ///   - instanceLock: from ``lockAdminSocket(of:)``; taken by ``run()`` when not given.
     ///   - metrics: where calls, clients, journal, leases and stream messages are counted;
     ///     nil records nothing.
+    ///   - streamListener: serves the stream service (registration, health) to in-memory
+    ///     clients instead of on the configured port: tests that run workers in this process.
     public init(
         configuration: Configuration, journal: RequestJournal?, methods: [AnyRequestMethod] = RequestMethods.all,
-        instanceLock: InstanceLock? = nil, metrics: MetricsRegistry? = nil, logger: Logger
+        instanceLock: InstanceLock? = nil, metrics: MetricsRegistry? = nil, streamListener: InMemoryListener? = nil, logger: Logger
     ) {
+        self.streamListener = streamListener
         let methods = RequestMethods.byName(methods)
         self.methodMessages = MethodMessages(methods: methods)
         self.instanceLock = instanceLock

@@ -25,7 +25,9 @@ final class GatewayServing: Service, Sendable {
         var adminRoutes = RPCRouter()
         AdminService(gateway: gateway).register(on: &adminRoutes)
         let configuration = gateway.configuration
-        stream = RPCServer(configuration: configuration.streamEndpoint, router: streamRoutes, logger: gateway.logger)
+        var streamEndpoint = configuration.streamEndpoint
+        if let listener = gateway.streamListener { streamEndpoint.address = .inMemory(listener) }
+        stream = RPCServer(configuration: streamEndpoint, router: streamRoutes, logger: gateway.logger)
         admin = RPCServer(configuration: configuration.adminEndpoint, router: adminRoutes, logger: gateway.logger)
     }
 
@@ -73,10 +75,11 @@ final class GatewayServing: Service, Sendable {
             }
             group.addTask {
                 // Nil when binding failed: that server's task ends the gateway with its error.
-                guard let streamAddress = await stream.listeningAddress, await admin.listeningAddress != nil else { return .listening }
-                gateway.listening(onStreamPort: streamAddress.port)
+                guard await stream.isServing, await admin.isServing else { return .listening }
+                let streamAddress = await stream.listeningAddress
+                gateway.listening(onStreamPort: streamAddress?.port)
                 logger.info("gateway listening", metadata: [
-                    "address": "\(streamAddress)",
+                    "address": "\(streamAddress.map { "\($0)" } ?? gateway.streamListener?.description ?? "none")",
                     "admin_socket": "\(configuration.adminSocketPath)",
                     "journal": "\(gateway.journal?.path ?? "off")",
                     "version": "\(configuration.version)",

@@ -46,7 +46,16 @@ final class StreamSession: Sendable {
             $0.methods = worker.handlers.methods
         }
         defer { worker.unregistered(from: endpoint) }
-        try await withGRPCClient(transport: try transport()) { client in
+        switch worker.transport {
+        case .network: try await serve(over: try networkTransport(), registration: registration, outbound: outbound)
+        case .custom(let make): try await serve(over: try make(endpoint), registration: registration, outbound: outbound)
+        }
+        return registeredDuration
+    }
+
+    /// Registers on one stream over `transport` and serves it until it ends.
+    private func serve(over transport: some ClientTransport, registration: GatewayRegistration, outbound: MessageQueue<GatewayMessage>) async throws {
+        try await withGRPCClient(transport: transport) { client in
             let service = VPSGatewayService.Client(wrapping: client)
             try await service.registerGateway(
                 metadata: [GatewayMetadataKey.apiSecret: .string(configuration.apiSecret)],
@@ -60,10 +69,9 @@ final class StreamSession: Sendable {
                 }
             )
         }
-        return registeredDuration
     }
 
-    private func transport() throws -> HTTP2ClientTransport.Posix {
+    private func networkTransport() throws -> HTTP2ClientTransport.Posix {
         let target: any ResolvableTarget
         if endpoint.host.contains(":") {
             target = .ipv6(address: endpoint.host, port: endpoint.port)

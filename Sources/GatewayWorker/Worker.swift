@@ -1,6 +1,7 @@
 import AsyncPrimitives
 import Foundation
-import GRPCCore
+// Public: a custom transport is a grpc-swift ClientTransport.
+public import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import GatewayProtocol
 // Public: the worker is a `Service` that a `ServiceGroup` runs and shuts down.
@@ -34,9 +35,20 @@ public final class Worker: Service, Sendable {
 
     /// Where requests and stream states are counted; nil records nothing.
     let metrics: MetricsRegistry?
+    let transport: Transport
 
-    public init(configuration: Configuration, handlers: HandlerRegistry, metrics: MetricsRegistry? = nil, logger: Logger) {
+    /// How the worker reaches its gateways.
+    public enum Transport: Sendable {
+        /// HTTP/2 over TCP, TLS for `https://` gateways: what a deployed worker uses.
+        case network
+        /// A client transport the caller makes for each gateway (a gateway in the same process
+        /// on an in-memory listener, for tests).
+        case custom(@Sendable (GatewayEndpoint) throws -> any ClientTransport)
+    }
+
+    public init(configuration: Configuration, handlers: HandlerRegistry, metrics: MetricsRegistry? = nil, transport: Transport = .network, logger: Logger) {
         self.configuration = configuration
+        self.transport = transport
         self.metrics = metrics
         self.handlers = handlers
         self.logger = logger

@@ -1,4 +1,5 @@
-import NIOCore
+// Package: the client transport of RPCInMemory frames its messages with the same reader.
+package import NIOCore
 
 /// The content codings a message may travel in.
 enum MessageEncoding: String, Sendable {
@@ -31,24 +32,24 @@ enum MessageEncoding: String, Sendable {
 /// Connect adds bit 1 (end of stream, a JSON trailer instead of a message).
 ///
 /// No library frames Connect, and sharing one reader keeps the two protocols' limits equal.
-struct EnvelopeReader {
-    struct Envelope {
-        var flags: UInt8
-        var payload: ByteBuffer
+package struct EnvelopeReader {
+    package struct Envelope {
+        package var flags: UInt8
+        package var payload: ByteBuffer
 
-        var isCompressed: Bool { flags & 0x01 != 0 }
-        var isEndOfStream: Bool { flags & 0x02 != 0 }
+        package var isCompressed: Bool { flags & 0x01 != 0 }
+        package var isEndOfStream: Bool { flags & 0x02 != 0 }
     }
 
     private var buffered: ByteBuffer?
-    let maxMessageBytes: Int
+    package let maxMessageBytes: Int
 
-    init(maxMessageBytes: Int) {
+    package init(maxMessageBytes: Int) {
         self.maxMessageBytes = maxMessageBytes
     }
 
     /// Adds bytes read from a DATA frame.
-    mutating func append(_ bytes: ByteBuffer) {
+    package mutating func append(_ bytes: ByteBuffer) {
         if buffered == nil {
             buffered = bytes
         } else {
@@ -58,11 +59,11 @@ struct EnvelopeReader {
     }
 
     /// True when bytes of an unfinished envelope are waiting.
-    var hasPartialEnvelope: Bool { (buffered?.readableBytes ?? 0) > 0 }
+    package var hasPartialEnvelope: Bool { (buffered?.readableBytes ?? 0) > 0 }
 
     /// The next complete envelope, nil when more bytes are needed. Throws for a message over
     /// the size limit before its bytes arrive, so a client cannot make the endpoint buffer it.
-    mutating func next() throws(RPCStatus) -> Envelope? {
+    package mutating func next() throws(RPCStatus) -> Envelope? {
         guard var buffer = buffered, buffer.readableBytes >= 5,
               let flags = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self),
               let length = buffer.getInteger(at: buffer.readerIndex + 1, as: UInt32.self) else { return nil }
@@ -79,7 +80,7 @@ struct EnvelopeReader {
 
 extension ByteBuffer {
     /// Appends one envelope: `flags`, the length, the bytes.
-    mutating func writeEnvelope(flags: UInt8, _ bytes: [UInt8]) {
+    package mutating func writeEnvelope(flags: UInt8, _ bytes: [UInt8]) {
         writeInteger(flags)
         writeInteger(UInt32(bytes.count))
         writeBytes(bytes)

@@ -5,6 +5,9 @@ extension RPCServer {
             case tcp(host: String, port: Int)
             /// A Unix socket; the caller prepares the path (a stale socket is not removed here).
             case unix(path: String)
+            /// Streams handed over in memory, for tests in one process: no socket, no HTTP/2
+            /// connection, none of the connection limits below.
+            case inMemory(InMemoryListener)
         }
 
         public var address: Address

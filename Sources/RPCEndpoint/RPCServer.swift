@@ -29,7 +29,9 @@ public final class RPCServer: Sendable {
     private struct State {
         var listener: (any Channel)?
         var address: SocketAddress?
-        var bindWaiters: [CheckedContinuation<SocketAddress?, Never>] = []
+        /// Bound, or taking in-memory streams.
+        var serving = false
+        var bindWaiters: [CheckedContinuation<Started, Never>] = []
         var stopped = false
     }
 
@@ -44,12 +46,16 @@ public final class RPCServer: Sendable {
     /// Binds and serves until the listener is shut down and every connection has closed, or
     /// until cancelled (then every connection is closed at once).
     public func run() async throws {
+        let dispatcher = StreamDispatcher(router: router, maxMessageBytes: configuration.maxMessageBytes, logger: logger, refusals: refusals)
+        if case .inMemory(let listener) = configuration.address {
+            return await serve(listener, dispatcher)
+        }
         let listener: NIOAsyncChannel<Connection, Never>
         do {
             let tls = try configuration.tls.map(Self.makeTLSContext)
             listener = try await bind(tls: tls)
         } catch {
-            wakeBindWaiters(nil)
+            wakeBindWaiters(.failed)
             throw error
         }
         let address = listener.channel.localAddress
@@ -57,8 +63,7 @@ public final class RPCServer: Sendable {
             state.listener = listener.channel
             state.address = address
         }
-        wakeBindWaiters(address)
-        let dispatcher = StreamDispatcher(router: router, maxMessageBytes: configuration.maxMessageBytes, logger: logger, refusals: refusals)
+        wakeBindWaiters(.serving(address))
         try await withTaskCancellationHandler {
             try await listener.executeThenClose { inbound in
                 try await withThrowingDiscardingTaskGroup { group in
@@ -73,17 +78,58 @@ public final class RPCServer: Sendable {
         }
     }
 
-    /// The address the server listens on once bound; nil if binding failed.
-    public var listeningAddress: SocketAddress? {
+    /// Serves the streams of an in-memory listener until it stops accepting and they have
+    /// ended, or until cancelled (then they are cut).
+    private func serve(_ listener: InMemoryListener, _ dispatcher: StreamDispatcher) async {
+        wakeBindWaiters(.serving(nil))
+        await withTaskCancellationHandler {
+            await withDiscardingTaskGroup { group in
+                for await stream in listener.streams {
+                    group.addTask { await dispatcher.serve(stream, remoteAddress: listener.description) }
+                }
+            }
+        } onCancel: {
+            listener.stopAccepting()
+            listener.closeAll()
+        }
+    }
+
+    /// How a server's start went.
+    private enum Started {
+        /// Bound to its address (nil for an in-memory listener).
+        case serving(SocketAddress?)
+        case failed
+    }
+
+    private var started: Started {
         get async {
             await withCheckedContinuation { continuation in
-                let known: SocketAddress?? = state.withLock { state in
-                    if state.listener != nil || state.stopped { return .some(state.address) }
+                let known: Started? = state.withLock { state in
+                    if state.serving { return .serving(state.address) }
+                    if state.stopped { return .failed }
                     state.bindWaiters.append(continuation)
-                    return .none
+                    return nil
                 }
                 if let known { continuation.resume(returning: known) }
             }
+        }
+    }
+
+    /// The address the server listens on once bound; nil if binding failed or the server
+    /// takes its streams in memory.
+    public var listeningAddress: SocketAddress? {
+        get async {
+            guard case .serving(let address) = await started else { return nil }
+            return address
+        }
+    }
+
+    /// Waits until the server has bound its address (or taken its in-memory listener): true
+    /// then, false when binding failed.
+    public var isServing: Bool {
+        get async {
+            guard case .serving = await started else { return false }
+            return true
         }
     }
 
@@ -94,20 +140,27 @@ public final class RPCServer: Sendable {
     /// are refused, and each connection closes once its streams are done.
     public func beginGracefulShutdown() {
         state.withLock { $0.listener }?.close(promise: nil)
+        if case .inMemory(let listener) = configuration.address { listener.stopAccepting() }
         connections.quiesceAll()
     }
 
     /// Closes every connection now (after a graceful shutdown's grace); returns how many were open.
     @discardableResult
-    public func closeConnections() -> Int { connections.closeAll() }
+    public func closeConnections() -> Int {
+        guard case .inMemory(let listener) = configuration.address else { return connections.closeAll() }
+        return listener.closeAll()
+    }
 
-    private func wakeBindWaiters(_ address: SocketAddress?) {
+    private func wakeBindWaiters(_ started: Started) {
         let waiters = state.withLock { state in
-            state.stopped = state.listener == nil
+            switch started {
+            case .serving: state.serving = true
+            case .failed: state.stopped = true
+            }
             defer { state.bindWaiters = [] }
             return state.bindWaiters
         }
-        for waiter in waiters { waiter.resume(returning: address) }
+        for waiter in waiters { waiter.resume(returning: started) }
     }
 
     /// One accepted connection, as the child channel initializer leaves it.
@@ -176,6 +229,8 @@ public final class RPCServer: Sendable {
                 throw RPCServerError(message: "cannot put the socket in place at \(path): \(String(cString: strerror(error))) (errno \(error))")
             }
             return listener
+        case .inMemory:
+            preconditionFailure("an in-memory listener is served without binding")
         }
     }
 

@@ -16,7 +16,7 @@ final class RequestSource: @unchecked Sendable {
     }
 
     /// Nil for a body read whole.
-    private var frames: NIOAsyncChannelInboundStream<HTTP2Frame.FramePayload>.AsyncIterator?
+    private var frames: StreamFrames?
     private var collectedBody: ByteBuffer?
     private var reader: EnvelopeReader
     private let framing: Framing
@@ -26,7 +26,7 @@ final class RequestSource: @unchecked Sendable {
     private var bodyDelivered = false
 
     init(
-        frames: NIOAsyncChannelInboundStream<HTTP2Frame.FramePayload>.AsyncIterator?,
+        frames: StreamFrames?,
         framing: Framing,
         encoding: MessageEncoding,
         maxMessageBytes: Int,
@@ -142,6 +142,24 @@ final class RequestSource: @unchecked Sendable {
             throw RPCStatus(.cancelled, "the client closed the stream before ending its request")
         default:
             break
+        }
+    }
+}
+
+/// Where a stream's frames come from: its HTTP/2 stream channel, or an ``InMemoryListener``'s
+/// stream. An enum, not a protocol, so the socket path pays a switch and no existential.
+enum StreamFrames {
+    case channel(NIOAsyncChannelInboundStream<HTTP2Frame.FramePayload>.AsyncIterator)
+    case memory(AsyncThrowingStream<HTTP2Frame.FramePayload, any Error>.AsyncIterator)
+
+    mutating func next() async throws -> HTTP2Frame.FramePayload? {
+        switch self {
+        case .channel(var frames):
+            defer { self = .channel(frames) }
+            return try await frames.next()
+        case .memory(var frames):
+            defer { self = .memory(frames) }
+            return try await frames.next()
         }
     }
 }

@@ -18,10 +18,6 @@ final class ResponseSink: Sendable {
     private let encoding: MessageEncoding
     private let headersSent = Atomic<Bool>(false)
 
-    convenience init(outbound: NIOAsyncChannelOutboundWriter<HTTP2Frame.FramePayload>, wireProtocol: RPCContext.WireProtocol, contentType: String, encoding: MessageEncoding) {
-        self.init(send: { try await outbound.write(contentsOf: $0) }, wireProtocol: wireProtocol, contentType: contentType, encoding: encoding)
-    }
-
     /// Writes on the stream channel itself, in one hop to its event loop (``StreamStart``'s
     /// unary calls, which have no async channel).
     convenience init(stream: any Channel, wireProtocol: RPCContext.WireProtocol, contentType: String, encoding: MessageEncoding) {
@@ -33,7 +29,7 @@ final class ResponseSink: Sendable {
         }, wireProtocol: wireProtocol, contentType: contentType, encoding: encoding)
     }
 
-    private init(send: @escaping @Sendable ([HTTP2Frame.FramePayload]) async throws -> Void, wireProtocol: RPCContext.WireProtocol, contentType: String, encoding: MessageEncoding) {
+    init(send: @escaping @Sendable ([HTTP2Frame.FramePayload]) async throws -> Void, wireProtocol: RPCContext.WireProtocol, contentType: String, encoding: MessageEncoding) {
         self.send = send
         self.wireProtocol = wireProtocol
         self.contentType = contentType

@@ -40,42 +40,53 @@ struct StreamDispatcher: Sendable {
     func serve(_ stream: NIOAsyncChannel<HTTP2Frame.FramePayload, HTTP2Frame.FramePayload>, remoteAddress: String) async {
         // A stream that the client resets, or whose connection closes, ends here silently.
         try? await stream.executeThenClose { inbound, outbound in
-            var frames = inbound.makeAsyncIterator()
-            guard case .headers(let first)? = try await frames.next() else { return }
-            let head = RequestHead(headers: first.headers)
-            let call: RequestHead.Call
-            switch head.decide(router) {
-            case .refuse(let refusal):
-                refusals.record(peer: remoteAddress, what: "\(head.path) (\(head.headers.first(name: "content-type") ?? "no content type"))", why: refusal.reason)
-                try await outbound.write(contentsOf: Self.frames(of: refusal))
-                let rest = RequestSource(frames: frames, framing: .envelopes, encoding: .identity, maxMessageBytes: maxMessageBytes, inputEnded: first.endStream)
-                if await !rest.drain() { try await outbound.write(Self.stopSending) }
-                return
-            case .call(let decided):
-                call = decided
-            }
-            let context = RPCContext(
-                method: call.route.method, wireProtocol: call.wireProtocol, remoteAddress: remoteAddress,
-                deadline: call.timeout.map { .now + $0 }, headers: head.headers
-            )
-            let sink = ResponseSink(outbound: outbound, wireProtocol: call.wireProtocol, contentType: call.responseContentType, encoding: call.responseEncoding)
-            if let admission = call.route.admission {
-                do throws(RPCStatus) {
-                    try admission(context)
-                } catch {
-                    await sink.finish(error)
-                    let rest = RequestSource(frames: frames, framing: .envelopes, encoding: .identity, maxMessageBytes: maxMessageBytes, inputEnded: first.endStream)
-                    if await !rest.drain() { try await outbound.write(Self.stopSending) }
-                    return
-                }
-            }
-            let source = RequestSource(
-                frames: frames, framing: call.wireProtocol == .connectUnary ? .wholeBody : .envelopes,
-                encoding: call.requestEncoding, maxMessageBytes: maxMessageBytes, inputEnded: first.endStream
-            )
-            await sink.finish(await run(call.route, source, sink, call.codec, context))
-            if await !source.drain() { try await outbound.write(Self.stopSending) }
+            try await serve(frames: .channel(inbound.makeAsyncIterator()), send: { try await outbound.write(contentsOf: $0) }, remoteAddress: remoteAddress)
         }
+    }
+
+    /// Serves a stream of an ``InMemoryListener``.
+    func serve(_ stream: InMemoryStream, remoteAddress: String) async {
+        try? await serve(frames: .memory(stream.requests.makeAsyncIterator()), send: { try stream.respond($0) }, remoteAddress: remoteAddress)
+        stream.serverFinished()
+    }
+
+    /// One stream, from its HEADERS to its end, whatever carries its frames.
+    private func serve(frames: StreamFrames, send: @escaping @Sendable ([HTTP2Frame.FramePayload]) async throws -> Void, remoteAddress: String) async throws {
+        var frames = frames
+        guard case .headers(let first)? = try await frames.next() else { return }
+        let head = RequestHead(headers: first.headers)
+        let call: RequestHead.Call
+        switch head.decide(router) {
+        case .refuse(let refusal):
+            refusals.record(peer: remoteAddress, what: "\(head.path) (\(head.headers.first(name: "content-type") ?? "no content type"))", why: refusal.reason)
+            try await send(Self.frames(of: refusal))
+            let rest = RequestSource(frames: frames, framing: .envelopes, encoding: .identity, maxMessageBytes: maxMessageBytes, inputEnded: first.endStream)
+            if await !rest.drain() { try await send([Self.stopSending]) }
+            return
+        case .call(let decided):
+            call = decided
+        }
+        let context = RPCContext(
+            method: call.route.method, wireProtocol: call.wireProtocol, remoteAddress: remoteAddress,
+            deadline: call.timeout.map { .now + $0 }, headers: head.headers
+        )
+        let sink = ResponseSink(send: send, wireProtocol: call.wireProtocol, contentType: call.responseContentType, encoding: call.responseEncoding)
+        if let admission = call.route.admission {
+            do throws(RPCStatus) {
+                try admission(context)
+            } catch {
+                await sink.finish(error)
+                let rest = RequestSource(frames: frames, framing: .envelopes, encoding: .identity, maxMessageBytes: maxMessageBytes, inputEnded: first.endStream)
+                if await !rest.drain() { try await send([Self.stopSending]) }
+                return
+            }
+        }
+        let source = RequestSource(
+            frames: frames, framing: call.wireProtocol == .connectUnary ? .wholeBody : .envelopes,
+            encoding: call.requestEncoding, maxMessageBytes: maxMessageBytes, inputEnded: first.endStream
+        )
+        await sink.finish(await run(call.route, source, sink, call.codec, context))
+        if await !source.drain() { try await send([Self.stopSending]) }
     }
 
     /// After a complete response to a request the client is still sending (one refused at

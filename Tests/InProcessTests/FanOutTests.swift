@@ -11,8 +11,8 @@ import Testing
 struct FanOutTests {
     static let mac = "52:54:00:cc:00:01"
 
-    @Test("the one environment of three that knows the lease answers, and the two still working are cancelled")
-    func firstValidAnswerWins() async throws {
+    @Test("the one environment of three that knows the lease answers, and the two still working are cancelled", arguments: InProcessCluster.Link.allCases)
+    func firstValidAnswerWins(link: InProcessCluster.Link) async throws {
         let never: @Sendable (FindVPSByLeaseRequest) async throws -> FindVPSByLeaseResponse = { _ in
             try await Task.sleep(for: .seconds(60))
             throw HandlerError.notFound("never")
@@ -21,7 +21,7 @@ struct FanOutTests {
             .init(environment: "production") { _ in .owner("vps-prod-1") },
             .init(environment: "beta", answer: never),
             .init(environment: "dev", answer: never),
-        ]) { cluster in
+        ], link: link) { cluster in
             guard case .answered(let owner) = await cluster.lookup(Self.mac) else {
                 Issue.record("the lookup was not answered")
                 return

@@ -4,6 +4,8 @@ import GatewayProtocol
 import GatewayServer
 import GatewayWorker
 import Logging
+import RPCEndpoint
+import RPCInMemory
 import SwiftProtobuf
 import Synchronization
 import Testing
@@ -36,10 +38,20 @@ final class HandlerLog: Sendable {
     var all: [Event] { events.withLock { $0 } }
 }
 
-/// A gateway (with a journal, or without) and workers in this process, over real HTTP/2 on
-/// loopback: the stream contract without spawning binaries. Everything is cancelled and its
-/// directory removed when `body` ends, failed or not.
+/// A gateway (with a journal, or without) and workers in this process, linked in memory (the
+/// default) or over real HTTP/2 on loopback: the stream contract without spawning binaries.
+/// Everything is cancelled and its directory removed when `body` ends, failed or not.
 struct InProcessCluster {
+    /// How the workers reach the gateway's stream service.
+    enum Link: String, Sendable, CaseIterable, CustomTestStringConvertible {
+        /// An in-memory listener and grpc-swift clients on ``InMemoryClientTransport``.
+        case inMemory = "in memory"
+        /// The stream port on 127.0.0.1 and the workers' usual HTTP/2 transport.
+        case loopback
+
+        var testDescription: String { rawValue }
+    }
+
     struct WorkerSpec {
         var environment: String
         var answer: @Sendable (FindVPSByLeaseRequest) async throws -> FindVPSByLeaseResponse
@@ -48,9 +60,12 @@ struct InProcessCluster {
     let gateway: Gateway
     /// Each worker's handler log, by environment.
     let logs: [String: HandlerLog]
+    /// Where the gateway takes in-memory streams (with ``Link/inMemory``).
+    let listener: InMemoryListener
+    let secret: String
 
     static func with(
-        workers: [WorkerSpec], journal useJournal: Bool = true, configure: (inout Gateway.Configuration) -> Void = { _ in },
+        workers: [WorkerSpec], journal useJournal: Bool = true, link: Link = .inMemory, configure: (inout Gateway.Configuration) -> Void = { _ in },
         _ body: (InProcessCluster) async throws -> Void
     ) async throws {
         let root = ProcessInfo.processInfo.environment["VPSGW_TEST_ROOT"] ?? NSTemporaryDirectory()
@@ -67,11 +82,22 @@ struct InProcessCluster {
         let journal = useJournal ? try await RequestJournal.open(
             at: directory + "/journal.sqlite3", migrations: try MigrationSet.load(from: Self.migrations), durability: .normal, logger: logger
         ) : nil
-        let gateway = Gateway(configuration: configuration, journal: journal, logger: logger)
+        let listener = InMemoryListener(name: "in-process-gateway")
+        let gateway = Gateway(configuration: configuration, journal: journal, streamListener: link == .inMemory ? listener : nil, logger: logger)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await gateway.run() }
             await gateway.waitUntilServing()
-            let port = try #require(gateway.streamPort)
+            let endpoint: GatewayEndpoint
+            let transport: Worker.Transport
+            switch link {
+            case .inMemory:
+                #expect(gateway.streamPort == nil, "an in-memory gateway bound a port")
+                endpoint = GatewayEndpoint(node: "in-process", host: "in-memory", port: 1)
+                transport = .custom { _ in InMemoryClientTransport(listener: listener) }
+            case .loopback:
+                endpoint = GatewayEndpoint(node: "in-process", host: "127.0.0.1", port: try #require(gateway.streamPort))
+                transport = .network
+            }
             var logs: [String: HandlerLog] = [:]
             var started: [Worker] = []
             for spec in workers {
@@ -81,17 +107,16 @@ struct InProcessCluster {
                 handlers.register(RequestMethods.findVPSByLease, ScriptedLookup(answer: spec.answer, log: log))
                 let worker = Worker(
                     configuration: .init(
-                        endpoints: [GatewayEndpoint(node: "in-process", host: "127.0.0.1", port: port)],
-                        apiSecret: secret, instanceID: "\(spec.environment)-1", environment: spec.environment
+                        endpoints: [endpoint], apiSecret: secret, instanceID: "\(spec.environment)-1", environment: spec.environment
                     ),
-                    handlers: handlers, logger: logger
+                    handlers: handlers, transport: transport, logger: logger
                 )
                 started.append(worker)
                 group.addTask { try await worker.run() }
             }
             for worker in started { await worker.waitUntilRegistered() }
             do {
-                try await body(InProcessCluster(gateway: gateway, logs: logs))
+                try await body(InProcessCluster(gateway: gateway, logs: logs, listener: listener, secret: secret))
             } catch {
                 group.cancelAll()
                 throw error

@@ -10,8 +10,8 @@ import Testing
 
 /// The in-memory pair on its own: an ``RPCServer`` on an ``InMemoryListener`` and grpc-swift's
 /// generated clients on ``InMemoryClientTransport``, through the server's whole gRPC path.
-/// How many Watch calls are running.
-final class Watchers: Sendable {
+/// A count shared with handlers and response closures.
+final class Counter: Sendable {
     let count = Mutex(0)
 }
 
@@ -23,7 +23,7 @@ struct InMemoryTransportTests {
     /// A Health service whose Check needs `x-api-secret: right` (refused before the handler
     /// otherwise), answers with the `service` it was asked about in its status text, and whose
     /// Watch sends SERVING and then waits until the stream is cut.
-    static func router(watchers: Watchers) -> RPCEndpoint.RPCRouter {
+    static func router(watchers: Counter) -> RPCEndpoint.RPCRouter {
         var router = RPCEndpoint.RPCRouter()
         router.unary(check, admission: { context throws(RPCStatus) in
             guard context.header("x-api-secret") == "right" else { throw RPCStatus(.unauthenticated, "wrong secret") }
@@ -42,9 +42,9 @@ struct InMemoryTransportTests {
     }
 
     /// Runs a server on a new listener and a client on it until `body` ends.
-    static func withServer(_ body: (RPCServer, HealthService.Client<InMemoryClientTransport>, Watchers) async throws -> Void) async throws {
+    static func withServer(_ body: (RPCServer, HealthService.Client<InMemoryClientTransport>, Counter) async throws -> Void) async throws {
         let listener = InMemoryListener(name: "test")
-        let watchers = Watchers()
+        let watchers = Counter()
         let logger = Logger(label: "in-memory") { _ in SwiftLogNoOpLogHandler() }
         let server = RPCServer(configuration: .init(address: .inMemory(listener), name: "the test server"), router: router(watchers: watchers), logger: logger)
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -123,6 +123,50 @@ struct InMemoryStreamContractTests {
                 return
             }
             #expect(owner.vpsID == "vps-1")
+        }
+    }
+
+    @Test("a client that registers and then falls silent is evicted: its stream ends unavailable and it leaves the client list")
+    func silentClientIsEvicted() async throws {
+        try await InProcessCluster.with(workers: [], configure: {
+            // Heartbeats (and so eviction) start once the registration window has passed.
+            $0.registrationTimeout = .milliseconds(200)
+            $0.heartbeatInterval = .milliseconds(100)
+            $0.missedHeartbeatsBeforeEviction = 2
+        }) { cluster in
+            let gateway = cluster.gateway
+            let (sawRegistered, ending) = try await withGRPCClient(transport: InMemoryClientTransport(listener: cluster.listener)) { client in
+                let service = VPSGatewayService.Client(wrapping: client)
+                // The producer sends `register`, then nothing, until the response side ended.
+                let (responsesDone, finishResponses) = AsyncStream<Void>.makeStream()
+                let registered = Counter()
+                do {
+                    try await service.registerGateway(
+                        metadata: [GatewayMetadataKey.apiSecret: .string(cluster.secret)],
+                        requestProducer: { writer in
+                            try await writer.write(.register(.with {
+                                $0.environment = "silent"
+                                $0.gatewayIpDhcp = "silent-1"
+                                $0.methods = ["FindVPSByLease"]
+                            }))
+                            for await _ in responsesDone {}
+                        },
+                        onResponse: { response in
+                            defer { finishResponses.finish() }
+                            for try await message in response.messages where message.messageType == .registered {
+                                // The gateway adds a client before it answers `registered`.
+                                registered.count.withLock { $0 += 1 }
+                            }
+                        }
+                    )
+                    return (registered.count.withLock { $0 } == 1, nil as RPCError?)
+                } catch let error as RPCError {
+                    return (registered.count.withLock { $0 } == 1, error)
+                }
+            }
+            #expect(sawRegistered, "the gateway never answered register")
+            #expect(ending?.code == .unavailable && ending?.message.hasPrefix("evicted") == true, "\(String(describing: ending))")
+            #expect(await eventually { gateway.statusLine.hasPrefix("0 client(s)") }, "\(gateway.statusLine)")
         }
     }
 

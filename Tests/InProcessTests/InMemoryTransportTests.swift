@@ -154,7 +154,7 @@ struct InMemoryStreamContractTests {
                         onResponse: { response in
                             defer { finishResponses.finish() }
                             for try await message in response.messages where message.messageType == .registered {
-                                // The gateway adds a client before it answers `registered`.
+                                // `registered` is queued as the gateway accepts the stream as a client.
                                 registered.count.withLock { $0 += 1 }
                             }
                         }

@@ -10,6 +10,7 @@ import Synchronization
 ///
 /// There is no HTTP/2 underneath: no flow control (a stream's frames queue without bound), no
 /// HPACK, no connection limits or keepalive. What those prove stays with the socket tests.
+/// One server serves a listener, for one run.
 public final class InMemoryListener: Sendable, CustomStringConvertible {
     public let name: String
     private let incoming: AsyncStream<InMemoryStream>

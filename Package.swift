@@ -97,7 +97,7 @@ let package = Package(
         // its workers in one process without sockets (the in-process tests).
         .target(
             name: "RPCInMemory",
-            dependencies: ["RPCEndpoint", grpcCore, nioCore, nioHTTP2, nioHPACK],
+            dependencies: ["TextFormats", "RPCEndpoint", grpcCore, nioCore, nioHTTP2, nioHPACK],
             swiftSettings: swiftSettings
         ),
         // What a long-running process owns and how it ends: instance locks, sockets it

@@ -28,11 +28,9 @@ public final class RPCServer: Sendable {
 
     private struct State {
         var listener: (any Channel)?
-        var address: SocketAddress?
-        /// Bound, or taking in-memory streams.
-        var serving = false
+        /// Nil until the server has bound its address, taken its in-memory listener, or failed.
+        var started: Started?
         var bindWaiters: [CheckedContinuation<Started, Never>] = []
-        var stopped = false
     }
 
     public init(configuration: Configuration, router: RPCRouter, logger: Logger) {
@@ -58,12 +56,8 @@ public final class RPCServer: Sendable {
             wakeBindWaiters(.failed)
             throw error
         }
-        let address = listener.channel.localAddress
-        state.withLock { state in
-            state.listener = listener.channel
-            state.address = address
-        }
-        wakeBindWaiters(.serving(address))
+        state.withLock { $0.listener = listener.channel }
+        wakeBindWaiters(.serving(listener.channel.localAddress))
         try await withTaskCancellationHandler {
             try await listener.executeThenClose { inbound in
                 try await withThrowingDiscardingTaskGroup { group in
@@ -105,10 +99,8 @@ public final class RPCServer: Sendable {
         get async {
             await withCheckedContinuation { continuation in
                 let known: Started? = state.withLock { state in
-                    if state.serving { return .serving(state.address) }
-                    if state.stopped { return .failed }
-                    state.bindWaiters.append(continuation)
-                    return nil
+                    if state.started == nil { state.bindWaiters.append(continuation) }
+                    return state.started
                 }
                 if let known { continuation.resume(returning: known) }
             }
@@ -153,10 +145,7 @@ public final class RPCServer: Sendable {
 
     private func wakeBindWaiters(_ started: Started) {
         let waiters = state.withLock { state in
-            switch started {
-            case .serving: state.serving = true
-            case .failed: state.stopped = true
-            }
+            state.started = started
             defer { state.bindWaiters = [] }
             return state.bindWaiters
         }

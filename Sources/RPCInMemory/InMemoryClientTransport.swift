@@ -5,6 +5,7 @@ import NIOHPACK
 import NIOHTTP2
 public import RPCEndpoint
 import Synchronization
+import TextFormats
 
 /// A grpc-swift client transport that dials an ``InMemoryListener``, so grpc-swift's clients
 /// (the worker's stream, the CLI's calls) reach an ``RPCServer`` in the same process without a
@@ -225,12 +226,5 @@ private struct ResponseParts: AsyncSequence, Sendable {
             }
             return metadata
         }
-    }
-}
-
-extension Duration {
-    fileprivate var wholeMicroseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1_000_000 + attoseconds / 1_000_000_000_000
     }
 }

@@ -72,7 +72,7 @@ public final class InMemoryClientTransport: ClientTransport {
             throw RPCError(code: .unavailable, message: error.message)
         }
         // However the call ends, the stream ends with it; after the server finished this
-        // changes nothing, before it the server sees the reset a real client's sends.
+        // changes nothing, before it the server sees the reset a real client sends.
         defer { stream.reset() }
         let outbound = RequestFrames(stream: stream, path: "/" + descriptor.fullyQualifiedMethod, authority: listener.name, timeout: options.timeout)
         let rpcStream = RPCStream(

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import GRDB
 import GatewayProtocol
 import GatewayWorker
@@ -85,15 +86,25 @@ struct InventoryTests {
             defer { try? writer.close() }
             // A pending write lock keeps new readers out, as the platform's commit does.
             try writer.inDatabase { db in try db.execute(sql: "BEGIN EXCLUSIVE") }
-            let released = Task {
-                try await Task.sleep(for: .milliseconds(200))
-                try writer.inDatabase { db in try db.execute(sql: "COMMIT") }
+            // Released from a thread of its own, not a task: when the test process starts
+            // with every suite at once, the cooperative pool can be starved for longer than
+            // the busy timeout, and a release queued behind the lookup's last retry would fail
+            // the lookup for the test's sake, not the product's.
+            let released = ReleaseResult()
+            let releaser = Thread {
+                usleep(200_000)
+                let result = Result { try writer.inDatabase { db in try db.execute(sql: "COMMIT") } }
+                released.result.withLock { $0 = result }
             }
             let started = ContinuousClock.now
+            releaser.start()
             let owner = try await inventory.owner(mac: MACAddress("52:54:00:00:00:01"), ip: nil)
             #expect(owner?.vpsID == "vps-1")
             #expect(ContinuousClock.now - started >= .milliseconds(150), "the lookup cannot have read through an exclusive lock")
-            try await released.value
+            // The lookup answered, so the lock was gone: the releaser has committed or is
+            // storing its result.
+            while released.result.withLock({ $0 == nil }) { try await Task.sleep(for: .milliseconds(1)) }
+            try released.result.withLock { $0 }?.get()
 
             try writer.inDatabase { db in try db.execute(sql: "BEGIN EXCLUSIVE") }
             defer { try? writer.inDatabase { db in try db.execute(sql: "COMMIT") } }
@@ -159,4 +170,9 @@ struct InventoryTests {
             }
         }
     }
+}
+
+/// What the writer thread's COMMIT gave, for the lock test to wait on.
+private final class ReleaseResult: Sendable {
+    let result = Mutex<Result<Void, any Error>?>(nil)
 }

@@ -8,83 +8,116 @@ import Synchronization
 /// requests finish anyway and their answers land in the response cache, so the gateway's
 /// retry (on a new stream) is answered without running the handler a second time. A repeat
 /// of a request id that is still running joins the run instead of starting another.
+///
+/// Each run is one task, started by the stream's reader. Its end is decided once, by the
+/// first of the handler's answer, the deadline's (sent from the timer, while the handler is
+/// cancelled) and the gateway's `cancel`: the decision lives here, under the same lock as the
+/// streams waiting for it, so a request costs one task and no hop through a queue, a run
+/// loop or a second task racing the first.
 final class RequestExecutions: Sendable {
+    /// How a run ended: answered (with what), or cancelled without an answer.
+    enum Ending: Sendable {
+        case answered(GatewayResponse)
+        case cancelled
+    }
+
     private struct Running {
-        let ending = FirstOutcome<RequestEnding>(onCancel: .cancelled)
         /// The send queues of the streams waiting for this answer.
         var replyTo: [ObjectIdentifier: MessageQueue<GatewayMessage>]
-        /// Set once answered; the handler may still be unwinding.
-        var answer: GatewayResponse?
+        /// Set once decided; the handler may still be unwinding.
+        var ending: Ending?
+        var task: Task<Void, Never>?
     }
 
     private struct State {
         var running: [String: Running] = [:]
         var idleWaiters: [CheckedContinuation<Void, Never>] = []
+        /// Set by shutdown: nothing new starts.
+        var stopped = false
     }
 
     private let state = Mutex(State())
-    private let started = MessageQueue<(GatewayRequest, FirstOutcome<RequestEnding>)>(capacity: Int.max)
+    private let responses: ResponseCache
+
+    init(responses: ResponseCache) {
+        self.responses = responses
+    }
 
     var count: Int { state.withLock { $0.running.count } }
 
-    /// Starts `request`, or joins its run when one is going; the answer goes to `replyTo`.
-    /// Returns false when it joined.
+    /// Starts `request` in a task of its own that runs `execute`, or joins its run when one is
+    /// going; the answer goes to `replyTo`. Returns false when it joined.
     @discardableResult
-    func start(_ request: GatewayRequest, replyTo: MessageQueue<GatewayMessage>) -> Bool {
-        let ending = state.withLock { state -> FirstOutcome<RequestEnding>? in
-            if let running = state.running[request.requestID] {
-                if let answer = running.answer {
+    func start(
+        _ request: GatewayRequest, replyTo: MessageQueue<GatewayMessage>,
+        execute: @escaping @Sendable (GatewayRequest, RequestRun) async -> Void
+    ) -> Bool {
+        let requestID = request.requestID
+        return state.withLock { state in
+            if let running = state.running[requestID] {
+                if case .answered(let answer) = running.ending {
                     replyTo.enqueue(.response(answer))
                 } else {
-                    state.running[request.requestID]!.replyTo[ObjectIdentifier(replyTo)] = replyTo
+                    state.running[requestID]!.replyTo[ObjectIdentifier(replyTo)] = replyTo
                 }
-                return nil
+                return false
             }
-            let running = Running(replyTo: [ObjectIdentifier(replyTo): replyTo])
-            state.running[request.requestID] = running
-            return running.ending
+            // After shutdown no stream is read, so nothing should arrive; what does is
+            // abandoned like the runs that were cut, and the gateway retries it.
+            guard !state.stopped else { return true }
+            let run = RequestRun(requestID: requestID, executions: self)
+            // Made under the lock, so `cancel` and shutdown always find the task; a task that
+            // ends at once waits for the lock in `finish` and so finds its entry.
+            let task = Task {
+                await execute(request, run)
+                self.finish(requestID)
+            }
+            state.running[requestID] = Running(replyTo: [ObjectIdentifier(replyTo): replyTo], ending: nil, task: task)
+            return true
         }
-        guard let ending else { return false }
-        started.enqueue((request, ending))
-        return true
     }
 
     /// The gateway on `replyTo`'s stream no longer needs the answer; the run is cancelled
     /// once no stream waits for it.
     func cancel(_ requestID: String, replyTo: MessageQueue<GatewayMessage>) {
-        let ending = state.withLock { state -> FirstOutcome<RequestEnding>? in
+        let task = state.withLock { state -> Task<Void, Never>? in
             guard var running = state.running[requestID] else { return nil }
             running.replyTo[ObjectIdentifier(replyTo)] = nil
-            state.running[requestID] = running
-            return running.replyTo.isEmpty ? running.ending : nil
-        }
-        ending?.decide(.cancelled)
-    }
-
-    /// Runs started requests with `execute` until cancelled. `execute` hands its answer to
-    /// the closure it gets as soon as it has one (a cancelled request has none), which sends
-    /// it to every stream waiting for it; the run ends when `execute` returns.
-    func run(_ execute: @escaping @Sendable (GatewayRequest, FirstOutcome<RequestEnding>, @escaping @Sendable (GatewayResponse) -> Void) async -> Void) async {
-        await withDiscardingTaskGroup { group in
-            while let batch = await started.nextBatch() {
-                for (request, ending) in batch {
-                    group.addTask {
-                        await execute(request, ending) { response in self.answer(request.requestID, response) }
-                        self.finish(request.requestID)
-                    }
-                }
+            guard running.replyTo.isEmpty, running.ending == nil else {
+                state.running[requestID] = running
+                return nil
             }
+            running.ending = .cancelled
+            state.running[requestID] = running
+            return running.task
         }
+        task?.cancel()
     }
 
-    private func answer(_ requestID: String, _ response: GatewayResponse) {
-        let replyTo = state.withLock { state -> [MessageQueue<GatewayMessage>] in
-            guard state.running[requestID] != nil else { return [] }
-            state.running[requestID]!.answer = response
-            defer { state.running[requestID]!.replyTo = [:] }
-            return Array(state.running[requestID]!.replyTo.values)
+    /// Decides how `requestID`'s run ends unless it was decided already. An answer that wins
+    /// goes into the response cache, then to every stream waiting for it. Returns the ending
+    /// that stands and whether it was this one.
+    fileprivate func end(_ requestID: String, _ ending: Ending) -> (won: Bool, standing: Ending) {
+        let (won, standing, replyTo) = state.withLock { state -> (Bool, Ending, [MessageQueue<GatewayMessage>]) in
+            guard var running = state.running[requestID] else { return (false, ending, []) }
+            if let standing = running.ending { return (false, standing, []) }
+            running.ending = ending
+            let replyTo = Array(running.replyTo.values)
+            running.replyTo = [:]
+            state.running[requestID] = running
+            // Stored before the lock is let go: once `finish` removes the run, a repeat of
+            // the id must find the answer here rather than start the handler again.
+            if case .answered(let response) = ending { responses.store(response) }
+            return (true, ending, replyTo)
         }
-        for queue in replyTo { queue.enqueue(.response(response)) }
+        if won, case .answered(let response) = ending {
+            for queue in replyTo { queue.enqueue(.response(response)) }
+        }
+        return (won, standing)
+    }
+
+    fileprivate func cancelTask(_ requestID: String) {
+        state.withLock { $0.running[requestID]?.task }?.cancel()
     }
 
     private func finish(_ requestID: String) {
@@ -95,6 +128,18 @@ final class RequestExecutions: Sendable {
             return state.idleWaiters
         }
         for waiter in waiters { waiter.resume() }
+    }
+
+    /// Waits until cancelled (the worker's shutdown), then cancels every run still going and
+    /// returns once they have all unwound.
+    func run() async {
+        await FirstOutcome<Void>(onCancel: ()).wait()
+        let tasks = state.withLock { state in
+            state.stopped = true
+            return state.running.values.compactMap(\.task)
+        }
+        for task in tasks { task.cancel() }
+        for task in tasks { await task.value }
     }
 
     /// Returns when nothing is running. Not cancellable on its own: race it with a timer.
@@ -119,10 +164,20 @@ final class RequestExecutions: Sendable {
     }
 }
 
-/// How a request ends: the first of the handler's answer, the request's deadline and the
-/// gateway's `cancel` decides.
-enum RequestEnding: Sendable {
-    case answered(GatewayResponse)
-    case deadline
-    case cancelled
+/// One request's run as its executor sees it: where its one ending is decided.
+struct RequestRun: Sendable {
+    let requestID: String
+    fileprivate let executions: RequestExecutions
+
+    /// Decides the run's ending unless the handler, the deadline or a `cancel` came first;
+    /// returns the ending that stands and whether it was this one.
+    func end(_ ending: RequestExecutions.Ending) -> (won: Bool, standing: RequestExecutions.Ending) {
+        executions.end(requestID, ending)
+    }
+
+    /// Cancels the run's task, so a handler still going after its deadline was answered
+    /// stops and unwinds.
+    func cancelHandler() {
+        executions.cancelTask(requestID)
+    }
 }

@@ -164,7 +164,7 @@ final class StreamSession: Sendable {
                 outbound.enqueue(.response(refusal))
                 return
             }
-            if !worker.executions.start(request, replyTo: outbound) {
+            if !worker.executions.start(request, replyTo: outbound, execute: { [worker] request, run in await worker.execute(request, run) }) {
                 logger.debug("joined a run of the same request id", metadata: ["request_id": "\(request.requestID)"])
             }
         case .cancel:

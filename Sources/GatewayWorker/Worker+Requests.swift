@@ -7,48 +7,56 @@ import Telemetry
 import TextFormats
 
 extension Worker {
-    /// Runs the handler under the request's deadline and hands the answer to `answer` as
-    /// soon as the handler, the deadline or a `cancel` decides (a cancelled request gets
-    /// none); returns once the handler has unwound. Final answers go into the response cache
-    /// first, so a repeat of the request id is answered from there.
-    func execute(_ request: GatewayRequest, ending: FirstOutcome<RequestEnding>, answer: @escaping @Sendable (GatewayResponse) -> Void) async {
+    /// Runs the handler under the request's deadline, in the run's own task. The first of
+    /// the handler's answer, the deadline (answered from the timer, the handler then
+    /// cancelled) and the gateway's `cancel` decides the run's one ending; returns once the
+    /// handler has unwound.
+    func execute(_ request: GatewayRequest, _ run: RequestRun) async {
+        let started = ContinuousClock.now
         guard let handler = handlers.handler(for: request.method) else {
-            answer(.failure(requestID: request.requestID, code: .unimplemented, error: "method '\(request.method.prefix(128))' is not implemented by this worker"))
+            conclude(request, run.end(.answered(.failure(requestID: request.requestID, code: .unimplemented, error: "method '\(request.method.prefix(128))' is not implemented by this worker"))), started: started)
             return
         }
         let context = HandlerContext(
             requestID: request.requestID, method: request.method,
             attempt: max(request.attempt, 1), environment: configuration.environment
         )
-        let started = ContinuousClock.now
         logger.debug("handler started", metadata: [
             "request_id": "\(request.requestID)", "method": "\(request.method)", "attempt": "\(request.attempt)",
         ])
-        // The handler runs in a child task; the deadline is a timer and `cancel` a callback,
-        // both deciding the same one-shot end, so a request costs one task and no task group.
-        // Leaving the scope with the handler still running cancels it and waits for it.
-        let deadline = DeadlineTimers.shared.schedule(at: self.deadline(of: request)) { ending.decide(.deadline) }
-        async let handled = ending.decide(await Self.run(handler, request, context))
-        let response: GatewayResponse?
-        var handlerEnded = false
-        switch await ending.wait() {
-        case .answered(let answer):
-            response = answer
-            handlerEnded = true
-        case .deadline:
-            response = .failure(requestID: request.requestID, code: .deadlineExceeded, error: "the handler did not finish before the request's deadline")
-        case .cancelled: response = nil
+        // A timer, not a task: the answer goes out when the deadline passes, whatever the
+        // handler is doing, and the handler is cancelled.
+        let deadline = DeadlineTimers.shared.schedule(at: self.deadline(of: request)) {
+            let failure = GatewayResponse.failure(requestID: request.requestID, code: .deadlineExceeded, error: "the handler did not finish before the request's deadline")
+            let decided = run.end(.answered(failure))
+            guard decided.won else { return }
+            run.cancelHandler()
+            self.conclude(request, decided, started: started)
         }
+        let ending = await Self.run(handler, request, context)
         deadline.cancel()
-        if let response {
-            responses.store(response)
-            answer(response)
+        let decided = run.end(ending)
+        // A deadline concluded from its timer; a `cancel` (or a shutdown) is concluded here,
+        // once the handler it cancelled has unwound.
+        switch (decided.won, decided.standing) {
+        case (true, _), (false, .cancelled): conclude(request, decided, started: started)
+        case (false, .answered): break
+        }
+    }
+
+    /// Counts and logs a run's ending, once: by the one that decided it.
+    private func conclude(_ request: GatewayRequest, _ decided: (won: Bool, standing: RequestExecutions.Ending), started: ContinuousClock.Instant) {
+        let outcome: String
+        switch decided.standing {
+        case .answered(let response):
+            outcome = response.code
             if let metrics {
                 metrics.increment(Metric.workerRequests, request.method, response.code.isEmpty ? "ok" : response.code)
                 metrics.record(Metric.workerRequestDuration, request.method, duration: ContinuousClock.now - started)
             }
+        case .cancelled:
+            outcome = "cancelled"
         }
-        let outcome = response.map { $0.code } ?? "cancelled"
         logger.info("request handled", metadata: [
             "message_id": "\(LogEventID.requestHandled)",
             "request_id": .string(request.requestID), "method": .string(request.method),
@@ -56,12 +64,10 @@ extension Worker {
             "attempt": "\(request.attempt)", "outcome": .string(outcome), "code": .string(outcome),
             "duration_us": "\((ContinuousClock.now - started).wholeMicroseconds)",
         ])
-        // A handler that answered has returned; any other is cancelled by the scope's end.
-        if handlerEnded { _ = await handled }
     }
 
     /// The handler's end: its answer, or `cancelled` when it stopped for a cancellation.
-    private static func run(_ handler: RegisteredHandler, _ request: GatewayRequest, _ context: HandlerContext) async -> RequestEnding {
+    private static func run(_ handler: RegisteredHandler, _ request: GatewayRequest, _ context: HandlerContext) async -> RequestExecutions.Ending {
         do {
             let payload = try await handler.run(request.payload, context)
             return .answered(.success(requestID: request.requestID, payload: payload))

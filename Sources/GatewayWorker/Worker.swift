@@ -28,8 +28,7 @@ public final class Worker: Service, Sendable {
     /// a reconnect is answered from it too.
     let responses: ResponseCache
     /// The requests running, across streams.
-    let executions = RequestExecutions()
-    /// The gateways this worker is registered with right now, and who waits for the first.
+    let executions: RequestExecutions
     /// The gateways this worker is registered with now.
     private let registrations = WatchedState<Set<GatewayEndpoint>>([])
 
@@ -53,6 +52,7 @@ public final class Worker: Service, Sendable {
         self.handlers = handlers
         self.logger = logger
         self.responses = ResponseCache(capacity: configuration.responseCacheSize, lifetime: configuration.responseCacheLifetime)
+        self.executions = RequestExecutions(responses: responses)
     }
 
     /// Keeps one stream per endpoint until graceful shutdown or cancellation.
@@ -60,9 +60,7 @@ public final class Worker: Service, Sendable {
         try configuration.validate()
         let abandoned = await withTaskGroup(of: Bool.self) { group in
             group.addTask {
-                await self.executions.run { request, ending, answer in
-                    await self.execute(request, ending: ending, answer: answer)
-                }
+                await self.executions.run()
                 return false
             }
             for endpoint in configuration.endpoints {

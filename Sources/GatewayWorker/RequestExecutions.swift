@@ -26,7 +26,7 @@ final class RequestExecutions: Sendable {
         var replyTo: [ObjectIdentifier: MessageQueue<GatewayMessage>]
         /// Set once decided; the handler may still be unwinding.
         var ending: Ending?
-        var task: Task<Void, Never>?
+        let task: Task<Void, Never>
     }
 
     private struct State {
@@ -99,6 +99,7 @@ final class RequestExecutions: Sendable {
     /// that stands and whether it was this one.
     fileprivate func end(_ requestID: String, _ ending: Ending) -> (won: Bool, standing: Ending) {
         let (won, standing, replyTo) = state.withLock { state -> (Bool, Ending, [MessageQueue<GatewayMessage>]) in
+            // Gone: the run finished, and a deadline timer that fired as it did lost.
             guard var running = state.running[requestID] else { return (false, ending, []) }
             if let standing = running.ending { return (false, standing, []) }
             running.ending = ending
@@ -136,7 +137,7 @@ final class RequestExecutions: Sendable {
         await FirstOutcome<Void>(onCancel: ()).wait()
         let tasks = state.withLock { state in
             state.stopped = true
-            return state.running.values.compactMap(\.task)
+            return state.running.values.map(\.task)
         }
         for task in tasks { task.cancel() }
         for task in tasks { await task.value }

@@ -14,7 +14,8 @@ extension Worker {
     func execute(_ request: GatewayRequest, _ run: RequestRun) async {
         let started = ContinuousClock.now
         guard let handler = handlers.handler(for: request.method) else {
-            conclude(request, run.end(.answered(.failure(requestID: request.requestID, code: .unimplemented, error: "method '\(request.method.prefix(128))' is not implemented by this worker"))), started: started)
+            let failure = GatewayResponse.failure(requestID: request.requestID, code: .unimplemented, error: "method '\(request.method.prefix(128))' is not implemented by this worker")
+            conclude(request, run.end(.answered(failure)).standing, started: started)
             return
         }
         let context = HandlerContext(
@@ -31,7 +32,7 @@ extension Worker {
             let decided = run.end(.answered(failure))
             guard decided.won else { return }
             run.cancelHandler()
-            self.conclude(request, decided, started: started)
+            self.conclude(request, decided.standing, started: started)
         }
         let ending = await Self.run(handler, request, context)
         deadline.cancel()
@@ -39,15 +40,15 @@ extension Worker {
         // A deadline concluded from its timer; a `cancel` (or a shutdown) is concluded here,
         // once the handler it cancelled has unwound.
         switch (decided.won, decided.standing) {
-        case (true, _), (false, .cancelled): conclude(request, decided, started: started)
+        case (true, _), (false, .cancelled): conclude(request, decided.standing, started: started)
         case (false, .answered): break
         }
     }
 
     /// Counts and logs a run's ending, once: by the one that decided it.
-    private func conclude(_ request: GatewayRequest, _ decided: (won: Bool, standing: RequestExecutions.Ending), started: ContinuousClock.Instant) {
+    private func conclude(_ request: GatewayRequest, _ ending: RequestExecutions.Ending, started: ContinuousClock.Instant) {
         let outcome: String
-        switch decided.standing {
+        switch ending {
         case .answered(let response):
             outcome = response.code
             if let metrics {

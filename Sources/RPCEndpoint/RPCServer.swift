@@ -154,7 +154,7 @@ public final class RPCServer: Sendable {
 
     /// One accepted connection, as the child channel initializer leaves it.
     enum Connection: Sendable {
-        case accepted(any Channel, NIOHTTP2Handler.AsyncStreamMultiplexer<StreamStart>, remoteAddress: String)
+        case accepted(any Channel, AsyncStream<IncomingStream>, remoteAddress: String)
         /// Over the connection cap: closed at once.
         case refused(any Channel)
     }
@@ -224,7 +224,9 @@ public final class RPCServer: Sendable {
     }
 
     /// The pipeline of one connection: the HTTP/1 refusal, HTTP/2 with its connection manager
-    /// (keepalive pings, idle close, GOAWAY on quiesce), ping policing, a `StreamStart` per stream.
+    /// (keepalive pings, idle close, GOAWAY on quiesce), ping policing, the ``StreamSorter`` that
+    /// serves whole unary calls from frames, and the multiplexer that makes a stream channel for
+    /// every other stream.
     private func configure(_ channel: any Channel, tls: NIOSSLContext?) throws -> Connection {
         let remote = Self.describe(channel.remoteAddress)
         guard connections.admit(channel) else {
@@ -257,30 +259,35 @@ public final class RPCServer: Sendable {
             sentAway: { refusals.record(peer: remote, why: "pings more often than every \(self.configuration.minClientPingInterval): GOAWAY too_many_pings") },
             failed: { error in refusals.record(peer: remote, why: "connection ended: \(error)") }
         )
-        let multiplexer = try sync.configureAsyncHTTP2Pipeline(
-            mode: .server, streamDelegate: manager.http2StreamDelegate, frameDelegate: policing, configuration: http2
-        ) { [router, maxMessageBytes = configuration.maxMessageBytes] stream in
-            stream.eventLoop.makeCompletedFuture {
-                let start = StreamStart(stream: stream, router: router, maxMessageBytes: maxMessageBytes)
-                try stream.pipeline.syncOperations.addHandler(start)
-                return start
-            }
-        }
+        // NIOHTTP2's multiplexer as a handler of its own (not inline in the connection handler),
+        // so the sorter can sit in front of it; the connection manager and the policing then
+        // learn of streams from the connection handler's events instead of a stream delegate.
+        try sync.addHandler(NIOHTTP2Handler(mode: .server, frameDelegate: policing, connectionConfiguration: http2.connection, streamConfiguration: http2.stream))
         try sync.addHandler(manager)
         try sync.addHandler(policing)
-        return .accepted(channel, multiplexer, remoteAddress: remote)
+        let (incoming, continuation) = AsyncStream.makeStream(of: IncomingStream.self)
+        channel.closeFuture.whenComplete { _ in continuation.finish() }
+        try sync.addHandler(StreamSorter(router: router, maxMessageBytes: configuration.maxMessageBytes, incoming: continuation))
+        try sync.addHandler(HTTP2StreamMultiplexer(
+            mode: .server, channel: channel, targetWindowSize: configuration.windowSize,
+            outboundBufferSizeHighWatermark: http2.stream.outboundBufferSizeHighWatermark,
+            outboundBufferSizeLowWatermark: http2.stream.outboundBufferSizeLowWatermark
+        ) { stream in
+            stream.eventLoop.makeCompletedFuture {
+                continuation.yield(.channel(try NIOAsyncChannel(wrappingChannelSynchronously: stream)))
+            }
+        })
+        return .accepted(channel, incoming, remoteAddress: remote)
     }
 
     private static func serve(_ connection: Connection, _ dispatcher: StreamDispatcher) async {
-        guard case .accepted(let channel, let multiplexer, let remote) = connection else { return }
+        guard case .accepted(let channel, let incoming, let remote) = connection else { return }
         await withTaskCancellationHandler {
+            // Ends when the connection closes (a protocol error, a reset, a GOAWAY done); the
+            // streams still running end with it.
             await withDiscardingTaskGroup { group in
-                do {
-                    for try await stream in multiplexer.inbound {
-                        group.addTask { await dispatcher.serve(stream, remoteAddress: remote) }
-                    }
-                } catch {
-                    // The connection failed (a protocol error, a reset): its streams end with it.
+                for await stream in incoming {
+                    group.addTask { await dispatcher.serve(stream, remoteAddress: remote) }
                 }
             }
         } onCancel: {

@@ -5,7 +5,7 @@ import NIOHTTP2
 ///
 /// It owns the stream's frame iterator, which the dispatcher used for the HEADERS and then
 /// hands to the handler; the two never read at the same time, which is why the unchecked
-/// `Sendable` is sound. A unary call read whole by ``StreamStart`` comes as its body instead,
+/// `Sendable` is sound. A unary call read whole by ``StreamSorter`` comes as its body instead,
 /// with its input already ended.
 final class RequestSource: @unchecked Sendable {
     enum Framing {

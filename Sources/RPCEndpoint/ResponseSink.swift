@@ -18,17 +18,6 @@ final class ResponseSink: Sendable {
     private let encoding: MessageEncoding
     private let headersSent = Atomic<Bool>(false)
 
-    /// Writes on the stream channel itself, in one hop to its event loop (``StreamStart``'s
-    /// unary calls, which have no async channel).
-    convenience init(stream: any Channel, wireProtocol: RPCContext.WireProtocol, contentType: String, encoding: MessageEncoding) {
-        self.init(send: { frames in
-            stream.eventLoop.execute {
-                for frame in frames { stream.write(frame, promise: nil) }
-                stream.flush()
-            }
-        }, wireProtocol: wireProtocol, contentType: contentType, encoding: encoding)
-    }
-
     init(send: @escaping @Sendable ([HTTP2Frame.FramePayload]) async throws -> Void, wireProtocol: RPCContext.WireProtocol, contentType: String, encoding: MessageEncoding) {
         self.send = send
         self.wireProtocol = wireProtocol

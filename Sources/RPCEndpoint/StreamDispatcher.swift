@@ -13,25 +13,25 @@ struct StreamDispatcher: Sendable {
     let logger: Logger
     let refusals: RefusalLog
 
-    /// Serves a stream as its first frames decided (``StreamStart``).
-    func serve(_ start: StreamStart, remoteAddress: String) async {
-        switch try? await start.start.get() {
-        case .unary(let collected)?: await serve(collected, remoteAddress: remoteAddress)
-        case .stream(let stream)?: await serve(stream, remoteAddress: remoteAddress)
-        case .closed?, nil: return
+    /// Serves a stream of a connection as ``StreamSorter`` passed it on.
+    func serve(_ incoming: IncomingStream, remoteAddress: String) async {
+        switch incoming {
+        case .unary(let call): await serve(call, remoteAddress: remoteAddress)
+        case .channel(let stream): await serve(stream, remoteAddress: remoteAddress)
         }
     }
 
     /// A unary call read whole: the handler runs here, the response goes straight to the stream.
-    private func serve(_ collected: StreamStart.CollectedCall, remoteAddress: String) async {
-        let call = collected.call
+    private func serve(_ unary: UnaryCall, remoteAddress: String) async {
+        let call = unary.call
         let context = RPCContext(
             method: call.route.method, wireProtocol: call.wireProtocol, remoteAddress: remoteAddress,
-            deadline: call.timeout.map { .now + $0 }, headers: collected.head.headers
+            deadline: call.timeout.map { .now + $0 }, headers: unary.head.headers
         )
-        let sink = ResponseSink(stream: collected.stream, wireProtocol: call.wireProtocol, contentType: call.responseContentType, encoding: call.responseEncoding)
+        let responder = unary.responder
+        let sink = ResponseSink(send: { responder.send($0) }, wireProtocol: call.wireProtocol, contentType: call.responseContentType, encoding: call.responseEncoding)
         let source = RequestSource(
-            collected: collected.body, framing: call.wireProtocol == .connectUnary ? .wholeBody : .envelopes,
+            collected: unary.body, framing: call.wireProtocol == .connectUnary ? .wholeBody : .envelopes,
             encoding: call.requestEncoding, maxMessageBytes: maxMessageBytes
         )
         await sink.finish(await run(call.route, source, sink, call.codec, context))

@@ -28,6 +28,7 @@ let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
 let nioPosix = Target.Dependency.product(name: "NIOPosix", package: "swift-nio")
 let nioHTTP2 = Target.Dependency.product(name: "NIOHTTP2", package: "swift-nio-http2")
 let nioHPACK = Target.Dependency.product(name: "NIOHPACK", package: "swift-nio-http2")
+let nioEmbedded = Target.Dependency.product(name: "NIOEmbedded", package: "swift-nio")
 let nioSSL = Target.Dependency.product(name: "NIOSSL", package: "swift-nio-ssl")
 
 let package = Package(
@@ -263,7 +264,7 @@ let package = Package(
         ),
         .testTarget(
             name: "RPCEndpointTests",
-            dependencies: ["RPCEndpoint", nioCore, nioHPACK, protobuf, logging],
+            dependencies: ["RPCEndpoint", nioCore, nioEmbedded, nioHPACK, nioHTTP2, protobuf, logging],
             swiftSettings: swiftSettings
         ),
         .testTarget(

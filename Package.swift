@@ -129,7 +129,7 @@ let package = Package(
         // The VPS-service side: dials gateways, registers, dispatches requests to handlers.
         .target(
             name: "GatewayWorker",
-            dependencies: ["TextFormats", "Settings", "AsyncPrimitives", "GatewayProtocol", "Telemetry", grpcCore, grpcTransport, protobuf, logging, lifecycle],
+            dependencies: ["TextFormats", "Settings", "AsyncPrimitives", "GatewayProtocol", "Telemetry", "RPCEndpoint", nioCore, grpcCore, protobuf, logging, lifecycle],
             swiftSettings: swiftSettings
         ),
         // The environment's inventory (a SQLite file, or the platform's PostgreSQL) and the

@@ -1,9 +1,10 @@
 import AsyncPrimitives
 import Foundation
 import GRPCCore
-import GRPCNIOTransportHTTP2Posix
 import GatewayProtocol
 import Logging
+import NIOCore
+import RPCEndpoint
 import ServiceLifecycle
 import SwiftProtobuf
 import Synchronization
@@ -47,7 +48,7 @@ final class StreamSession: Sendable {
         }
         defer { worker.unregistered(from: endpoint) }
         switch worker.transport {
-        case .network: try await serve(over: try networkTransport(), registration: registration, outbound: outbound)
+        case .network: try await serveNetwork(registration: registration, outbound: outbound)
         case .custom(let make): try await serve(over: try make(endpoint), registration: registration, outbound: outbound)
         }
         return registeredDuration
@@ -65,63 +66,65 @@ final class StreamSession: Sendable {
                 },
                 onResponse: { response in
                     defer { outbound.finish() }
-                    try await self.serve(response.messages, outbound: outbound)
+                    try await self.serve(outbound: outbound) {
+                        for try await message in response.messages { self.receive(message, outbound: outbound) }
+                    }
                 }
             )
         }
     }
 
-    private func networkTransport() throws -> HTTP2ClientTransport.Posix {
-        let target: any ResolvableTarget
-        if endpoint.host.contains(":") {
-            target = .ipv6(address: endpoint.host, port: endpoint.port)
-        } else if endpoint.host.split(separator: ".").count == 4, endpoint.host.allSatisfy({ $0.isNumber || $0 == "." }) {
-            target = .ipv4(address: endpoint.host, port: endpoint.port)
-        } else {
-            target = .dns(host: endpoint.host, port: endpoint.port)
-        }
-        return try HTTP2ClientTransport.Posix(
-            target: target,
-            transportSecurity: endpoint.usesTLS ? tlsSecurity() : .plaintext,
-            config: .defaults {
-                $0.connection.keepalive = .init(
-                    time: configuration.keepaliveInterval,
-                    timeout: configuration.keepaliveTimeout,
-                    allowWithoutCalls: true
-                )
-                // The worker does its own reconnecting, with its own backoff and logs.
-                $0.backoff = .init(initial: .milliseconds(100), max: .seconds(1), multiplier: 2, jitter: 0.2)
-                $0.connection.flushCoalescing = nil
-            }
-        )
-    }
-
-    /// h2 over TLS to an `https://` gateway: its certificate checked against the configured
-    /// roots (or the system's), this worker's own certificate presented when configured.
-    private func tlsSecurity() -> HTTP2ClientTransport.Posix.TransportSecurity {
+    /// Registers on one stream of `RPCStreamClient` and serves it until it ends: the gateway's
+    /// messages are decoded and dispatched on the connection's event loop as they arrive
+    /// (`receive` only starts work and queues answers), and the send queue's batches go out
+    /// as one DATA frame each.
+    private func serveNetwork(registration: GatewayRegistration, outbound: MessageQueue<GatewayMessage>) async throws {
         let tls = configuration.tls
-        return .tls { config in
-            if let roots = tls.trustRoots { config.trustRoots = .certificates([.file(path: roots, format: .pem)]) }
-            if let chain = tls.certificateChain, let key = tls.privateKey {
-                config.certificateChain = [.file(path: chain, format: .pem)]
-                config.privateKey = .file(path: key, format: .pem)
+        let target = RPCStreamClient.Target(
+            host: endpoint.host, port: endpoint.port,
+            tls: endpoint.usesTLS ? .init(trustRoots: tls.trustRoots, certificateChain: tls.certificateChain, privateKey: tls.privateKey) : nil
+        )
+        let settings = RPCStreamClient.Settings(keepaliveInterval: configuration.keepaliveInterval, keepaliveTimeout: configuration.keepaliveTimeout)
+        try await RPCStreamClient.withStream(
+            to: target, method: Self.registerGateway, metadata: [(GatewayMetadataKey.apiSecret, configuration.apiSecret)], settings: settings,
+            onMessage: { bytes in
+                let message: GatewayMessage
+                do {
+                    message = try GatewayMessage(serializedBytes: Array(bytes.readableBytesView))
+                } catch {
+                    throw RPCStatus(.internal, "the gateway sent bytes that are not a GatewayMessage: \(error)")
+                }
+                self.receive(message, outbound: outbound)
+            }
+        ) { stream in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    try await stream.send([try GatewayMessage.register(registration).serializedBytes()])
+                    while let batch = await outbound.nextBatch() {
+                        try await stream.send(try batch.map { try $0.serializedBytes() })
+                    }
+                    stream.finishSending()
+                }
+                group.addTask {
+                    defer { outbound.finish() }
+                    try await self.serve(outbound: outbound) { try await stream.ended() }
+                }
+                try await group.waitForAll()
             }
         }
     }
 
-    /// Reads the gateway's messages; handles requests concurrently; sends heartbeats; and on
-    /// graceful shutdown drains. The first of these to end ends the stream.
-    private func serve(
-        _ messages: RPCAsyncSequence<GatewayMessage, any Error>,
-        outbound: MessageQueue<GatewayMessage>
-    ) async throws {
+    private static let registerGateway = RPCMethod(
+        service: VPSGatewayService.Method.RegisterGateway.descriptor.service.fullyQualifiedService,
+        name: VPSGatewayService.Method.RegisterGateway.descriptor.method, kind: .bidirectionalStreaming
+    )
+
+    /// Reads the gateway's messages (`reading` returns when the gateway ends the stream);
+    /// sends heartbeats; and on graceful shutdown drains. The first of these to end ends the
+    /// stream. Requests run on the worker, not here: they outlive a dropped stream.
+    private func serve(outbound: MessageQueue<GatewayMessage>, reading: @escaping @Sendable () async throws -> Void) async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                // Requests run on the worker, not here: they outlive a dropped stream.
-                for try await message in messages {
-                    self.receive(message, outbound: outbound)
-                }
-            }
+            group.addTask { try await reading() }
             group.addTask {
                 try await Task.sleep(for: self.configuration.registrationTimeout)
                 guard self.registeredDuration != nil else {

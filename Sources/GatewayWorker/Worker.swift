@@ -2,10 +2,10 @@ import AsyncPrimitives
 import Foundation
 // Public: a custom transport is a grpc-swift ClientTransport.
 public import GRPCCore
-import GRPCNIOTransportHTTP2Posix
 import GatewayProtocol
 // Public: the worker is a `Service` that a `ServiceGroup` runs and shuts down.
 public import Logging
+import RPCEndpoint
 public import ServiceLifecycle
 import Synchronization
 public import Telemetry
@@ -146,6 +146,7 @@ public final class Worker: Service, Sendable {
 
     static func describe(_ error: any Error) -> String {
         if let error = error as? RPCError { return "\(error.code): \(error.message)" }
+        if let status = error as? RPCStatus { return "\(status)" }
         return "\(error)"
     }
 }

@@ -122,6 +122,33 @@ enum GRPCMessageEncoding {
         }
         return encoded
     }
+
+    /// The message a peer sent; a `%` not followed by two hex digits is kept as it is.
+    static func percentDecoded(_ encoded: String) -> String {
+        let bytes = Array(encoded.utf8)
+        guard bytes.contains(UInt8(ascii: "%")) else { return encoded }
+        func hex(_ byte: UInt8) -> UInt8? {
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+            default: nil
+            }
+        }
+        var decoded: [UInt8] = []
+        decoded.reserveCapacity(bytes.count)
+        var index = 0
+        while index < bytes.count {
+            if bytes[index] == UInt8(ascii: "%"), index + 2 < bytes.count, let high = hex(bytes[index + 1]), let low = hex(bytes[index + 2]) {
+                decoded.append(high << 4 | low)
+                index += 3
+            } else {
+                decoded.append(bytes[index])
+                index += 1
+            }
+        }
+        return String(decoding: decoded, as: UTF8.self)
+    }
 }
 
 /// The JSON Connect puts in an end-of-stream message and a unary error body.

@@ -99,11 +99,16 @@ final class StreamSession: Sendable {
         ) { stream in
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
-                    try await stream.send([try GatewayMessage.register(registration).serializedBytes()])
-                    while let batch = await outbound.nextBatch() {
-                        try await stream.send(try batch.map { try $0.serializedBytes() })
+                    do {
+                        try await stream.send([try GatewayMessage.register(registration).serializedBytes()])
+                        while let batch = await outbound.nextBatch() {
+                            try await stream.send(try batch.map { try $0.serializedBytes() })
+                        }
+                        stream.finishSending()
+                    } catch {
+                        // A send fails only once the stream has ended; how it ended (the
+                        // gateway's status, a lost connection) is what `ended()` reports.
                     }
-                    stream.finishSending()
                 }
                 group.addTask {
                     defer { outbound.finish() }

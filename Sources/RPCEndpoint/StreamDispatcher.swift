@@ -41,8 +41,20 @@ struct StreamDispatcher: Sendable {
         // A stream that the client resets, or whose connection closes, ends here silently.
         try? await stream.executeThenClose { inbound, outbound in
             try await serve(frames: .channel(inbound.makeAsyncIterator()), send: { try await outbound.write(contentsOf: $0) }, remoteAddress: remoteAddress)
+            // The last frames written may still wait for the client's flow-control window;
+            // closing the channel now would reset the stream (CANCEL) and drop them. Both
+            // sides have ended by now (or the stream was reset), so the channel closes by
+            // itself once its last frame is out; a client that never opens its window is cut
+            // after the bound.
+            let channel = stream.channel
+            let cut = channel.eventLoop.scheduleTask(in: TimeAmount(Self.lastFramesBound)) { channel.close(promise: nil) }
+            try? await channel.closeFuture.get()
+            cut.cancel()
         }
     }
+
+    /// How long a stream whose handler is done may wait for its last frames to go out.
+    static let lastFramesBound = Duration.seconds(10)
 
     /// Serves a stream of an ``InMemoryListener``.
     func serve(_ stream: InMemoryStream, remoteAddress: String) async {

@@ -23,7 +23,7 @@ struct DHCPTests {
         try await Cluster.with { cluster in
             let lab = try await NetworkLab.make(in: cluster)
             _ = try lab.startDnsmasq(in: cluster, directory: cluster.directory)
-            let ready1 = await poll(timeout: .seconds(5)) { FileManager.default.fileExists(atPath: cluster.directory + "/dnsmasq.pid") }
+            let ready1 = await poll(timeout: .seconds(20)) { FileManager.default.fileExists(atPath: cluster.directory + "/dnsmasq.pid") }
             #expect(ready1)
             let gateway = try await cluster.startGateway(dhcpArguments(cluster) + gatewayArguments)
             try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production", [known]), productionArguments)
@@ -59,7 +59,7 @@ struct DHCPTests {
             let address = try await lab.takeLease(mac: known.mac, hostname: "customer-box", in: cluster)
             let ready2 = await poll(timeout: .seconds(10)) { hostsFile(cluster).contains("\(address) vps-lease-1\n") }
             #expect(ready2, "hosts: \(hostsFile(cluster))")
-            let answer = await poll(timeout: .seconds(5)) { await Self.answers(lab, "vps-lease-1", with: address, in: cluster) }
+            let answer = await poll(timeout: .seconds(20)) { await Self.answers(lab, "vps-lease-1", with: address, in: cluster) }
             let said = answer ? "" : await lab.resolve("vps-lease-1", in: cluster)
             #expect(answer, "dnsmasq should answer vps-lease-1 with \(address); it said: \(said)")
             let lease = try await leases(cluster).leases.first { $0.mac == known.mac }
@@ -94,7 +94,9 @@ struct DHCPTests {
 
     @Test("a gateway killed with SIGKILL during the lookup still writes the line after its restart")
     func crashDuringLookup() async throws {
-        try await withLab(productionArguments: ["--simulate-latency", "2s"]) { cluster, lab, gateway in
+        // Long enough for the test to see the call pending and kill the gateway first on a busy
+        // machine; the replay after the restart waits as long again.
+        try await withLab(productionArguments: ["--simulate-latency", "5s"]) { cluster, lab, gateway in
             let address = try await lab.takeLease(mac: known.mac, hostname: "customer-box", in: cluster)
             let pending = await poll(timeout: .seconds(10)) {
                 (try? await leases(cluster).leases.first { $0.ip == address }?.state) == "pending"
@@ -104,7 +106,7 @@ struct DHCPTests {
             await gateway.waitForExit()
             #expect(!hostsFile(cluster).contains("vps-lease-1"))
             try await cluster.startGateway(dhcpArguments(cluster))
-            let ready5 = await poll(timeout: .seconds(20)) { hostsFile(cluster).contains("\(address) vps-lease-1") }
+            let ready5 = await poll(timeout: .seconds(45)) { hostsFile(cluster).contains("\(address) vps-lease-1") }
             try #require(ready5, "hosts: \(hostsFile(cluster))")
             let journal = try await cluster.run(["journal", "list", "--method", "FindVPSByLease", "--json", "--journal", cluster.journal])
             #expect(journal.output.contains("\"origin\":\"dhcp\""))

@@ -123,7 +123,7 @@ struct EndpointTests {
                 #expect(refused.output.contains("HTTP/2 415"))
                 #expect(refused.output.lowercased().contains("accept-post: application/grpc"), "\(refused.output)")
             }
-            #expect(await poll(timeout: .seconds(5)) { gateway.log.contains("refused a request on the stream port") })
+            #expect(await poll(timeout: .seconds(20)) { gateway.log.contains("refused a request on the stream port") })
             let warnings = gateway.log.split(separator: "\n").filter { $0.contains("refused a request on the stream port") }
             #expect(warnings.count == 1, "\(warnings)")
             #expect(warnings.first?.contains("text/xml") == true && warnings.first?.contains("ipv4:127.0.0.1") == true)
@@ -229,7 +229,7 @@ struct EndpointTests {
             #expect(response.outcome == .ok && owner?.vpsID == "vps-e", "the registered worker is still served")
             let after = try #require(residentKiB(of: gateway.pid))
             #expect(after - before < 64 * 1024, "resident memory grew from \(before) KiB to \(after) KiB")
-            let answer = flood.readUntilClosed(timeout: .seconds(3)).bytes
+            let answer = flood.readUntilClosed(timeout: .seconds(15)).bytes
             let types = RawHTTP2.frameTypes(answer)
             // RST_STREAM (REFUSED_STREAM) for streams over the limit, or GOAWAY for the flood.
             #expect(types.contains(0x3) || types.contains(0x7), "frame types received: \(Set(types))")

@@ -127,7 +127,7 @@ struct JournalTests {
             let doomed = try await cluster.call(lookupRequest(id: "doomed", timeoutMs: 500, async: true))
             #expect(doomed.state == "pending")
             let journal = try openJournal(cluster)
-            #expect(await poll(timeout: .seconds(5)) { (try? journal.record("doomed"))??.state == .expired })
+            #expect(await poll(timeout: .seconds(20)) { (try? journal.record("doomed"))??.state == .expired })
             try await Task.sleep(for: .seconds(6))  // beyond the 5 s retry backoff cap
             #expect(try journal.record("patient")?.state.isTerminal == false)
 
@@ -169,7 +169,7 @@ struct JournalTests {
             let response = try await cluster.call(lookupRequest(id: "later", async: true))
             #expect(response.state == "pending")
             #expect(!response.hasResult && response.payload.isEmpty)
-            let shown = await poll(timeout: .seconds(5)) {
+            let shown = await poll(timeout: .seconds(20)) {
                 let result = try? await cluster.run(["journal", "show", "later", "--journal", cluster.journal])
                 return result?.output.contains("vps-j") == true
             }

@@ -14,22 +14,23 @@ struct LookupTests {
         try await Cluster.with { cluster in
             try await cluster.startGateway()
             try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production", [productionVPS]))
-            // Slow environments: still working on it when production answers, so they must be cancelled.
-            let beta = try cluster.startWorker(environment: "beta", inventory: try cluster.inventory("beta"), ["--simulate-latency", "3s", "--log-level", "debug"])
-            let dev = try cluster.startWorker(environment: "dev", inventory: try cluster.inventory("dev"), ["--simulate-latency", "3s", "--log-level", "debug"])
+            // Slow environments: still working on it when production answers, so they must be
+            // cancelled. 30 s, so that "did not wait" holds with room on a busy machine.
+            let beta = try cluster.startWorker(environment: "beta", inventory: try cluster.inventory("beta"), ["--simulate-latency", "30s", "--log-level", "debug"])
+            let dev = try cluster.startWorker(environment: "dev", inventory: try cluster.inventory("dev"), ["--simulate-latency", "30s", "--log-level", "debug"])
             try await cluster.waitForClients(["production-1", "beta-1", "dev-1"])
 
             let started = ContinuousClock.now
-            let (response, owner) = try await cluster.lookup(mac: "52:54:00:AA:00:01", timeoutMs: 10_000, requestID: "find-1")
+            let (response, owner) = try await cluster.lookup(mac: "52:54:00:AA:00:01", timeoutMs: 60_000, requestID: "find-1")
             #expect(response.outcome == .ok)
             #expect(owner?.vpsID == "vps-prod-1")
             #expect(owner?.organizationID == "org-prod")
             #expect(response.responderEnvironment == "production")
             #expect(response.responderInstance == "production-1")
-            #expect(ContinuousClock.now - started < .seconds(2), "the answer must not wait for the slow environments")
+            #expect(ContinuousClock.now - started < .seconds(15), "the answer must not wait for the slow environments' 30 s")
 
             for worker in [beta, dev] {
-                let cancelled = await poll(timeout: .seconds(5)) {
+                let cancelled = await poll(timeout: .seconds(20)) {
                     worker.log.contains("request_id=find-1") && worker.log.contains("code=cancelled")
                 }
                 #expect(cancelled, "\(worker.name) should have been cancelled:\n\(worker.log)")
@@ -46,10 +47,10 @@ struct LookupTests {
             }
             try await cluster.waitForClients(["production-1", "beta-1", "dev-1"])
             let started = ContinuousClock.now
-            let (response, _) = try await cluster.lookup(mac: "52:54:00:ff:ff:ff", timeoutMs: 10_000)
+            let (response, _) = try await cluster.lookup(mac: "52:54:00:ff:ff:ff", timeoutMs: 60_000)
             #expect(response.outcome == .notFound)
             #expect(response.error.contains("beta/beta-1") && response.error.contains("dev/dev-1") && response.error.contains("production/production-1"))
-            #expect(ContinuousClock.now - started < .seconds(2), "not_found must not wait for the deadline")
+            #expect(ContinuousClock.now - started < .seconds(30), "not_found must not wait for the 60 s deadline")
         }
     }
 
@@ -74,7 +75,8 @@ struct LookupTests {
             let (response, _) = try await cluster.lookup(mac: "52:54:00:aa:00:01", timeoutMs: 700)
             let elapsed = ContinuousClock.now - started
             #expect(response.outcome == .noReceivers)
-            #expect(elapsed >= .milliseconds(650) && elapsed < .seconds(3))
+            // The lower bound is the claim; the upper one only says it did not hang.
+            #expect(elapsed >= .milliseconds(650) && elapsed < .seconds(20))
         }
     }
 
@@ -96,14 +98,15 @@ struct LookupTests {
     func deadlineExceeded() async throws {
         try await Cluster.with { cluster in
             try await cluster.startGateway()
-            try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production", [productionVPS]), ["--simulate-latency", "5s"])
+            try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production", [productionVPS]), ["--simulate-latency", "60s"])
             try await cluster.waitForClients(["production-1"])
             let started = ContinuousClock.now
             let (response, _) = try await cluster.lookup(mac: "52:54:00:aa:00:01", timeoutMs: 800)
             let elapsed = ContinuousClock.now - started
             #expect(response.outcome == .deadlineExceeded)
             #expect(response.error.contains("production/production-1"))
-            #expect(elapsed >= .milliseconds(750) && elapsed < .seconds(3))
+            // At the deadline, not at the handler's 60 s.
+            #expect(elapsed >= .milliseconds(750) && elapsed < .seconds(20))
         }
     }
 
@@ -114,10 +117,10 @@ struct LookupTests {
             try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production"))
             try await cluster.waitForClients(["production-1"])
             let started = ContinuousClock.now
-            let response = try await cluster.call(.with { $0.method = "NoSuchMethod"; $0.timeoutMs = 5000 })
+            let response = try await cluster.call(.with { $0.method = "NoSuchMethod"; $0.timeoutMs = 60_000 })
             #expect(response.outcome == .failed)
             #expect(response.error.contains("unimplemented"))
-            #expect(ContinuousClock.now - started < .seconds(2))
+            #expect(ContinuousClock.now - started < .seconds(30), "not at the 60 s deadline")
         }
     }
 

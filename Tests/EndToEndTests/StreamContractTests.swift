@@ -69,7 +69,7 @@ struct StreamContractTests {
             }
             // A worker process with the wrong secret does not get in either.
             let worker = try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production"), secret: "nope")
-            #expect(await poll(timeout: .seconds(5)) { worker.log.contains("unauthenticated") })
+            #expect(await poll(timeout: .seconds(20)) { worker.log.contains("unauthenticated") })
             #expect(try await cluster.clients().isEmpty)
         }
     }
@@ -119,7 +119,7 @@ struct StreamContractTests {
         try await Cluster.with { cluster in
             try await cluster.startGateway(["--registration-timeout", "500ms"])
             let end = try await RawStream.with(port: cluster.port, secret: cluster.secret) { stream in
-                await stream.waitForEnd(timeout: .seconds(5))
+                await stream.waitForEnd(timeout: .seconds(20))
             }
             #expect(end.ended)
             #expect(end.error?.code == .deadlineExceeded)
@@ -184,14 +184,14 @@ struct StreamContractTests {
             let response = try await RawStream.with(port: cluster.port, secret: cluster.secret) { stream in
                 stream.send(.register(.legacy(instance: "dropper")))
                 _ = await stream.nextMessage(ofType: .registered)
-                async let lookup = cluster.lookup(mac: "52:54:00:12:34:56", timeoutMs: 20_000)
+                async let lookup = cluster.lookup(mac: "52:54:00:12:34:56", timeoutMs: 60_000)
                 _ = await stream.nextMessage(ofType: .request)
                 stream.finish()  // the client goes away without answering
                 return try await lookup.response
             }
             #expect(response.outcome == .failed)
             #expect(response.error.contains("dropper"))
-            #expect(ContinuousClock.now - started < .seconds(5))
+            #expect(ContinuousClock.now - started < .seconds(30), "not at the 60 s deadline")
         }
     }
 

@@ -76,13 +76,13 @@ struct CallRouterTests {
         let a = FakeClient("a")
         _ = clients.register(a.connection)
         let started = ContinuousClock.now
-        async let result = router.call(call("r4", timeout: .seconds(30)))
+        async let result = router.call(call("r4", timeout: .seconds(60)))
         _ = await a.next()
         router.connectionClosed(a.connection, reason: "unavailable: stream closed")
         let outcome = await result
         #expect(outcome.outcome == .failed)
         #expect(outcome.error.contains("stream closed"))
-        #expect(ContinuousClock.now - started < .seconds(5))
+        #expect(ContinuousClock.now - started < .seconds(30))
     }
 
     @Test("no answer by the deadline is deadline_exceeded, and the silent receiver gets cancel")
@@ -163,27 +163,27 @@ struct CallRouterTests {
     @Test("closing the registry hands a call waiting for a receiver back as interrupted and refuses new registrations")
     func closeInterruptsWaitingCalls() async {
         let started = ContinuousClock.now
-        async let result = router.call(call("r11", timeout: .seconds(30)))
+        async let result = router.call(call("r11", timeout: .seconds(60)))
         // The call may start waiting before or after the close; both end the same way.
         clients.close()
         let outcome = await result
         #expect(outcome.outcome == .interrupted)
         #expect(outcome.receivers == 0)
-        #expect(ContinuousClock.now - started < .seconds(5))
+        #expect(ContinuousClock.now - started < .seconds(30))
         let late = FakeClient("late")
         guard case .refused = clients.register(late.connection) else {
             Issue.record("a registration after close must be refused")
             return
         }
         #expect(clients.count == 0)
-        #expect(await router.call(call("r12", timeout: .seconds(30))).outcome == .interrupted)
+        #expect(await router.call(call("r12", timeout: .seconds(60))).outcome == .interrupted)
     }
 
     @Test("interruptAll ends the calls in flight as interrupted and sends their receivers cancel")
     func interruptAll() async {
         let a = FakeClient("a")
         _ = clients.register(a.connection)
-        async let result = router.call(call("r13", timeout: .seconds(30)))
+        async let result = router.call(call("r13", timeout: .seconds(60)))
         #expect(await a.next()?.messageType == .request)
         #expect(router.interruptAll() == 1)
         let outcome = await result

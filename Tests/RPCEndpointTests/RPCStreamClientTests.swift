@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import NIOCore
 @testable import RPCEndpoint
@@ -94,7 +97,20 @@ struct RPCStreamClientTests {
 
     @Test("a port nobody listens on is unavailable, naming the address")
     func refusedConnection() async throws {
-        let port = try await Self.withServer { $0 }
+        // Bound but not listening: connecting is refused, and no parallel test can take the
+        // port meanwhile (a closed server's port could be reused by one).
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        try #require(bound, "bind: errno \(errno)")
+        let port = Int(UInt16(bigEndian: address.sin_port))
         do {
             try await RPCStreamClient.withStream(to: .init(host: "127.0.0.1", port: port), method: Self.bidi, metadata: [], settings: .init(), onMessage: { _ in }) { _ in }
             Issue.record("expected the connection to fail")

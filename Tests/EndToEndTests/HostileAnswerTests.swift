@@ -96,17 +96,18 @@ struct HostileAnswerTests {
             let request = AdminCallRequest.with {
                 $0.method = RequestMethods.findVPSByLease.name
                 $0.payload = try! FindVPSByLeaseRequest.with { $0.mac = vps.mac }.serializedBytes()
-                $0.timeoutMs = 30_000
+                // Far beyond the retries below, so the deadline cannot end it first on a busy machine.
+                $0.timeoutMs = 150_000
                 $0.requestID = "needs-beta"
                 $0.async = true
             }
             _ = try await cluster.call(request)
             let journal = try RequestJournal.openExisting(at: cluster.journal, writable: false, logger: Logger(label: "test"))
             // Production said "not found", beta is not there: the row stays unfinished, retried.
-            #expect(await poll(timeout: .seconds(10)) { ((try? journal.record("needs-beta"))??.attempts ?? 0) >= 2 })
+            #expect(await poll(timeout: .seconds(30)) { ((try? journal.record("needs-beta"))??.attempts ?? 0) >= 2 })
             #expect(try journal.record("needs-beta")?.state.isTerminal == false)
             try cluster.startWorker(environment: "beta", inventory: try cluster.inventory("beta", [vps]))
-            #expect(await poll(timeout: .seconds(20)) { (try? journal.record("needs-beta"))??.state == .completed })
+            #expect(await poll(timeout: .seconds(60)) { (try? journal.record("needs-beta"))??.state == .completed })
             #expect(try journal.record("needs-beta")?.outcome == .ok)
         }
     }

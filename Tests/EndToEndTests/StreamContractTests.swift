@@ -74,10 +74,11 @@ struct StreamContractTests {
         }
     }
 
-    @Test("5,000 refused streams from one peer write one warning line, not 5,000, and the gateway still serves")
+    @Test("5,000 refused streams from one peer write one warning line a minute, not 5,000, and the gateway still serves")
     func refusedStreamsAggregated() async throws {
         try await Cluster.with { cluster in
             let gateway = try await cluster.startGateway(["--journal", "off"])
+            let floodStarted = ContinuousClock.now
             let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: cluster.port), transportSecurity: .plaintext)
             let refused = try await withGRPCClient(transport: transport) { client in
                 let service = VPSGatewayService.Client(wrapping: client)
@@ -108,7 +109,9 @@ struct StreamContractTests {
             }
             #expect(refused == 5000)
             let lines = gateway.log.split(separator: "\n").filter { $0.contains("refused a stream") }
-            #expect(lines.count == 1, "one line per peer and minute; got \(lines.count)")
+            // One line per peer and minute: a busy machine may take more than a minute for the flood.
+            let minutes = Int((ContinuousClock.now - floodStarted) / .seconds(60)) + 1
+            #expect(lines.count >= 1 && lines.count <= minutes, "one line per peer and minute; got \(lines.count) in \(minutes) minute(s)")
             // Still answering: the flood did not take the admin path down.
             #expect(try await cluster.clients().isEmpty)
         }

@@ -81,7 +81,7 @@ let package = Package(
         // The wire contracts: generated protobuf/gRPC code plus the vocabulary around it.
         .target(
             name: "GatewayProtocol",
-            dependencies: ["TextFormats", grpcCore, grpcProtobuf, protobuf],
+            dependencies: ["TextFormats", "RPCEndpoint", grpcCore, grpcProtobuf, protobuf],
             exclude: ["Generated/README.md"],
             swiftSettings: swiftSettings
         ),
@@ -142,7 +142,7 @@ let package = Package(
         // A client of the admin socket, for the CLI and the benchmark.
         .target(
             name: "GatewayAdminClient",
-            dependencies: ["AsyncPrimitives", "GatewayProtocol", grpcCore, grpcTransport, protobuf],
+            dependencies: ["GatewayProtocol", "RPCEndpoint", protobuf],
             swiftSettings: swiftSettings
         ),
         // glibc's malloc.h (malloc_trim), which Swift's Glibc module leaves out.

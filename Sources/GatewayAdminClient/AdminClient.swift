@@ -1,9 +1,7 @@
-import AsyncPrimitives
 import Foundation
 // Public: requests and responses are the admin API's generated messages.
 public import GatewayProtocol
-import GRPCCore
-import GRPCNIOTransportHTTP2Posix
+import RPCEndpoint
 import SwiftProtobuf
 
 /// A client of the gateway's admin API on its Unix socket.
@@ -14,8 +12,11 @@ import SwiftProtobuf
 /// }
 /// ```
 public struct AdminClient: Sendable {
-    private let admin: GatewayAdminService.Client<HTTP2ClientTransport.Posix>
+    private let client: RPCUnaryClient
     public let socketPath: String
+
+    /// How long the listing and replay calls may take.
+    private static let listingTimeout = Duration.seconds(30)
 
     /// Connects to the socket, runs `body`, and closes the connection.
     public static func connect<Result: Sendable>(
@@ -32,16 +33,13 @@ public struct AdminClient: Sendable {
         }
         // Connecting needs write permission on the socket: say so instead of "does not answer".
         guard access(socketPath, R_OK | W_OK) == 0 || errno != EACCES else { throw AdminClientError.permissionDenied(socketPath) }
-        let transport = try HTTP2ClientTransport.Posix(
-            target: .unixDomainSocket(path: socketPath),
-            transportSecurity: .plaintext,
-            config: .defaults {
-                $0.backoff = .init(initial: .milliseconds(50), max: .milliseconds(500), multiplier: 2, jitter: 0.1)
-                $0.connection.flushCoalescing = nil
-            }
-        )
-        return try await withGRPCClient(transport: transport) { client in
-            try await body(AdminClient(admin: GatewayAdminService.Client(wrapping: client), socketPath: socketPath))
+        let client: @Sendable (RPCUnaryClient) async throws -> Result = { client in
+            try await body(AdminClient(client: client, socketPath: socketPath))
+        }
+        do {
+            return try await RPCUnaryClient.withClient(to: .unixSocket(path: socketPath), client)
+        } catch let status as RPCStatus {
+            throw AdminClientError(status: status, socketPath: socketPath)
         }
     }
 
@@ -49,48 +47,34 @@ public struct AdminClient: Sendable {
     public func call(_ request: AdminCallRequest) async throws -> AdminCallResponse {
         let timeoutMs = request.timeoutMs == 0 ? 10_000 : Int64(request.timeoutMs)
         // The gateway answers at its own deadline; allow for the trip over the socket. Enforced
-        // here rather than sent as grpc-timeout: grpc-swift's server sleeps a task per RPC for
-        // a grpc-timeout, and each holds a few KB until that timeout even after the answer.
-        let patience = Duration.milliseconds(timeoutMs + 5_000)
-        let deadline = ContinuousClock.now + patience
-        do {
-            // A timer, not a second task: `bench` makes this call thousands of times a second.
-            let answered: Result<AdminCallResponse, any Error>? = await withDeadlineTimer(deadline, orElse: nil) {
-                do { return .success(try await admin.call(request)) } catch { return .failure(error) }
-            }
-            guard let answered else {
-                throw RPCError(code: .deadlineExceeded, message: "no answer from the gateway within \(patience)")
-            }
-            return try answered.get()
-        } catch let error as RPCError {
-            throw AdminClientError(rpc: error, socketPath: socketPath)
-        }
+        // here (a timer on the connection's loop) rather than sent as grpc-timeout, so the
+        // gateway's own deadline is the one that decides the outcome.
+        return try await unary(RPCMethods.call, request, as: AdminCallResponse.self, timeout: .milliseconds(timeoutMs + 5_000))
     }
 
     /// Sends finished journal requests again; returns what was queued.
     public func replay(_ request: AdminReplayRequest) async throws -> AdminReplayResponse {
-        do {
-            return try await admin.replay(request)
-        } catch let error as RPCError {
-            throw AdminClientError(rpc: error, socketPath: socketPath)
-        }
+        try await unary(RPCMethods.replay, request, as: AdminReplayResponse.self, timeout: Self.listingTimeout)
     }
 
     /// The DHCP leases the gateway watches and what each resolved to.
     public func listLeases(summaryOnly: Bool = false) async throws -> AdminListLeasesResponse {
-        do {
-            return try await admin.listLeases(.with { $0.summaryOnly = summaryOnly })
-        } catch let error as RPCError {
-            throw AdminClientError(rpc: error, socketPath: socketPath)
-        }
+        try await unary(RPCMethods.listLeases, AdminListLeasesRequest.with { $0.summaryOnly = summaryOnly }, as: AdminListLeasesResponse.self, timeout: Self.listingTimeout)
     }
 
     /// The connected instances, optionally of one environment.
     public func listClients(environment: String = "") async throws -> [AdminClientInfo] {
+        let response: AdminListClientsResponse = try await unary(
+            RPCMethods.listClients, AdminListClientsRequest.with { $0.environment = environment }, timeout: Self.listingTimeout
+        )
+        return response.clients
+    }
+
+    private func unary<Response: SwiftProtobuf.Message>(_ method: RPCMethod, _ request: some SwiftProtobuf.Message, as: Response.Type = Response.self, timeout: Duration) async throws -> Response {
         do {
-            return try await admin.listClients(.with { $0.environment = environment }).clients
-        } catch let error as RPCError {
-            throw AdminClientError(rpc: error, socketPath: socketPath)
+            return try await client.call(method, request, as: Response.self, timeout: timeout)
+        } catch let status as RPCStatus {
+            throw AdminClientError(status: status, socketPath: socketPath)
         }
     }
 }
@@ -133,18 +117,20 @@ public struct AdminClientError: Error, CustomStringConvertible, Sendable {
         )
     }
 
-    init(rpc error: RPCError, socketPath: String) {
-        switch error.code {
-        case .resourceExhausted where error.message.contains("not recorded"):
-            self.init(code: .notRecorded, message: "the gateway could not record the request, so it did not send it: \(error.message)")
-        case .unavailable where error.message.contains("shutting down"):
-            self.init(code: .shuttingDown, message: "\(error.message); run the command again once the gateway is back")
+    init(status: RPCStatus, socketPath: String) {
+        switch status.code {
+        case .resourceExhausted where status.message.contains("not recorded"):
+            self.init(code: .notRecorded, message: "the gateway could not record the request, so it did not send it: \(status.message)")
+        case .unavailable where status.message.contains("shutting down"):
+            self.init(code: .shuttingDown, message: "\(status.message); run the command again once the gateway is back")
         case .unavailable:
-            self.init(code: .unreachable, message: "the gateway's admin socket '\(socketPath)' does not answer (\(error.message)); is the gateway running?")
+            self.init(code: .unreachable, message: "the gateway's admin socket '\(socketPath)' does not answer (\(status.message)); is the gateway running?")
+        case .deadlineExceeded:
+            self.init(code: .failed, message: "no answer from the gateway: \(status.message)")
         case .invalidArgument, .failedPrecondition, .outOfRange:
-            self.init(code: .rejected, message: "the gateway refused the request: \(error.message)")
+            self.init(code: .rejected, message: "the gateway refused the request: \(status.message)")
         default:
-            self.init(code: .failed, message: "admin RPC failed with \(error.code): \(error.message)")
+            self.init(code: .failed, message: "admin RPC failed with \(status.code): \(status.message)")
         }
     }
 

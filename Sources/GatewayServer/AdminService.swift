@@ -15,10 +15,10 @@ struct AdminService: Sendable {
     let gateway: Gateway
 
     func register(on router: inout RPCRouter) {
-        router.unary(ServedMethods.call) { (request: AdminCallRequest, _) in try await call(request: request) }
-        router.unary(ServedMethods.listClients) { (request: AdminListClientsRequest, _) in listClients(request: request) }
-        router.unary(ServedMethods.replay) { (request: AdminReplayRequest, _) in try await replay(request: request) }
-        router.unary(ServedMethods.listLeases) { (request: AdminListLeasesRequest, _) in listLeases(request: request) }
+        router.unary(RPCMethods.call) { (request: AdminCallRequest, _) in try await call(request: request) }
+        router.unary(RPCMethods.listClients) { (request: AdminListClientsRequest, _) in listClients(request: request) }
+        router.unary(RPCMethods.replay) { (request: AdminReplayRequest, _) in try await replay(request: request) }
+        router.unary(RPCMethods.listLeases) { (request: AdminListLeasesRequest, _) in listLeases(request: request) }
     }
 
     func call(request given: AdminCallRequest) async throws -> AdminCallResponse {

@@ -8,10 +8,10 @@ import SwiftProtobuf
 /// and `curl` can tell a load balancer or an operator whether to send it clients.
 extension Gateway {
     func registerHealthService(on router: inout RPCRouter) {
-        router.unary(ServedMethods.healthCheck) { (request: HealthCheckRequest, _) in
+        router.unary(RPCMethods.healthCheck) { (request: HealthCheckRequest, _) in
             try HealthCheckResponse.with { $0.status = try self.health(of: request.service) }
         }
-        router.serverStreaming(ServedMethods.healthWatch) { (request: HealthCheckRequest, _, writer: RPCResponseWriter<HealthCheckResponse>) in
+        router.serverStreaming(RPCMethods.healthWatch) { (request: HealthCheckRequest, _, writer: RPCResponseWriter<HealthCheckResponse>) in
             guard Self.healthServices.contains(request.service) else {
                 try await writer.write(.with { $0.status = .serviceUnknown })
                 return
@@ -32,11 +32,11 @@ extension Gateway {
     }
 
     /// The empty name (the whole server) and the stream service's.
-    static let healthServices: Set<String> = ["", ServedMethods.registerGateway.service]
+    static let healthServices: Set<String> = ["", RPCMethods.registerGateway.service]
 
     private func health(of service: String) throws(RPCStatus) -> HealthCheckResponse.ServingStatus {
         guard Self.healthServices.contains(service) else {
-            throw RPCStatus(.notFound, "no service '\(service.prefix(128))' here; ask for \"\" or \(ServedMethods.registerGateway.service)")
+            throw RPCStatus(.notFound, "no service '\(service.prefix(128))' here; ask for \"\" or \(RPCMethods.registerGateway.service)")
         }
         return servingStatus(readiness.value)
     }

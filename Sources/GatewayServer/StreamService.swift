@@ -7,7 +7,7 @@ import RPCEndpoint
 /// the gateway's session logic, which does not know which protocol carries it.
 extension Gateway {
     func registerStreamService(on router: inout RPCRouter) {
-        router.bidirectionalStreaming(ServedMethods.registerGateway, admission: { context throws(RPCStatus) in
+        router.bidirectionalStreaming(RPCMethods.registerGateway, admission: { context throws(RPCStatus) in
             try self.admitStream(context)
         }) { (requests: RPCRequestStream<GatewayMessage>, context, writer: RPCResponseWriter<GatewayMessage>) in
             try await self.streams.serve(

@@ -86,7 +86,7 @@ final class StreamSession: Sendable {
         )
         let settings = RPCStreamClient.Settings(keepaliveInterval: configuration.keepaliveInterval, keepaliveTimeout: configuration.keepaliveTimeout)
         try await RPCStreamClient.withStream(
-            to: target, method: Self.registerGateway, metadata: [(GatewayMetadataKey.apiSecret, configuration.apiSecret)], settings: settings,
+            to: target, method: RPCMethods.registerGateway, metadata: [(GatewayMetadataKey.apiSecret, configuration.apiSecret)], settings: settings,
             onMessage: { bytes in
                 let message: GatewayMessage
                 do {
@@ -118,11 +118,6 @@ final class StreamSession: Sendable {
             }
         }
     }
-
-    private static let registerGateway = RPCMethod(
-        service: VPSGatewayService.Method.RegisterGateway.descriptor.service.fullyQualifiedService,
-        name: VPSGatewayService.Method.RegisterGateway.descriptor.method, kind: .bidirectionalStreaming
-    )
 
     /// Reads the gateway's messages (`reading` returns when the gateway ends the stream);
     /// sends heartbeats; and on graceful shutdown drains. The first of these to end ends the

@@ -193,18 +193,12 @@ private final class ClientStreamHandler: ChannelInboundHandler {
 
     private static let streamID = HTTP2StreamID(1)
 
-    private enum Response {
-        case awaitingHeaders
-        case messages(compressed: Bool)
-        case ended
-    }
-
     private let headers: HPACKHeaders
     private let settings: RPCStreamClient.Settings
     private let onMessage: @Sendable (ByteBuffer) throws -> Void
     let ended: EventLoopPromise<Void>
-    private var response = Response.awaitingHeaders
-    private var reader: EnvelopeReader
+    private var reader: GRPCResponseReader
+    private var isEnded = false
     private var context: ChannelHandlerContext?
     private var started = false
     private var sendingFinished = false
@@ -219,7 +213,7 @@ private final class ClientStreamHandler: ChannelInboundHandler {
         self.settings = settings
         self.onMessage = onMessage
         self.ended = ended
-        self.reader = EnvelopeReader(maxMessageBytes: settings.maxMessageBytes)
+        self.reader = GRPCResponseReader(maxMessageBytes: settings.maxMessageBytes)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -275,11 +269,6 @@ private final class ClientStreamHandler: ChannelInboundHandler {
         context.writeAndFlush(wrapOutboundOut(HTTP2Frame(streamID: Self.streamID, payload: .data(.init(data: .byteBuffer(ByteBuffer()), endStream: true)))), promise: nil)
     }
 
-    private var isEnded: Bool {
-        if case .ended = response { return true }
-        return false
-    }
-
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         if frame.streamID == .rootStream {
@@ -288,32 +277,12 @@ private final class ClientStreamHandler: ChannelInboundHandler {
         guard frame.streamID == Self.streamID, !isEnded else { return }
         switch frame.payload {
         case .headers(let block):
-            readHeaders(block.headers, endStream: block.endStream)
+            if let status = reader.readHeaders(block.headers, endStream: block.endStream) { end(status) }
         case .data(let data):
             guard case .byteBuffer(let bytes) = data.data else { return }
             giveBackWindow(bytes.readableBytes + (data.paddingBytes.map { $0 + 1 } ?? 0), context)
-            guard case .messages(let compressed) = response else {
-                return fail(RPCStatus(.internal, "the gateway sent DATA before its response headers"), context)
-            }
-            reader.append(bytes)
-            do {
-                while let envelope = try reader.next() {
-                    var payload = envelope.payload
-                    if envelope.isCompressed {
-                        guard compressed else {
-                            throw RPCStatus(.internal, "the gateway sent a compressed message without naming grpc-encoding gzip")
-                        }
-                        payload = ByteBuffer(bytes: try Gzip.decompress(Array(payload.readableBytesView), limit: settings.maxMessageBytes))
-                    }
-                    try onMessage(payload)
-                    if isEnded { return }
-                }
-            } catch let status as RPCStatus {
-                return fail(status, context)
-            } catch {
-                return fail(RPCStatus(.internal, "\(error)"), context)
-            }
-            if data.endStream { end(RPCStatus(.internal, "the gateway ended the stream without trailers")) }
+            // The stream is the connection's only one: whatever ends it closes the connection.
+            if let status = reader.readData(bytes, endStream: data.endStream, onMessage: onMessage) { fail(status, context) }
         case .rstStream(let code):
             end(RPCStatus(code == .cancel ? .cancelled : .unavailable, "the gateway reset the stream (\(code))"))
         default:
@@ -333,30 +302,6 @@ private final class ClientStreamHandler: ChannelInboundHandler {
                 end(RPCStatus(.unavailable, "the gateway sent \(goAway!) before serving the stream"))
             }
         default:
-            break
-        }
-    }
-
-    private func readHeaders(_ headers: HPACKHeaders, endStream: Bool) {
-        switch response {
-        case .awaitingHeaders:
-            let status = headers.first(name: ":status") ?? ""
-            guard status == "200" else {
-                return end(RPCStatus(Self.code(forHTTPStatus: Int(status) ?? 0), "the gateway answered HTTP status \(status)"))
-            }
-            if endStream { return end(Self.status(of: headers)) }
-            guard headers.first(name: "content-type")?.hasPrefix("application/grpc") == true else {
-                return end(RPCStatus(.unknown, "the gateway answered content type '\(headers.first(name: "content-type") ?? "")', not application/grpc"))
-            }
-            let encoding = headers.first(name: "grpc-encoding")
-            guard encoding == nil || encoding == "identity" || encoding == "gzip" else {
-                return end(RPCStatus(.internal, "the gateway's grpc-encoding '\(encoding!)' is not identity or gzip"))
-            }
-            response = .messages(compressed: encoding == "gzip")
-        case .messages:
-            guard endStream else { return end(RPCStatus(.internal, "the gateway sent headers in the middle of the stream")) }
-            end(Self.status(of: headers))
-        case .ended:
             break
         }
     }
@@ -398,26 +343,8 @@ private final class ClientStreamHandler: ChannelInboundHandler {
 
     private func end(_ status: RPCStatus) {
         guard !isEnded else { return }
-        response = .ended
+        isEnded = true
+        reader.end()
         if status.code == .ok { ended.succeed() } else { ended.fail(status) }
-    }
-
-    private static func status(of trailers: HPACKHeaders) -> RPCStatus {
-        guard let raw = trailers.first(name: "grpc-status"), let value = Int(raw), let code = RPCStatus.Code(rawValue: value) else {
-            return RPCStatus(.unknown, "the gateway's trailers carry no valid grpc-status")
-        }
-        return RPCStatus(code, GRPCMessageEncoding.percentDecoded(trailers.first(name: "grpc-message") ?? ""))
-    }
-
-    /// gRPC's mapping of an HTTP status that is not 200.
-    private static func code(forHTTPStatus status: Int) -> RPCStatus.Code {
-        switch status {
-        case 400: .internal
-        case 401: .unauthenticated
-        case 403: .permissionDenied
-        case 404: .unimplemented
-        case 429, 502, 503, 504: .unavailable
-        default: .unknown
-        }
     }
 }

@@ -75,18 +75,29 @@ if [ -n "$target" ]; then
     perf record -F 2000 -e cpu-clock -g -p "$target" -o "$data" -- sleep "$seconds" >/dev/null 2>&1 &
     perf_pid=$!
 fi
+# The load generator's own CPU: this shell's children's user+system seconds, before and after.
+# (`times` runs in this shell: a command substitution's subshell has no children of its own.)
 before="$(ticks)"
+times > "$work/times"; load_before="$(tail -n 1 "$work/times")"
 result="$(load "${seconds}s")"
+times > "$work/times"; load_after="$(tail -n 1 "$work/times")"
 after="$(ticks)"
 [ -n "$target" ] && wait "$perf_pid"
 echo "$result"
-python3 - "$result" "$before" "$after" "$(getconf CLK_TCK)" "$workers" <<'PY'
+python3 - "$result" "$before" "$after" "$(getconf CLK_TCK)" "$workers" "$load_before" "$load_after" <<'PY'
 import json, sys
-result, before, after, tck, workers = sys.argv[1:]
+result, before, after, tck, workers, load_before, load_after = sys.argv[1:]
+def seconds(times):  # "0m1.234s 0m0.567s": user and system
+    total = 0.0
+    for part in times.split():
+        minutes, rest = part.rstrip("s").split("m")
+        total += int(minutes) * 60 + float(rest)
+    return total
 calls = max(json.loads(result)["requests"], 1)
 names = ["gateway", "production", "beta", "dev"][: 1 + int(workers)]
 for name, b, a in zip(names, before.split(), after.split()):
     print(f"{name}: {(int(a) - int(b)) * 1e6 / int(tck) / calls:.0f} µs of CPU per call")
+print(f"load generator: {(seconds(load_after) - seconds(load_before)) * 1e6 / calls:.0f} µs of CPU per call")
 PY
 if [ -n "$target" ]; then
     echo "perf data: $data ($profile); read it with:"

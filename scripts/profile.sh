@@ -38,9 +38,11 @@ export GATEWAY_API_SECRET="profile-secret" VPS_GATEWAY_API_SECRET="profile-secre
 export VPS_GATEWAY_MIGRATIONS="${VPS_GATEWAY_MIGRATIONS:-$PWD/migrations}"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 sock="$work/admin.sock"
+metrics_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 journal_args=(--journal "$work/journal.sqlite3" --journal-sync full)
 [ "$journal" = off ] && journal_args=(--journal off)
-"$bin" gateway --listen "127.0.0.1:$port" --admin-socket "$sock" "${journal_args[@]}" --dhcp-leases off >"$work/gateway.log" 2>&1 &
+"$bin" gateway --listen "127.0.0.1:$port" --admin-socket "$sock" "${journal_args[@]}" --dhcp-leases off \
+    --metrics-address "127.0.0.1:$metrics_port" >"$work/gateway.log" 2>&1 &
 pids+=("$!")
 environments=(production beta dev)
 for ((i = 0; i < workers; i++)); do
@@ -68,6 +70,13 @@ load() {  # duration
     fi
 }
 load 1s >/dev/null  # warm-up, outside the measurement
+# The journal's group commits so far: their count and total seconds.
+commits() {
+    curl -s "http://127.0.0.1:$metrics_port/metrics" | awk '
+        /^vps_gateway_journal_commit_duration_seconds_count/ { n = $2 }
+        /^vps_gateway_journal_commit_duration_seconds_sum/ { s = $2 }
+        END { print (n == "" ? 0 : n), (s == "" ? 0 : s) }'
+}
 ticks() { for pid in "${pids[@]}"; do awk '{print $14+$15}' "/proc/$pid/stat"; done | paste -sd' '; }
 target=""
 case "$profile" in gateway) target="${pids[0]}" ;; worker) target="${pids[1]}" ;; esac
@@ -77,16 +86,16 @@ if [ -n "$target" ]; then
 fi
 # The load generator's own CPU: this shell's children's user+system seconds, before and after.
 # (`times` runs in this shell: a command substitution's subshell has no children of its own.)
-before="$(ticks)"
+before="$(ticks)"; commits_before="$(commits)"
 times > "$work/times"; load_before="$(tail -n 1 "$work/times")"
 result="$(load "${seconds}s")"
 times > "$work/times"; load_after="$(tail -n 1 "$work/times")"
-after="$(ticks)"
+after="$(ticks)"; commits_after="$(commits)"
 [ -n "$target" ] && wait "$perf_pid"
 echo "$result"
-python3 - "$result" "$before" "$after" "$(getconf CLK_TCK)" "$workers" "$load_before" "$load_after" <<'PY'
+python3 - "$result" "$before" "$after" "$(getconf CLK_TCK)" "$workers" "$load_before" "$load_after" "$commits_before" "$commits_after" <<'PY'
 import json, sys
-result, before, after, tck, workers, load_before, load_after = sys.argv[1:]
+result, before, after, tck, workers, load_before, load_after, commits_before, commits_after = sys.argv[1:]
 def seconds(times):  # "0m1.234s 0m0.567s": user and system
     total = 0.0
     for part in times.split():
@@ -98,6 +107,9 @@ names = ["gateway", "production", "beta", "dev"][: 1 + int(workers)]
 for name, b, a in zip(names, before.split(), after.split()):
     print(f"{name}: {(int(a) - int(b)) * 1e6 / int(tck) / calls:.0f} µs of CPU per call")
 print(f"load generator: {(seconds(load_after) - seconds(load_before)) * 1e6 / calls:.0f} µs of CPU per call")
+(n0, s0), (n1, s1) = (map(float, commits_before.split()), map(float, commits_after.split()))
+if n1 > n0:
+    print(f"journal: {n1 - n0:.0f} group commits, {calls / (n1 - n0):.1f} calls per commit, {(s1 - s0) * 1e6 / (n1 - n0):.0f} µs per commit")
 PY
 if [ -n "$target" ]; then
     echo "perf data: $data ($profile); read it with:"

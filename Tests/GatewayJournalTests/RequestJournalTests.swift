@@ -104,6 +104,65 @@ struct RequestJournalTests {
         }
     }
 
+    @Test("a submitted write waits for the next awaited one and shares its commit; finishing does not wait for the delay", .timeLimit(.minutes(1)))
+    func submittedWriteSharesTheNextCommit() async throws {
+        try await withJournal { journal, _ in
+            // A delay no test run reaches: only the awaited write or the finish can commit it.
+            let committer = GroupCommitter(pool: journal.pool, logger: Self.logger, submittedWriteDelay: .seconds(3600))
+            let commits = Mutex(0)
+            committer.commitObserver.withLock { $0 = { _ in commits.withLock { $0 += 1 } } }
+            let writer = Task { await committer.run() }
+            let submittedDone = Mutex(false)
+            committer.submit(whenDone: { submittedDone.withLock { $0 = true } }) { db in
+                try Self.record("submitted", now: 1000, deadline: 9000).insert(db)
+            }
+            try await committer.commit { db in try Self.record("awaited", now: 1000, deadline: 9000).insert(db) }
+            #expect(submittedDone.withLock { $0 }, "the submitted write was not committed with the awaited one")
+            #expect(commits.withLock { $0 } == 1, "one commit for both writes")
+
+            committer.submit { db in try Self.record("last", now: 1000, deadline: 9000).insert(db) }
+            committer.finish()
+            await writer.value
+            #expect(commits.withLock { $0 } == 2, "finishing committed the lingering write at once")
+            #expect(try journal.stats().countsByState["pending"] == 3)
+        }
+    }
+
+    @Test("a submitted write with no other write to share a commit with is committed after its delay")
+    func loneSubmittedWriteIsCommitted() async throws {
+        try await withJournal { journal, _ in
+            let committer = GroupCommitter(pool: journal.pool, logger: Self.logger, submittedWriteDelay: .milliseconds(20))
+            let writer = Task { await committer.run() }
+            let done = Mutex(false)
+            committer.submit(whenDone: { done.withLock { $0 = true } }) { db in
+                try Self.record("alone", now: 1000, deadline: 9000).insert(db)
+            }
+            let committed = await poll { done.withLock { $0 } }
+            committer.finish()
+            await writer.value
+            #expect(committed, "the lone submitted write was not committed")
+            let stored = try journal.record("alone")
+            #expect(stored?.state == .pending)
+        }
+    }
+
+    @Test("a cancelled writer commits what is queued once, then refuses new writes as closed", .timeLimit(.minutes(1)))
+    func cancelledWriterCommitsQueuedWrites() async throws {
+        try await withJournal { journal, _ in
+            let committer = GroupCommitter(pool: journal.pool, logger: Self.logger, submittedWriteDelay: .seconds(3600))
+            committer.submit { db in try Self.record("queued", now: 1000, deadline: 9000).insert(db) }
+            let writer = Task { await committer.run() }
+            writer.cancel()
+            await writer.value
+            let stored = try journal.record("queued")
+            #expect(stored?.state == .pending)
+            let refused = await #expect(throws: JournalError.self) {
+                try await committer.commit { db in try Self.record("late", now: 1000, deadline: 9000).insert(db) }
+            }
+            #expect(refused?.code == .closed)
+        }
+    }
+
     @Test("recovery: unfinished rows oldest first, overdue ones expired as deadline_exceeded, and a replay makes only finished rows pending again under their ids")
     func recoveryQueries() async throws {
         try await withRunningJournal { journal, _ in

@@ -249,7 +249,15 @@ final class GroupCommitter: Sendable {
     }
 
     /// Told how long each successful group commit took (for the commit-duration metric).
-    let commitObserver = Mutex<(@Sendable (Duration) -> Void)?>(nil)
+    struct CommitObserver: Sendable {
+        let observe: @Sendable (Duration) -> Void
+    }
+
+    /// In a struct, not as a bare closure: a closure that is `Mutex`'s own (generic) value is
+    /// re-abstracted on every `withLock` and written back wrapped in two more thunks, so each
+    /// commit's call walked a chain that grew by two per commit, quadratic in time and
+    /// heading for a stack overflow after some hundred thousand commits.
+    let commitObserver = Mutex<CommitObserver?>(nil)
 
     private func commit(_ batch: [Write]) {
         let started = ContinuousClock.now
@@ -273,7 +281,7 @@ final class GroupCommitter: Sendable {
                 state.failedCommits = 0
                 state.retryAt = nil
             }
-            if let observer = commitObserver.withLock({ $0 }) { observer(.now - started) }
+            if let observer = commitObserver.withLock({ $0 }) { observer.observe(.now - started) }
             for (write, failure) in zip(batch, failures) { write.done?(failure) }
         } catch {
             let corrupt = (error as? DatabaseError).map { [.SQLITE_CORRUPT, .SQLITE_NOTADB].contains($0.resultCode) } ?? false

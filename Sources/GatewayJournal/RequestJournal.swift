@@ -204,7 +204,7 @@ public final class RequestJournal: Service, Sendable {
 
     /// Calls `observer` with the duration of every successful group commit.
     public func observeCommits(_ observer: @escaping @Sendable (Duration) -> Void) {
-        committer.commitObserver.withLock { $0 = observer }
+        committer.commitObserver.withLock { $0 = GroupCommitter.CommitObserver(observe: observer) }
     }
 
     /// Why the journal cannot record (the last commit failed, or the file was lost), or nil:

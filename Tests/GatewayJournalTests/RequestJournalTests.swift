@@ -110,7 +110,7 @@ struct RequestJournalTests {
             // A delay no test run reaches: only the awaited write or the finish can commit it.
             let committer = GroupCommitter(pool: journal.pool, logger: Self.logger, submittedWriteDelay: .seconds(3600))
             let commits = Mutex(0)
-            committer.commitObserver.withLock { $0 = { _ in commits.withLock { $0 += 1 } } }
+            committer.commitObserver.withLock { $0 = .init { _ in commits.withLock { $0 += 1 } } }
             let writer = Task { await committer.run() }
             let submittedDone = Mutex(false)
             committer.submit(whenDone: { submittedDone.withLock { $0 = true } }) { db in
@@ -125,6 +125,27 @@ struct RequestJournalTests {
             await writer.value
             #expect(commits.withLock { $0 } == 2, "finishing committed the lingering write at once")
             #expect(try journal.stats().countsByState["pending"] == 3)
+        }
+    }
+
+    @Test("the commit observer is called at the same stack depth after hundreds of commits (no chain of closure thunks growing per commit)")
+    func commitObserverDoesNotGrowPerCommit() async throws {
+        try await withRunningJournal { journal, _ in
+            // The observer's stack address at each commit: a chain of re-abstraction thunks
+            // growing by two per commit put each call some 32 bytes deeper than the last.
+            let depths = Mutex<[UInt]>([])
+            journal.observeCommits { _ in
+                var marker = 0
+                let address = withUnsafeMutablePointer(to: &marker) { UInt(bitPattern: $0) }
+                depths.withLock { $0.append(address) }
+            }
+            for index in 1...300 {
+                _ = try await journal.insert(Self.record("r-\(index)", now: 1000, deadline: 9000))
+            }
+            let seen = depths.withLock { $0 }
+            try #require(seen.count >= 300, "300 awaited inserts one after another are 300 commits")
+            let growth = Int(bitPattern: seen[9]) - Int(bitPattern: seen[299])
+            #expect(abs(growth) < 1024, "the observer ran \(growth) bytes deeper at commit 300 than at commit 10")
         }
     }
 

@@ -117,7 +117,7 @@ let package = Package(
         // The request journal: migrations, group commit, recovery queries, maintenance.
         .target(
             name: "GatewayJournal",
-            dependencies: ["ProcessLifecycle", grdb, crypto, logging, lifecycle],
+            dependencies: ["AsyncPrimitives", "ProcessLifecycle", grdb, crypto, logging, lifecycle],
             swiftSettings: swiftSettings
         ),
         // dnsmasq's lease file, the hosts file it serves, and the watcher between them.

@@ -104,14 +104,7 @@ public final class DeadlineTimers: @unchecked Sendable {
     }
 
     private func startThread() {
-        var thread = pthread_t()
-        let context = Unmanaged.passRetained(self).toOpaque()
-        let result = pthread_create(&thread, nil, { context in
-            let timers = Unmanaged<DeadlineTimers>.fromOpaque(context!).takeRetainedValue()
-            timers.loop()
-        }, context)
-        precondition(result == 0, "cannot start the deadline timer thread: pthread_create returned \(result)")
-        pthread_detach(thread)
+        startDetachedThread(purpose: "the deadline timer thread") { self.loop() }
     }
 
     private func loop() -> Never {

@@ -9,11 +9,13 @@ import Synchronization
 /// retry (on a new stream) is answered without running the handler a second time. A repeat
 /// of a request id that is still running joins the run instead of starting another.
 ///
-/// Each run is one task, started by the stream's reader. Its end is decided once, by the
-/// first of the handler's answer, the deadline's (sent from the timer, while the handler is
-/// cancelled) and the gateway's `cancel`: the decision lives here, under the same lock as the
-/// streams waiting for it, so a request costs one task and no hop through a queue, a run
-/// loop or a second task racing the first.
+/// A run is first offered to its handler to answer at once, on the reader's thread (an
+/// ``InstantMethodHandler``'s microsecond lookup); otherwise it is one task, started by the
+/// stream's reader. Its end is decided once, by the first of the handler's answer, the
+/// deadline's (sent from the timer, while the handler is cancelled) and the gateway's
+/// `cancel`: the decision lives here, under the same lock as the streams waiting for it, so
+/// a request costs at most one task and no hop through a queue, a run loop or a second task
+/// racing the first.
 final class RequestExecutions: Sendable {
     /// How a run ended: answered (with what), or cancelled without an answer.
     enum Ending: Sendable {
@@ -26,7 +28,8 @@ final class RequestExecutions: Sendable {
         var replyTo: [ObjectIdentifier: MessageQueue<GatewayMessage>]
         /// Set once decided; the handler may still be unwinding.
         var ending: Ending?
-        let task: Task<Void, Never>
+        /// Nil while the handler is asked to answer at once (no task runs it then).
+        var task: Task<Void, Never>?
     }
 
     private struct State {
@@ -45,36 +48,54 @@ final class RequestExecutions: Sendable {
 
     var count: Int { state.withLock { $0.running.count } }
 
-    /// Starts `request` in a task of its own that runs `execute`, or joins its run when one is
-    /// going; the answer goes to `replyTo`. Returns false when it joined.
+    /// Starts `request`, or joins its run when one is going; the answer goes to `replyTo`.
+    /// `answerAtOnce` is tried first, on the calling thread, outside the lock (true: it
+    /// answered and ended the run); otherwise the run gets a task of its own that runs
+    /// `execute`. Returns false when it joined.
     @discardableResult
     func start(
         _ request: GatewayRequest, replyTo: MessageQueue<GatewayMessage>,
+        answerAtOnce: (GatewayRequest, RequestRun) -> Bool = { _, _ in false },
         execute: @escaping @Sendable (GatewayRequest, RequestRun) async -> Void
     ) -> Bool {
         let requestID = request.requestID
-        return state.withLock { state in
+        enum Start { case joined, refused, claimed }
+        let start = state.withLock { state -> Start in
             if let running = state.running[requestID] {
                 if case .answered(let answer) = running.ending {
                     replyTo.enqueue(.response(answer))
                 } else {
                     state.running[requestID]!.replyTo[ObjectIdentifier(replyTo)] = replyTo
                 }
-                return false
+                return .joined
             }
             // After shutdown no stream is read, so nothing should arrive; what does is
             // abandoned like the runs that were cut, and the gateway retries it.
-            guard !state.stopped else { return true }
-            let run = RequestRun(requestID: requestID, executions: self)
+            guard !state.stopped else { return .refused }
+            // Claimed before the handler is asked, so a repeat on another stream joins
+            // this run instead of running the handler a second time.
+            state.running[requestID] = Running(replyTo: [ObjectIdentifier(replyTo): replyTo], ending: nil, task: nil)
+            return .claimed
+        }
+        guard case .claimed = start else { return start == .refused }
+        let run = RequestRun(requestID: requestID, executions: self)
+        if answerAtOnce(request, run) {
+            finish(requestID)
+            return true
+        }
+        state.withLock { state in
             // Made under the lock, so `cancel` and shutdown always find the task; a task that
             // ends at once waits for the lock in `finish` and so finds its entry.
             let task = Task {
                 await execute(request, run)
                 self.finish(requestID)
             }
-            state.running[requestID] = Running(replyTo: [ObjectIdentifier(replyTo): replyTo], ending: nil, task: task)
-            return true
+            state.running[requestID]?.task = task
+            // A `cancel` (or the shutdown) that came while the handler was asked found no
+            // task to cancel.
+            if state.running[requestID]?.ending != nil || state.stopped { task.cancel() }
         }
+        return true
     }
 
     /// The gateway on `replyTo`'s stream no longer needs the answer; the run is cancelled
@@ -91,6 +112,8 @@ final class RequestExecutions: Sendable {
             state.running[requestID] = running
             return running.task
         }
+        // Nil while the handler is asked to answer at once: the task made after it sees the
+        // ending and is cancelled then.
         task?.cancel()
     }
 
@@ -137,7 +160,7 @@ final class RequestExecutions: Sendable {
         await FirstOutcome<Void>(onCancel: ()).wait()
         let tasks = state.withLock { state in
             state.stopped = true
-            return state.running.values.map(\.task)
+            return state.running.values.compactMap(\.task)
         }
         for task in tasks { task.cancel() }
         for task in tasks { await task.value }

@@ -24,6 +24,26 @@ public protocol MethodHandler<Request, Response>: Sendable {
     func handle(_ request: Request, context: HandlerContext) async throws -> Response
 }
 
+/// A handler that can often answer at once, without waiting: a lookup in a local file that
+/// takes microseconds. The worker asks it first, on the thread that read the request (the
+/// stream's event loop), and sends the answer in the same loop turn: no task, no timer, no
+/// thread hop. When it would have to wait (a lock held by a writer, a network round trip)
+/// it says so and the request runs through ``MethodHandler/handle(_:context:)`` in a task of
+/// its own, under its deadline, as any other.
+///
+/// ```swift
+/// extension Greeter: InstantMethodHandler {
+///     func handleAtOnce(_ request: GreetRequest, context: HandlerContext) throws -> GreetResponse? {
+///         .with { $0.text = "hello \(request.name)" }
+///     }
+/// }
+/// ```
+public protocol InstantMethodHandler<Request, Response>: MethodHandler {
+    /// The answer, or nil when it cannot be given without waiting. Must not block: it runs
+    /// where the gateway's stream is read. Throws as ``MethodHandler/handle(_:context:)`` does.
+    func handleAtOnce(_ request: Request, context: HandlerContext) throws -> Response?
+}
+
 /// What a handler knows of the request besides its message.
 public struct HandlerContext: Sendable {
     public var requestID: String
@@ -45,16 +65,28 @@ public struct HandlerContext: Sendable {
 /// worker runs for a request's bytes.
 package struct RegisteredHandler: Sendable {
     package let run: @Sendable (Data, HandlerContext) async throws -> Data
+    /// The answer given at once, nil when it would wait; nil for a handler that never answers
+    /// at once (``InstantMethodHandler``).
+    package let runAtOnce: (@Sendable (Data, HandlerContext) throws -> Data?)?
 
     init<Handler: MethodHandler>(_ method: RequestMethod<Handler.Request, Handler.Response>, _ handler: Handler) {
         run = { payload, context in
-            let request: Handler.Request
-            do {
-                request = try method.decodeRequest(from: payload)
-            } catch {
-                throw HandlerError.invalidArgument("payload (\(payload.count) bytes) is not a \(method.name) request: \(error)")
+            try method.encode(response: try await handler.handle(try Self.decode(payload, method), context: context))
+        }
+        if let instant = handler as? any InstantMethodHandler<Handler.Request, Handler.Response> {
+            runAtOnce = { payload, context in
+                try instant.handleAtOnce(try Self.decode(payload, method), context: context).map { try method.encode(response: $0) }
             }
-            return try method.encode(response: try await handler.handle(request, context: context))
+        } else {
+            runAtOnce = nil
+        }
+    }
+
+    private static func decode<Request, Response>(_ payload: Data, _ method: RequestMethod<Request, Response>) throws -> Request {
+        do {
+            return try method.decodeRequest(from: payload)
+        } catch {
+            throw HandlerError.invalidArgument("payload (\(payload.count) bytes) is not a \(method.name) request: \(error)")
         }
     }
 }

@@ -76,8 +76,8 @@ final class StreamSession: Sendable {
 
     /// Registers on one stream of `RPCStreamClient` and serves it until it ends: the gateway's
     /// messages are decoded and dispatched on the connection's event loop as they arrive
-    /// (`receive` only starts work and queues answers), and the send queue's batches go out
-    /// as one DATA frame each.
+    /// (`receive` starts work, answers what it can at once and queues answers), and the send
+    /// queue's batches go out as one DATA frame each, written from the loop.
     private func serveNetwork(registration: GatewayRegistration, outbound: MessageQueue<GatewayMessage>) async throws {
         let tls = configuration.tls
         let target = RPCStreamClient.Target(
@@ -97,25 +97,12 @@ final class StreamSession: Sendable {
                 self.receive(message, outbound: outbound)
             }
         ) { stream in
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask {
-                    do {
-                        try await stream.send([try GatewayMessage.register(registration).serializedBytes()])
-                        while let batch = await outbound.nextBatch() {
-                            try await stream.send(try batch.map { try $0.serializedBytes() })
-                        }
-                        stream.finishSending()
-                    } catch {
-                        // A send fails only once the stream has ended; how it ended (the
-                        // gateway's status, a lost connection) is what `ended()` reports.
-                    }
-                }
-                group.addTask {
-                    defer { outbound.finish() }
-                    try await self.serve(outbound: outbound) { try await stream.ended() }
-                }
-                try await group.waitForAll()
-            }
+            // The send queue is written from the connection's event loop as it fills: an
+            // answer made while reading goes out in the same loop turn, with no task between.
+            outbound.enqueue(.register(registration))
+            stream.send(from: outbound) { try $0.serializedBytes() }
+            defer { outbound.finish() }
+            try await self.serve(outbound: outbound) { try await stream.ended() }
         }
     }
 
@@ -167,7 +154,12 @@ final class StreamSession: Sendable {
                 outbound.enqueue(.response(refusal))
                 return
             }
-            if !worker.executions.start(request, replyTo: outbound, execute: { [worker] request, run in await worker.execute(request, run) }) {
+            let started = worker.executions.start(
+                request, replyTo: outbound,
+                answerAtOnce: { [worker] request, run in worker.answerAtOnce(request, run) },
+                execute: { [worker] request, run in await worker.execute(request, run) }
+            )
+            if !started {
                 logger.debug("joined a run of the same request id", metadata: ["request_id": "\(request.requestID)"])
             }
         case .cancel:

@@ -45,6 +45,34 @@ extension Worker {
         }
     }
 
+    /// Answers `request` at once, on the calling thread (the stream's event loop), when its
+    /// handler can (``InstantMethodHandler``) and its deadline has not passed: true when it
+    /// did, and the run is ended and concluded. False leaves the run to ``execute(_:_:)``.
+    func answerAtOnce(_ request: GatewayRequest, _ run: RequestRun) -> Bool {
+        guard let runAtOnce = handlers.handler(for: request.method)?.runAtOnce else { return false }
+        // A deadline that has passed is answered by the ordinary path's timer.
+        if request.hasDeadline && request.deadline.date.timeIntervalSinceNow <= 0 { return false }
+        let started = ContinuousClock.now
+        let context = HandlerContext(
+            requestID: request.requestID, method: request.method,
+            attempt: max(request.attempt, 1), environment: configuration.environment
+        )
+        logger.debug("handler started", metadata: [
+            "request_id": "\(request.requestID)", "method": "\(request.method)", "attempt": "\(request.attempt)", "at_once": "true",
+        ])
+        let ending: RequestExecutions.Ending
+        do {
+            guard let payload = try runAtOnce(request.payload, context) else { return false }
+            ending = .answered(.success(requestID: request.requestID, payload: payload))
+        } catch {
+            ending = .answered(Self.failure(request, error))
+        }
+        let decided = run.end(ending)
+        // Lost only to a `cancel` from another stream, which nothing concluded yet.
+        conclude(request, decided.standing, started: started)
+        return true
+    }
+
     /// Counts and logs a run's ending, once: by the one that decided it.
     private func conclude(_ request: GatewayRequest, _ ending: RequestExecutions.Ending, started: ContinuousClock.Instant) {
         let outcome: String
@@ -72,13 +100,19 @@ extension Worker {
         do {
             let payload = try await handler.run(request.payload, context)
             return .answered(.success(requestID: request.requestID, payload: payload))
-        } catch let error as HandlerError {
-            return .answered(.failure(requestID: request.requestID, code: error.code, error: error.message))
         } catch is CancellationError {
             return .cancelled
         } catch {
-            return .answered(.failure(requestID: request.requestID, code: .internal, error: "\(error)"))
+            return .answered(failure(request, error))
         }
+    }
+
+    /// A handler's error as its answer: a ``HandlerError``'s code, `internal` for any other.
+    private static func failure(_ request: GatewayRequest, _ error: any Error) -> GatewayResponse {
+        guard let error = error as? HandlerError else {
+            return .failure(requestID: request.requestID, code: .internal, error: "\(error)")
+        }
+        return .failure(requestID: request.requestID, code: error.code, error: error.message)
     }
 
     private func deadline(of request: GatewayRequest) -> ContinuousClock.Instant {

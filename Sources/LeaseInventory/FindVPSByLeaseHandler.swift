@@ -6,7 +6,7 @@ import TextFormats
 
 /// Answers `FindVPSByLease` (``RequestMethods/findVPSByLease``) from the environment's
 /// inventory.
-public struct FindVPSByLeaseHandler: MethodHandler {
+public struct FindVPSByLeaseHandler: InstantMethodHandler {
     private let inventory: any Inventory
     private let onInventoryError: (@Sendable () -> Void)?
 
@@ -18,6 +18,34 @@ public struct FindVPSByLeaseHandler: MethodHandler {
     }
 
     public func handle(_ query: FindVPSByLeaseRequest, context: HandlerContext) async throws -> FindVPSByLeaseResponse {
+        let (mac, ip) = try Self.lease(of: query)
+        let found: LeaseOwner?
+        do {
+            found = try await inventory.owner(mac: mac, ip: ip)
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            throw inventoryFailure(error)
+        }
+        return try answer(found, mac: mac, ip: ip, context: context)
+    }
+
+    /// The lookup on the calling thread, when the inventory can answer it without waiting
+    /// (a SQLite file no writer holds); nil sends the request to ``handle(_:context:)``.
+    public func handleAtOnce(_ query: FindVPSByLeaseRequest, context: HandlerContext) throws -> FindVPSByLeaseResponse? {
+        let (mac, ip) = try Self.lease(of: query)
+        let found: AtOnce<LeaseOwner?>
+        do {
+            found = try inventory.ownerAtOnce(mac: mac, ip: ip)
+        } catch {
+            throw inventoryFailure(error)
+        }
+        guard case .answered(let owner) = found else { return nil }
+        return try answer(owner, mac: mac, ip: ip, context: context)
+    }
+
+    /// The request's MAC and IP, checked: at least one, each well-formed.
+    private static func lease(of query: FindVPSByLeaseRequest) throws -> (mac: MACAddress?, ip: String?) {
         var mac: MACAddress?
         if !query.mac.isEmpty {
             guard let parsed = MACAddress(query.mac) else {
@@ -32,21 +60,22 @@ public struct FindVPSByLeaseHandler: MethodHandler {
         guard mac != nil || !ip.isEmpty else {
             throw HandlerError.invalidArgument("neither mac nor ip is set; expected at least one")
         }
-        let found: LeaseOwner?
-        do {
-            found = try await inventory.owner(mac: mac, ip: ip.isEmpty ? nil : ip)
-        } catch is CancellationError {
-            throw CancellationError()
-        } catch let error as InventoryError where error.code == .unavailable {
-            onInventoryError?()
-            // Not "not found": the gateway retries, and its journal keeps the request.
-            throw HandlerError(.unavailable, error.message)
-        } catch {
-            onInventoryError?()
-            throw error
+        return (mac, ip.isEmpty ? nil : ip)
+    }
+
+    /// An inventory that could not answer: `unavailable` when it cannot be reached (not "not
+    /// found": the gateway retries, and its journal keeps the request), else the error as is.
+    private func inventoryFailure(_ error: any Error) -> any Error {
+        onInventoryError?()
+        if let error = error as? InventoryError, error.code == .unavailable {
+            return HandlerError(.unavailable, error.message)
         }
+        return error
+    }
+
+    private func answer(_ found: LeaseOwner?, mac: MACAddress?, ip: String?, context: HandlerContext) throws -> FindVPSByLeaseResponse {
         guard let owner = found else {
-            throw HandlerError.notFound("no VPS in environment '\(context.environment)' owns mac '\(mac?.canonical ?? "")' ip '\(ip)'")
+            throw HandlerError.notFound("no VPS in environment '\(context.environment)' owns mac '\(mac?.canonical ?? "")' ip '\(ip ?? "")'")
         }
         return .with {
             $0.vpsID = owner.vpsID

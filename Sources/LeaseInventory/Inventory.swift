@@ -12,6 +12,11 @@ public protocol Inventory: Sendable {
     /// (worth a retry; never the same as "not found").
     func owner(mac: MACAddress?, ip: String?) async throws -> LeaseOwner?
 
+    /// The same lookup on the calling thread when it needs no waiting (a local file no writer
+    /// holds), or ``AtOnce/wouldWait``: then ``owner(mac:ip:)`` is asked instead, in a task.
+    /// Must not block. By default every lookup would wait.
+    func ownerAtOnce(mac: MACAddress?, ip: String?) throws -> AtOnce<LeaseOwner?>
+
     /// One line on whether lookups can be answered now, for the worker's STATUS; nil while
     /// there is nothing to say (a local file).
     var healthLine: String? { get }
@@ -19,6 +24,13 @@ public protocol Inventory: Sendable {
 
 extension Inventory {
     public var healthLine: String? { nil }
+    public func ownerAtOnce(mac: MACAddress?, ip: String?) throws -> AtOnce<LeaseOwner?> { .wouldWait }
+}
+
+/// A lookup answered on the calling thread, or not without waiting.
+public enum AtOnce<Value: Sendable>: Sendable {
+    case answered(Value)
+    case wouldWait
 }
 
 /// An `--inventory` value, parsed: `sqlite:PATH` or `postgres://USER@HOST[:PORT]/DB[?sslmode=…]`

@@ -101,13 +101,25 @@ public struct SQLiteInventory: Inventory {
         var pause = Duration.milliseconds(1)
         while true {
             do {
-                return try lookupHere(mac: mac, ip: ip)
+                if case .answered(let owner) = try lookupHere(mac: mac, ip: ip, sharing: true) { return owner }
             } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY && ContinuousClock.now < giveUp {
                 try await Task.sleep(for: pause)
                 pause = min(pause * 2, .milliseconds(50))
             } catch {
                 throw InventoryError(code: .queryFailed, message: "inventory '\(path)' lookup failed", cause: error)
             }
+        }
+    }
+
+    /// The lookup without the wait for a writer's lock: `.wouldWait` while one holds it, and
+    /// when every connection is busy with lookups in tasks (one of them would be waited for).
+    public func ownerAtOnce(mac: MACAddress?, ip: String?) throws -> AtOnce<LeaseOwner?> {
+        do {
+            return try lookupHere(mac: mac, ip: ip, sharing: false)
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY {
+            return .wouldWait
+        } catch {
+            throw InventoryError(code: .queryFailed, message: "inventory '\(path)' lookup failed", cause: error)
         }
     }
 
@@ -127,13 +139,14 @@ public struct SQLiteInventory: Inventory {
         }
     }
 
-    /// Not async, so it can only be GRDB's synchronous read.
-    private func lookupHere(mac: MACAddress?, ip: String?) throws -> LeaseOwner? {
+    /// Not async, so it can only be GRDB's synchronous read. Would wait only when every
+    /// connection is busy and `sharing` is false.
+    private func lookupHere(mac: MACAddress?, ip: String?, sharing: Bool) throws -> AtOnce<LeaseOwner?> {
         // One read transaction around the (up to five) queries: outside one, each statement
         // takes and drops SQLite's shared lock and checks for a hot journal (three fcntl
         // calls and a stat), and most lookups are misses that run them all, since every
         // environment is asked and only one knows the MAC.
-        let connection = try lookupConnections.take()
+        guard let connection = try lookupConnections.take(sharing: sharing) else { return .wouldWait }
         defer { lookupConnections.giveBack(connection) }
         // GRDB's `read` parses its BEGIN and COMMIT anew on every call (5 % of a loaded
         // worker); prepared once per connection here, on a connection opened read-only.
@@ -142,7 +155,7 @@ public struct SQLiteInventory: Inventory {
             do {
                 let owner = try self.lookup(db, mac: mac, ip: ip)
                 try db.cachedStatement(sql: "COMMIT TRANSACTION").execute()
-                return owner
+                return .answered(owner)
             } catch {
                 if db.isInsideTransaction { try? db.rollback() }
                 throw error
@@ -214,8 +227,8 @@ private final class ConnectionStack: Sendable {
     }
 
     /// An idle connection, a new one while fewer than the maximum are open, or else one of
-    /// the open ones to share.
-    func take() throws -> DatabaseQueue {
+    /// the open ones to share (nil instead, unless `sharing`).
+    func take(sharing: Bool) throws -> DatabaseQueue? {
         enum Choice { case idle(DatabaseQueue), open, share(DatabaseQueue) }
         let choice = state.withLock { state -> Choice in
             if let idle = state.idle.popLast() { return .idle(idle) }
@@ -227,7 +240,7 @@ private final class ConnectionStack: Sendable {
         }
         switch choice {
         case .idle(let connection): return connection
-        case .share(let connection): return connection
+        case .share(let connection): return sharing ? connection : nil
         case .open:
             defer { state.withLock { $0.opening -= 1 } }
             let connection = try DatabaseQueue(path: path, configuration: configuration)

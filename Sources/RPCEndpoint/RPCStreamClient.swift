@@ -1,3 +1,5 @@
+// Public: a stream sends from a MessageQueue (`send(from:encode:)`).
+public import AsyncPrimitives
 public import NIOCore
 import NIOHPACK
 import NIOHTTP2
@@ -169,6 +171,19 @@ public struct RPCClientStream: Sendable {
         try await written.futureResult.get()
     }
 
+    /// Sends what `queue` holds, as it arrives, from the connection's event loop: each batch
+    /// is one DATA frame, taken once the previous one is written (so a server that stops
+    /// reading holds the queue back, and the queue's bound refuses what does not fit), and
+    /// END_STREAM follows once the queue is finished and sent. No task runs in between: a
+    /// message enqueued on the loop itself (an answer made while reading) goes out with the
+    /// others of that loop turn. Use either this or ``send(_:)``, not both.
+    public func send<Element: Sendable>(from queue: MessageQueue<Element>, encode: @escaping @Sendable (Element) throws -> [UInt8]) {
+        let handler = self.handler
+        channel.eventLoop.execute {
+            handler.value.startSending(from: QueuedSource(queue: queue, encode: encode))
+        }
+    }
+
     /// Ends the request side of the stream (END_STREAM); the server's side goes on.
     public func finishSending() {
         let handler = self.handler
@@ -204,6 +219,10 @@ private final class ClientStreamHandler: ChannelInboundHandler {
     private var sendingFinished = false
     /// Bytes read since the last WINDOW_UPDATE.
     private var unacknowledged = 0
+    /// Where ``pump()`` takes batches from, once ``startSending(from:)`` set it.
+    private var source: QueuedSource?
+    /// A batch is written but not yet out: the next waits for it.
+    private var writing = false
     private var keepalive: RepeatedTask?
     private var pingTimeout: Scheduled<Void>?
     private var goAway: String?
@@ -261,6 +280,34 @@ private final class ClientStreamHandler: ChannelInboundHandler {
         var buffer = context.channel.allocator.buffer(capacity: messages.reduce(0) { $0 + 5 + $1.count })
         for message in messages { buffer.writeEnvelope(flags: 0x00, message) }
         context.writeAndFlush(wrapOutboundOut(HTTP2Frame(streamID: Self.streamID, payload: .data(.init(data: .byteBuffer(buffer))))), promise: promise)
+    }
+
+    func startSending(from source: QueuedSource) {
+        self.source = source
+        pump()
+    }
+
+    /// Writes the next batch of the queue unless one is still going out; asks the queue to
+    /// wake it when there is nothing to take.
+    private func pump() {
+        guard let context, let source, !writing, !sendingFinished, !isEnded else { return }
+        // Finished is looked at before the last take, so a message queued just before the
+        // finish still goes out.
+        guard let batch = source.takeBatch() ?? (source.isFinished ? source.takeBatch() : nil) else {
+            if source.isFinished { return finishSending() }
+            let (bound, loop) = (NIOLoopBound(self, eventLoop: context.eventLoop), context.eventLoop)
+            return source.whenReady { loop.execute { bound.value.pump() } }
+        }
+        var buffer = context.channel.allocator.buffer(capacity: batch.reduce(0) { $0 + 5 + $1.count })
+        for message in batch { buffer.writeEnvelope(flags: 0x00, message) }
+        writing = true
+        let written = context.eventLoop.makePromise(of: Void.self)
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        written.futureResult.whenComplete { result in
+            bound.value.writing = false
+            if case .success = result { bound.value.pump() }
+        }
+        context.writeAndFlush(wrapOutboundOut(HTTP2Frame(streamID: Self.streamID, payload: .data(.init(data: .byteBuffer(buffer))))), promise: written)
     }
 
     func finishSending() {
@@ -347,4 +394,23 @@ private final class ClientStreamHandler: ChannelInboundHandler {
         reader.end()
         if status.code == .ok { ended.succeed() } else { ended.fail(status) }
     }
+}
+
+/// A ``MessageQueue`` with its messages' encoding, as the stream handler takes from it.
+struct QueuedSource {
+    private let take: () -> [[UInt8]]?
+    private let finished: () -> Bool
+    private let ready: (@escaping @Sendable () -> Void) -> Void
+
+    init<Element: Sendable>(queue: MessageQueue<Element>, encode: @escaping @Sendable (Element) throws -> [UInt8]) {
+        // A message that cannot be encoded is dropped, not the stream (protobuf encoding of
+        // a built message does not fail in practice).
+        take = { queue.takeBatch().map { batch in batch.compactMap { try? encode($0) } } }
+        finished = { queue.isFinished }
+        ready = { queue.whenReady($0) }
+    }
+
+    func takeBatch() -> [[UInt8]]? { take() }
+    var isFinished: Bool { finished() }
+    func whenReady(_ wake: @escaping @Sendable () -> Void) { ready(wake) }
 }

@@ -7,8 +7,9 @@ import SwiftProtobuf
 import Synchronization
 import Testing
 
-/// A request's run in the worker, without a gateway: one task per run, and one ending decided
-/// by the first of the handler, the deadline and the gateway's `cancel`.
+/// A request's run in the worker, without a gateway: answered at once by an instant handler or
+/// one task per run, and one ending decided by the first of the handler, the deadline and the
+/// gateway's `cancel`.
 @Suite("Request runs", .timeLimit(.minutes(1)))
 struct RequestExecutionsTests {
     @Test("a repeat of a running request id joins its run: the handler runs once and both streams get its answer")
@@ -105,6 +106,67 @@ struct RequestExecutionsTests {
         #expect(await queue.nextBatch() == nil, "cancelled runs send no answers")
     }
 
+    @Test("an instant handler answers on the reader's thread: the answer is queued and cached before start returns, and no task runs the request")
+    func instantHandlerAnswersAtOnce() async throws {
+        let probe = HandlerProbe()
+        let worker = Self.instantWorker(atOnce: { payload in
+            probe.began()
+            return payload == Data("miss".utf8) ? nil : Data("at once".utf8)
+        }, handle: { _ in Data("in a task".utf8) })
+        let queue = MessageQueue<GatewayMessage>(capacity: 16)
+        #expect(Self.start(worker, Self.request("r-now"), queue))
+        let answer = try #require(queue.takeBatch()?.first?.response, "queued before start returned")
+        #expect(answer.requestID == "r-now" && answer.payload == Data("at once".utf8), "\(answer)")
+        #expect(worker.executions.count == 0, "the run ended inside start")
+        #expect(worker.responses.response(for: "r-now")?.payload == Data("at once".utf8), "a repeat is answered from the cache")
+        #expect(probe.calls == 1)
+
+        #expect(Self.start(worker, Self.request("r-later", payload: "miss"), queue))
+        let later = try #require(await Self.nextResponse(queue))
+        #expect(later.payload == Data("in a task".utf8), "a handler that would wait is run by handle(_:context:) in a task")
+        #expect(await eventually { worker.executions.count == 0 })
+    }
+
+    @Test("a repeat that arrives on another stream while the handler answers at once joins the run: the handler runs once and both streams get the answer")
+    func repeatDuringAnAnswerAtOnceJoins() async throws {
+        let second = MessageQueue<GatewayMessage>(capacity: 16)
+        let joined = Mutex<Bool?>(nil)
+        let calls = Mutex(0)
+        let box = Mutex<Worker?>(nil)
+        let worker = Self.instantWorker(atOnce: { _ in
+            calls.withLock { $0 += 1 }
+            // The other stream's copy, read while this one is being answered.
+            let worker = box.withLock { $0 }!
+            joined.withLock { $0 = !Self.start(worker, Self.request("r-twice"), second) }
+            return Data("once".utf8)
+        }, handle: { _ in Data("in a task".utf8) })
+        box.withLock { $0 = worker }
+        let first = MessageQueue<GatewayMessage>(capacity: 16)
+        #expect(Self.start(worker, Self.request("r-twice"), first))
+        #expect(joined.withLock { $0 } == true, "the copy joined the run instead of starting the handler")
+        #expect(calls.withLock { $0 } == 1)
+        for queue in [first, second] {
+            #expect(queue.takeBatch()?.first?.response.payload == Data("once".utf8))
+        }
+    }
+
+    @Test("an instant handler's error is the answer at once, with its code; a request whose deadline has passed is left to the deadline's timer")
+    func instantHandlerErrorsAndLateRequests() async throws {
+        let worker = Self.instantWorker(atOnce: { _ in throw HandlerError.notFound("no such lease") }, handle: { _ in
+            try await Task.sleep(for: .seconds(60))
+            return Data()
+        })
+        let queue = MessageQueue<GatewayMessage>(capacity: 16)
+        Self.start(worker, Self.request("r-missing"), queue)
+        let answer = try #require(queue.takeBatch()?.first?.response)
+        #expect(answer.responseCode == .notFound && answer.error == "no such lease", "\(answer)")
+
+        Self.start(worker, Self.request("r-expired", deadlineSeconds: -1), queue)
+        let expired = try #require(await Self.nextResponse(queue))
+        #expect(expired.responseCode == .deadlineExceeded, "\(expired)")
+        #expect(await eventually { worker.executions.count == 0 }, "the handler's sleep was cancelled")
+    }
+
     // MARK: - Helpers
 
     /// What a test's handler did, and a gate it waits on whatever cancellation says.
@@ -121,9 +183,26 @@ struct RequestExecutionsTests {
         func handle(_ request: Data, context: HandlerContext) async throws -> Data { try await body(request) }
     }
 
+    struct InstantPingHandler: InstantMethodHandler {
+        let atOnce: @Sendable (Data) throws -> Data?
+        let body: @Sendable (Data) async throws -> Data
+        func handleAtOnce(_ request: Data, context: HandlerContext) throws -> Data? { try atOnce(request) }
+        func handle(_ request: Data, context: HandlerContext) async throws -> Data { try await body(request) }
+    }
+
     static func worker(_ body: @escaping @Sendable (Data) async throws -> Data) -> Worker {
         var handlers = HandlerRegistry()
         handlers.register(RequestMethods.ping, PingHandler(body: body))
+        return worker(handlers)
+    }
+
+    static func instantWorker(atOnce: @escaping @Sendable (Data) throws -> Data?, handle: @escaping @Sendable (Data) async throws -> Data) -> Worker {
+        var handlers = HandlerRegistry()
+        handlers.register(RequestMethods.ping, InstantPingHandler(atOnce: atOnce, body: handle))
+        return worker(handlers)
+    }
+
+    static func worker(_ handlers: HandlerRegistry) -> Worker {
         let configuration = Worker.Configuration(endpoints: [], apiSecret: "secret", instanceID: "worker-test", environment: "test")
         return Worker(configuration: configuration, handlers: handlers, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
     }
@@ -140,7 +219,9 @@ struct RequestExecutionsTests {
     /// Starts `request` as the worker's stream reader does.
     @discardableResult
     static func start(_ worker: Worker, _ request: GatewayRequest, _ queue: MessageQueue<GatewayMessage>) -> Bool {
-        worker.executions.start(request, replyTo: queue) { request, run in await worker.execute(request, run) }
+        worker.executions.start(request, replyTo: queue, answerAtOnce: { worker.answerAtOnce($0, $1) }) { request, run in
+            await worker.execute(request, run)
+        }
     }
 
     static func nextResponse(_ queue: MessageQueue<GatewayMessage>) async -> GatewayResponse? {

@@ -1,6 +1,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import AsyncPrimitives
+import Foundation
 import Logging
 import NIOCore
 @testable import RPCEndpoint
@@ -13,6 +15,7 @@ import Testing
 struct RPCStreamClientTests {
     static let bidi = RPCMethod(service: "test.v1.Stream", name: "Bidi", kind: .bidirectionalStreaming)
     static let guarded = RPCMethod(service: "test.v1.Stream", name: "Guarded", kind: .bidirectionalStreaming)
+    static let stalled = RPCMethod(service: "test.v1.Stream", name: "Stalled", kind: .bidirectionalStreaming)
 
     /// Runs a server on a loopback port for `body`; the server is cancelled after it.
     static func withServer<R: Sendable>(_ body: (Int) async throws -> R) async throws -> R {
@@ -28,6 +31,10 @@ struct RPCStreamClientTests {
             guard context.header("x-secret") == "right" else { throw RPCStatus(.unauthenticated, "wrong secret, 100% sure") }
         }) { (_: RPCRequestStream<Google_Protobuf_UInt32Value>, _, _: RPCResponseWriter<Google_Protobuf_StringValue>) in
             throw RPCStatus(.failedPrecondition, "nothing to serve")
+        }
+        // Reads nothing, ever: the client's sends fill the stream's window.
+        router.bidirectionalStreaming(stalled) { (_: RPCRequestStream<Google_Protobuf_BytesValue>, _, _: RPCResponseWriter<Google_Protobuf_StringValue>) in
+            try await Task.sleep(for: .seconds(60))
         }
         let server = RPCServer(configuration: .init(address: .tcp(host: "127.0.0.1", port: 0), name: "the test server"), router: router, logger: Logger(label: "test"))
         return try await withThrowingTaskGroup(of: Void.self) { group in
@@ -60,6 +67,51 @@ struct RPCStreamClientTests {
                 try await stream.ended()
             }
             #expect(received.withLock { $0 } == 2048)
+        }
+    }
+
+    @Test("a send queue written from the event loop: requests queued while reading go out in order, and END_STREAM follows the finished queue")
+    func queueSentFromTheLoop() async throws {
+        try await Self.withServer { port in
+            let queue = MessageQueue<UInt32>(capacity: 16)
+            let received = Mutex(0)
+            try await RPCStreamClient.withStream(
+                to: .init(host: "127.0.0.1", port: port), method: Self.bidi, metadata: [], settings: .init(keepaliveInterval: nil),
+                onMessage: { _ in
+                    // On the connection's loop: each answer asks for the next, 200 in all.
+                    let count = received.withLock { $0 += 1; return $0 }
+                    if count < 200 { #expect(queue.enqueue(1)) } else { queue.finish() }
+                }
+            ) { stream in
+                queue.enqueue(1)
+                stream.send(from: queue) { try Self.request($0) }
+                try await stream.ended()
+            }
+            #expect(received.withLock { $0 } == 200)
+        }
+    }
+
+    @Test("a server that stops reading holds the send queue back: its window fills, then the queue, which refuses what does not fit")
+    func stalledServerFillsTheQueue() async throws {
+        try await Self.withServer { port in
+            let queue = MessageQueue<Google_Protobuf_BytesValue>(capacity: 4)
+            try await RPCStreamClient.withStream(
+                to: .init(host: "127.0.0.1", port: port), method: Self.stalled, metadata: [], settings: .init(keepaliveInterval: nil),
+                onMessage: { _ in }
+            ) { stream in
+                stream.send(from: queue) { try $0.serializedBytes() }
+                let message = Google_Protobuf_BytesValue(Data(repeating: 7, count: 256 << 10))
+                var accepted = 0
+                // 100 × 256 KiB is far past the server's 1 MiB window and the queue's 4.
+                for _ in 0..<100 {
+                    guard queue.enqueue(message) else { break }
+                    accepted += 1
+                    try await Task.sleep(for: .milliseconds(5))
+                }
+                #expect(accepted < 100, "the queue never refused")
+                #expect(accepted >= 4)
+                queue.finish()
+            }
         }
     }
 

@@ -2,6 +2,7 @@ package import AsyncPrimitives
 public import Foundation
 package import GatewayProtocol
 import Synchronization
+package import Telemetry
 
 /// Identifies one stream for its whole life; never reused within a process, so a stream
 /// that was replaced can never remove its successor.
@@ -47,6 +48,8 @@ package final class ClientConnection: Sendable {
     package let id: ConnectionID
     package let identity: ClientIdentity
     private let outbound: MessageQueue<GatewayMessage>
+    private let metrics: MetricsRegistry?
+    private let onClose: (@Sendable () -> Void)?
     private let state: Mutex<State>
     private let inFlight = Atomic<Int>(0)
 
@@ -57,26 +60,36 @@ package final class ClientConnection: Sendable {
         var closeReason: CloseReason?
     }
 
+    /// - Parameters:
+    ///   - metrics: counts the messages queued, by type.
+    ///   - onClose: told when the gateway closes the stream (``close(_:)``).
     package init(
         identity: ClientIdentity,
         outbound: MessageQueue<GatewayMessage>,
+        metrics: MetricsRegistry? = nil,
+        onClose: (@Sendable () -> Void)? = nil,
         now: ContinuousClock.Instant = .now
     ) {
         self.id = .make()
         self.identity = identity
         self.outbound = outbound
+        self.metrics = metrics
+        self.onClose = onClose
         self.state = Mutex(State(lastSeen: now))
     }
 
     /// Queues a message; false when the queue is full or the stream has ended.
     package func send(_ message: GatewayMessage) -> Bool {
-        outbound.enqueue(message)
+        guard outbound.enqueue(message) else { return false }
+        metrics?.increment(Metric.streamMessages, "out", message.messageType?.rawValue ?? "unknown")
+        return true
     }
 
     /// Ends the stream from the gateway's side. The first reason given wins.
     package func close(_ reason: CloseReason) {
         state.withLock { if $0.closeReason == nil { $0.closeReason = reason } }
         outbound.finish()
+        onClose?()
     }
 
     package var closeReason: CloseReason? { state.withLock { $0.closeReason } }

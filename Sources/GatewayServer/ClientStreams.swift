@@ -3,7 +3,7 @@ import DHCPLeases
 import Foundation
 package import GatewayProtocol
 import Logging
-import RPCEndpoint
+package import RPCEndpoint
 import SwiftProtobuf
 import Synchronization
 import Telemetry
@@ -60,78 +60,15 @@ struct ClientStreams: Sendable {
         self.duplicateInstances = RefusalLog(logger: logger, message: "a stream replaced one of the same instance id registered moments before")
     }
 
-    /// Runs one client stream from `register` to its end.
-    func serve(
-        inbound: some AsyncSequence<GatewayMessage, any Error> & Sendable,
-        write: @escaping @Sendable ([GatewayMessage]) async throws -> Void,
-        remoteAddress: String,
-        wireProtocol: RPCContext.WireProtocol
-    ) async throws {
-        let outbound = MessageQueue<GatewayMessage>(capacity: settings.sendQueueCapacity)
-        let registered = RegisteredConnection()
-        defer {
-            outbound.finish()
-            if let connection = registered.connection { streamEnded(connection) }
-        }
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                while let batch = await outbound.nextBatch() {
-                    if let metrics = self.metrics {
-                        for message in batch { metrics.increment(Metric.streamMessages, "out", message.messageType?.rawValue ?? "unknown") }
-                    }
-                    try await write(batch)
-                }
-            }
-            group.addTask {
-                var messages = inbound.makeAsyncIterator()
-                guard let first = try await messages.next() else { return }
-                let connection = try self.accept(first, remoteAddress: remoteAddress, wireProtocol: wireProtocol, outbound: outbound)
-                registered.set(connection)
-                do {
-                    while let message = try await messages.next() {
-                        self.handle(message, from: connection)
-                    }
-                } catch let status as RPCStatus {
-                    // What the client sent broke the stream (a message over the size limit, bytes
-                    // that are not a GatewayMessage): the client gets the status, the log says why.
-                    self.logger.warning("ended a stream: the client sent what the gateway cannot take", metadata: [
-                        "instance": "\(connection.identity.instanceID)", "environment": "\(connection.identity.environment)",
-                        "code": "\(status.code)", "error": "\(Printable.escaped(status.message))", "remote_address": "\(remoteAddress)",
-                    ])
-                    throw status
-                }
-            }
-            group.addTask {
-                try await Task.sleep(for: self.settings.registrationTimeout)
-                guard let connection = registered.connection else {
-                    throw RPCStatus(.deadlineExceeded, "no 'register' message within \(self.settings.registrationTimeout); send it first")
-                }
-                try await self.keepAlive(connection)
-            }
-            // The first part to finish ends the stream: the client closed it, the gateway
-            // closed it (send queue finished), or the timer evicted it.
-            try await group.next()
-            group.cancelAll()
-        }
-        if let reason = registered.connection?.closeReason {
-            switch reason {
-            case .replaced:
-                throw RPCStatus(.aborted, "replaced by a newer stream with the same instance id")
-            case .evicted:
-                throw RPCStatus(.unavailable, "evicted: no message for \(settings.evictionSilence)")
-            case .shuttingDown:
-                throw Self.shuttingDownRefusal
-            }
-        }
-    }
-
-    /// Validates the first message and registers the stream.
-    private func accept(
+    /// Validates the first message and registers the stream. `onClose` is told when the
+    /// gateway closes it (replaced, evicted, shutting down).
+    fileprivate func accept(
         _ first: GatewayMessage,
         remoteAddress: String,
         wireProtocol: RPCContext.WireProtocol,
-        outbound: MessageQueue<GatewayMessage>
-    ) throws -> ClientConnection {
+        outbound: MessageQueue<GatewayMessage>,
+        onClose: @escaping @Sendable () -> Void
+    ) throws(RPCStatus) -> ClientConnection {
         guard first.messageType == .register else {
             throw RPCStatus(.failedPrecondition, "the first message must be 'register', got '\(first.type.prefix(64))'")
         }
@@ -142,7 +79,7 @@ struct ClientStreams: Sendable {
         // Checked before `registered` is queued too, so the refusal is the stream's only answer
         // (a registration racing this one can still fill the last place: `register` decides).
         if clients.isFull(for: identity.instanceID) { throw refuseAsFull(identity, remoteAddress: remoteAddress) }
-        let connection = ClientConnection(identity: identity, outbound: outbound)
+        let connection = ClientConnection(identity: identity, outbound: outbound, metrics: metrics, onClose: onClose)
         guard connection.send(.registered) else {
             throw RPCStatus(.internal, "could not queue 'registered'")
         }
@@ -199,7 +136,7 @@ struct ClientStreams: Sendable {
         return Self.shuttingDownRefusal
     }
 
-    private func handle(_ message: GatewayMessage, from connection: ClientConnection) {
+    fileprivate func handle(_ message: GatewayMessage, from connection: ClientConnection) {
         connection.touch()
         metrics?.increment(Metric.streamMessages, "in", message.messageType?.rawValue ?? "unknown")
         switch message.messageType {
@@ -221,7 +158,7 @@ struct ClientStreams: Sendable {
 
     /// Sends a heartbeat every interval and evicts the stream as soon as it has been silent
     /// for the configured number of intervals (not at the next heartbeat after that).
-    private func keepAlive(_ connection: ClientConnection) async throws {
+    fileprivate func keepAlive(_ connection: ClientConnection) async throws {
         let silenceLimit = settings.evictionSilence
         var nextHeartbeat = ContinuousClock.now
         while true {
@@ -243,7 +180,7 @@ struct ClientStreams: Sendable {
         }
     }
 
-    private func streamEnded(_ connection: ClientConnection) {
+    fileprivate func streamEnded(_ connection: ClientConnection) {
         let removed = clients.remove(connection)
         clientsChanged(connection.identity.environment)
         let reason = connection.closeReason.map { "stream closed (\($0))" } ?? "stream closed"
@@ -256,17 +193,91 @@ struct ClientStreams: Sendable {
     }
 }
 
-/// The connection a stream registered, shared by the stream's reader, timer and cleanup.
-private final class RegisteredConnection: Sendable {
-    private let value = Mutex<ClientConnection?>(nil)
-    var connection: ClientConnection? { value.withLock { $0 } }
-    func set(_ connection: ClientConnection) { value.withLock { $0 = connection } }
+/// One client stream, from `register` to its end, as a session of the endpoint: its
+/// messages are handed to it where they are read (the connection's event loop, for a
+/// socket) and what the gateway queues for it is sent from there, so a request and its
+/// answer cost the stream no task hop. ``run()`` keeps the registration deadline, the
+/// heartbeats and the eviction, and ends the stream when the client ends its side, breaks
+/// it, or the gateway closes it.
+final class ClientStream: RPCSession {
+    let outbound: MessageQueue<GatewayMessage>
+    private let streams: ClientStreams
+    private let remoteAddress: String
+    private let wireProtocol: RPCContext.WireProtocol
+    private let registered = Mutex<ClientConnection?>(nil)
+    /// The client's input ended (with its error, if any), or the gateway closed the stream.
+    private let ended = FirstOutcome<RPCStatus?>()
+
+    init(streams: ClientStreams, context: RPCContext) {
+        self.streams = streams
+        self.remoteAddress = context.remoteAddress
+        self.wireProtocol = context.wireProtocol
+        self.outbound = MessageQueue(capacity: streams.settings.sendQueueCapacity)
+    }
+
+    private var connection: ClientConnection? { registered.withLock { $0 } }
+
+    func receive(_ message: GatewayMessage) throws(RPCStatus) {
+        if let connection { return streams.handle(message, from: connection) }
+        let ended = self.ended
+        let connection = try streams.accept(message, remoteAddress: remoteAddress, wireProtocol: wireProtocol, outbound: outbound) {
+            ended.decide(nil)
+        }
+        registered.withLock { $0 = connection }
+    }
+
+    func inputEnded(_ error: RPCStatus?) {
+        if let error, let connection {
+            // What the client sent broke the stream (a message over the size limit, bytes
+            // that are not a GatewayMessage): the client gets the status, the log says why.
+            streams.logger.warning("ended a stream: the client sent what the gateway cannot take", metadata: [
+                "instance": "\(connection.identity.instanceID)", "environment": "\(connection.identity.environment)",
+                "code": "\(error.code)", "error": "\(Printable.escaped(error.message))", "remote_address": "\(remoteAddress)",
+            ])
+        }
+        ended.decide(error)
+    }
+
+    func run() async throws {
+        defer {
+            outbound.finish()
+            if let connection { streams.streamEnded(connection) }
+        }
+        // Cancelled (and waited for) when the stream ends.
+        async let _ = keepTime()
+        if let error = await ended.wait() { throw error }
+        switch connection?.closeReason {
+        case .replaced?:
+            throw RPCStatus(.aborted, "replaced by a newer stream with the same instance id")
+        case .evicted?:
+            throw RPCStatus(.unavailable, "evicted: no message for \(streams.settings.evictionSilence)")
+        case .shuttingDown?:
+            throw ClientStreams.shuttingDownRefusal
+        case nil:
+            return
+        }
+    }
+
+    /// The registration deadline, then heartbeats and eviction until the stream ends.
+    private func keepTime() async {
+        do {
+            try await Task.sleep(for: streams.settings.registrationTimeout)
+        } catch {
+            return
+        }
+        guard let connection else {
+            ended.decide(RPCStatus(.deadlineExceeded, "no 'register' message within \(streams.settings.registrationTimeout); send it first"))
+            return
+        }
+        // Returns once it evicted the stream (closing it decides `ended`), or when cancelled.
+        try? await streams.keepAlive(connection)
+    }
 }
 
 extension ClientIdentity {
     /// Reads a `register` message. The instance id travels in `gateway_ip_dhcp` (field 7);
     /// an old peer that leaves it empty is known by its node name instead.
-    package init(registration: GatewayRegistration, remoteAddress: String) throws {
+    package init(registration: GatewayRegistration, remoteAddress: String) throws(RPCStatus) {
         let instance = registration.gatewayIpDhcp.isEmpty ? registration.gatewayID : registration.gatewayIpDhcp
         try Self.check(instance, field: "gateway_ip_dhcp (the instance id)", allowEmpty: false)
         try Self.check(registration.environment, field: "environment", allowEmpty: true)
@@ -293,7 +304,7 @@ extension ClientIdentity {
         )
     }
 
-    private static func check(_ value: String, field: String, allowEmpty: Bool) throws {
+    private static func check(_ value: String, field: String, allowEmpty: Bool) throws(RPCStatus) {
         if value.isEmpty && !allowEmpty {
             throw RPCStatus(.invalidArgument, "registration field \(field) is empty; expected a non-empty name")
         }

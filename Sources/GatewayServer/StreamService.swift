@@ -3,17 +3,14 @@ import Logging
 import RPCEndpoint
 
 /// The `VPSGatewayService` of the wire contract on the stream port, for gRPC and Connect
-/// clients alike: the secret is checked before any message is read, then the stream goes to
-/// the gateway's session logic, which does not know which protocol carries it.
+/// clients alike: the secret is checked before any message is read, then the stream is a
+/// ``ClientStream`` session, which does not know which protocol carries it.
 extension Gateway {
     func registerStreamService(on router: inout RPCRouter) {
-        router.bidirectionalStreaming(RPCMethods.registerGateway, admission: { context throws(RPCStatus) in
+        router.bidirectionalSession(RPCMethods.registerGateway, admission: { context throws(RPCStatus) in
             try self.admitStream(context)
-        }) { (requests: RPCRequestStream<GatewayMessage>, context, writer: RPCResponseWriter<GatewayMessage>) in
-            try await self.streams.serve(
-                inbound: requests, write: { try await writer.write(contentsOf: $0) },
-                remoteAddress: context.remoteAddress, wireProtocol: context.wireProtocol
-            )
+        }) { context in
+            ClientStream(streams: self.streams, context: context)
         }
     }
 

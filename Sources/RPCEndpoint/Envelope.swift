@@ -78,6 +78,31 @@ package struct EnvelopeReader {
     }
 }
 
+extension EnvelopeReader {
+    /// What a request's next envelope holds.
+    enum Inbound {
+        /// A message, decompressed.
+        case message([UInt8])
+        /// A Connect client's end-of-stream envelope: its input has ended.
+        case endOfStream
+    }
+
+    /// The next whole envelope of a request, decompressed (`encoding` is what the request's
+    /// headers named); nil when more bytes are needed.
+    mutating func nextMessage(encoding: MessageEncoding) throws(RPCStatus) -> Inbound? {
+        guard let envelope = try next() else { return nil }
+        // A Connect client has nothing to end with an envelope; its end of input is the end
+        // of the stream.
+        if envelope.isEndOfStream { return .endOfStream }
+        let bytes = Array(envelope.payload.readableBytesView)
+        guard envelope.isCompressed else { return .message(bytes) }
+        guard encoding == .gzip else {
+            throw RPCStatus(.internal, "a message is flagged compressed but the request named no encoding")
+        }
+        return .message(try Gzip.decompress(bytes, limit: maxMessageBytes))
+    }
+}
+
 extension ByteBuffer {
     /// Appends one envelope: `flags`, the length, the bytes.
     package mutating func writeEnvelope(flags: UInt8, _ bytes: [UInt8]) {

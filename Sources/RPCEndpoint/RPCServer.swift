@@ -267,7 +267,10 @@ public final class RPCServer: Sendable {
         try sync.addHandler(policing)
         let (incoming, continuation) = AsyncStream.makeStream(of: IncomingStream.self)
         channel.closeFuture.whenComplete { _ in continuation.finish() }
-        try sync.addHandler(StreamSorter(router: router, maxMessageBytes: configuration.maxMessageBytes, incoming: continuation))
+        try sync.addHandler(StreamSorter(
+            router: router, maxMessageBytes: configuration.maxMessageBytes, windowSize: configuration.windowSize,
+            remoteAddress: remote, incoming: continuation
+        ))
         try sync.addHandler(HTTP2StreamMultiplexer(
             mode: .server, channel: channel, targetWindowSize: configuration.windowSize,
             outboundBufferSizeHighWatermark: http2.stream.outboundBufferSizeHighWatermark,

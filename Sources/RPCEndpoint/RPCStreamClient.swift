@@ -180,7 +180,7 @@ public struct RPCClientStream: Sendable {
     public func send<Element: Sendable>(from queue: MessageQueue<Element>, encode: @escaping @Sendable (Element) throws -> [UInt8]) {
         let handler = self.handler
         channel.eventLoop.execute {
-            handler.value.startSending(from: QueuedSource(queue: queue, encode: encode))
+            handler.value.startSending(from: EncodedQueue(queue, encode: encode))
         }
     }
 
@@ -220,7 +220,7 @@ private final class ClientStreamHandler: ChannelInboundHandler {
     /// Bytes read since the last WINDOW_UPDATE.
     private var unacknowledged = 0
     /// Where ``pump()`` takes batches from, once ``startSending(from:)`` set it.
-    private var source: QueuedSource?
+    private var source: EncodedQueue?
     /// A batch is written but not yet out: the next waits for it.
     private var writing = false
     private var keepalive: RepeatedTask?
@@ -282,7 +282,7 @@ private final class ClientStreamHandler: ChannelInboundHandler {
         context.writeAndFlush(wrapOutboundOut(HTTP2Frame(streamID: Self.streamID, payload: .data(.init(data: .byteBuffer(buffer))))), promise: promise)
     }
 
-    func startSending(from source: QueuedSource) {
+    func startSending(from source: EncodedQueue) {
         self.source = source
         pump()
     }
@@ -394,23 +394,4 @@ private final class ClientStreamHandler: ChannelInboundHandler {
         reader.end()
         if status.code == .ok { ended.succeed() } else { ended.fail(status) }
     }
-}
-
-/// A ``MessageQueue`` with its messages' encoding, as the stream handler takes from it.
-struct QueuedSource {
-    private let take: () -> [[UInt8]]?
-    private let finished: () -> Bool
-    private let ready: (@escaping @Sendable () -> Void) -> Void
-
-    init<Element: Sendable>(queue: MessageQueue<Element>, encode: @escaping @Sendable (Element) throws -> [UInt8]) {
-        // A message that cannot be encoded is dropped, not the stream (protobuf encoding of
-        // a built message does not fail in practice).
-        take = { queue.takeBatch().map { batch in batch.compactMap { try? encode($0) } } }
-        finished = { queue.isFinished }
-        ready = { queue.whenReady($0) }
-    }
-
-    func takeBatch() -> [[UInt8]]? { take() }
-    var isFinished: Bool { finished() }
-    func whenReady(_ wake: @escaping @Sendable () -> Void) { ready(wake) }
 }

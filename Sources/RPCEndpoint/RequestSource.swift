@@ -60,16 +60,10 @@ final class RequestSource: @unchecked Sendable {
 
     private func nextEnvelope() async throws -> [UInt8]? {
         while true {
-            if let envelope = try reader.next() {
-                // A Connect client has nothing to end with an envelope; its end of input is
-                // the end of the stream.
-                if envelope.isEndOfStream { return nil }
-                let bytes = Array(envelope.payload.readableBytesView)
-                guard envelope.isCompressed else { return bytes }
-                guard encoding == .gzip else {
-                    throw RPCStatus(.internal, "a message is flagged compressed but the request named no encoding")
-                }
-                return try Gzip.decompress(bytes, limit: maxMessageBytes)
+            switch try reader.nextMessage(encoding: encoding) {
+            case .message(let bytes): return bytes
+            case .endOfStream: return nil
+            case nil: break
             }
             if inputEnded {
                 if reader.hasPartialEnvelope { throw RPCStatus(.invalidArgument, "the request ended inside a message") }

@@ -3,33 +3,19 @@ import NIOHPACK
 import NIOHTTP2
 import Synchronization
 
-/// One stream's responses in the caller's protocol: gRPC (headers, enveloped messages,
-/// `grpc-status` trailers or a trailers-only answer), Connect streaming (headers, envelopes,
-/// an end-of-stream envelope with JSON), or Connect unary (a bare body, or an error status
-/// with a JSON body).
-///
-/// `write` is called by one task at a time (the handler's); `finish` once, by the
-/// dispatcher, after the handler returned.
-final class ResponseSink: Sendable {
-    /// Writes frames to the stream and flushes them.
-    private let send: @Sendable ([HTTP2Frame.FramePayload]) async throws -> Void
-    private let wireProtocol: RPCContext.WireProtocol
-    private let contentType: String
-    private let encoding: MessageEncoding
-    private let headersSent = Atomic<Bool>(false)
+/// How one stream's responses look on the wire, in the caller's protocol: gRPC (headers,
+/// enveloped messages, `grpc-status` trailers or a trailers-only answer), Connect streaming
+/// (headers, envelopes, an end-of-stream envelope with JSON), or Connect unary (a bare body,
+/// or an error status with a JSON body). Pure: the frames to write, for whoever writes them.
+struct ResponseFraming: Sendable {
+    let wireProtocol: RPCContext.WireProtocol
+    let contentType: String
+    let encoding: MessageEncoding
 
-    init(send: @escaping @Sendable ([HTTP2Frame.FramePayload]) async throws -> Void, wireProtocol: RPCContext.WireProtocol, contentType: String, encoding: MessageEncoding) {
-        self.send = send
-        self.wireProtocol = wireProtocol
-        self.contentType = contentType
-        self.encoding = encoding
-    }
-
-    /// Sends messages (one for unary calls) in one flush.
-    func write(_ messages: [[UInt8]]) async throws {
+    /// The frames of `messages` (one for unary calls), headers first when `first`.
+    func frames(of messages: [[UInt8]], first: Bool, allocator: ByteBufferAllocator = ByteBufferAllocator()) throws -> [HTTP2Frame.FramePayload] {
         var frames: [HTTP2Frame.FramePayload] = []
         frames.reserveCapacity(2)
-        let first = !headersSent.exchange(true, ordering: .relaxed)
         switch wireProtocol {
         case .connectUnary:
             // One message is the whole body, sent with its headers and the end of the stream.
@@ -43,7 +29,7 @@ final class ResponseSink: Sendable {
             frames.append(.data(.init(data: .byteBuffer(ByteBuffer(bytes: body)), endStream: true)))
         case .grpc, .connect:
             if first { frames.append(.headers(.init(headers: streamHeaders()))) }
-            var buffer = ByteBuffer()
+            var buffer = allocator.buffer(capacity: messages.reduce(0) { $0 + 5 + $1.count })
             for message in messages {
                 if encoding == .gzip && message.count >= MessageEncoding.compressionThreshold {
                     buffer.writeEnvelope(flags: 0x01, try Gzip.compress(message))
@@ -53,42 +39,34 @@ final class ResponseSink: Sendable {
             }
             frames.append(.data(.init(data: .byteBuffer(buffer))))
         }
-        try await send(frames)
+        return frames
     }
 
-    /// Ends the stream with `status` (gRPC: trailers, or trailers-only before any message).
-    /// Trailers-only also while the client still sends: headers then trailers without a
-    /// message in between never reached curl in that case (seen with a 6 MB request refused
-    /// at its prefix), while a trailers-only answer did every time.
-    func finish(_ status: RPCStatus) async {
-        let first = !headersSent.exchange(true, ordering: .relaxed)
-        var frames: [HTTP2Frame.FramePayload] = []
+    /// The frames that end the stream with `status` (gRPC: trailers, or trailers-only when
+    /// `first`). Trailers-only also while the client still sends: headers then trailers
+    /// without a message in between never reached curl in that case (seen with a 6 MB
+    /// request refused at its prefix), while a trailers-only answer did every time. Empty
+    /// for a Connect unary call that ended with its one message.
+    func endFrames(_ status: RPCStatus, first: Bool) -> [HTTP2Frame.FramePayload] {
         switch wireProtocol {
         case .grpc:
             var trailers: HPACKHeaders = first ? streamHeaders() : [:]
             trailers.add(name: "grpc-status", value: "\(status.code.rawValue)")
             if !status.message.isEmpty { trailers.add(name: "grpc-message", value: GRPCMessageEncoding.percentEncoded(status.message)) }
             for (name, value) in status.metadata { trailers.add(name: name, value: value) }
-            frames.append(.headers(.init(headers: trailers, endStream: true)))
+            return [.headers(.init(headers: trailers, endStream: true))]
         case .connect:
+            var frames: [HTTP2Frame.FramePayload] = []
             if first { frames.append(.headers(.init(headers: streamHeaders()))) }
             var buffer = ByteBuffer()
             buffer.writeEnvelope(flags: 0x02, Array(ConnectJSON.endOfStream(status).utf8))
             frames.append(.data(.init(data: .byteBuffer(buffer), endStream: true)))
+            return frames
         case .connectUnary:
             // A successful unary call ended with its one message; only errors remain.
-            guard first, status.code != .ok else { return }
-            frames = Self.connectUnaryError(status)
+            guard first, status.code != .ok else { return [] }
+            return ResponseSink.connectUnaryError(status)
         }
-        try? await send(frames)
-    }
-
-    /// The frames of a Connect unary error: its HTTP status and `{"code":…,"message":…}`.
-    static func connectUnaryError(_ status: RPCStatus) -> [HTTP2Frame.FramePayload] {
-        var headers: HPACKHeaders = [":status": "\(status.code.httpStatus)", "content-type": "application/json"]
-        for (name, value) in status.metadata { headers.add(name: name, value: value) }
-        let body = ByteBuffer(string: ConnectJSON.error(status))
-        return [.headers(.init(headers: headers)), .data(.init(data: .byteBuffer(body), endStream: true))]
     }
 
     private func streamHeaders() -> HPACKHeaders {
@@ -103,6 +81,45 @@ final class ResponseSink: Sendable {
         var headers: HPACKHeaders = [":status": "\(status)", "content-type": contentType]
         if wireProtocol == .grpc { headers.add(name: "grpc-accept-encoding", value: "gzip,identity") }
         return headers
+    }
+}
+
+/// One stream's responses in the caller's protocol (``ResponseFraming``), sent through an
+/// async `send`.
+///
+/// `write` is called by one task at a time (the handler's); `finish` once, by the
+/// dispatcher, after the handler returned.
+final class ResponseSink: Sendable {
+    /// Writes frames to the stream and flushes them.
+    private let send: @Sendable ([HTTP2Frame.FramePayload]) async throws -> Void
+    private let framing: ResponseFraming
+    private let headersSent = Atomic<Bool>(false)
+
+    init(send: @escaping @Sendable ([HTTP2Frame.FramePayload]) async throws -> Void, wireProtocol: RPCContext.WireProtocol, contentType: String, encoding: MessageEncoding) {
+        self.send = send
+        self.framing = ResponseFraming(wireProtocol: wireProtocol, contentType: contentType, encoding: encoding)
+    }
+
+    /// Sends messages (one for unary calls) in one flush.
+    func write(_ messages: [[UInt8]]) async throws {
+        let first = !headersSent.exchange(true, ordering: .relaxed)
+        try await send(try framing.frames(of: messages, first: first))
+    }
+
+    /// Ends the stream with `status` (gRPC: trailers, or trailers-only before any message).
+    func finish(_ status: RPCStatus) async {
+        let first = !headersSent.exchange(true, ordering: .relaxed)
+        let frames = framing.endFrames(status, first: first)
+        guard !frames.isEmpty else { return }
+        try? await send(frames)
+    }
+
+    /// The frames of a Connect unary error: its HTTP status and `{"code":…,"message":…}`.
+    static func connectUnaryError(_ status: RPCStatus) -> [HTTP2Frame.FramePayload] {
+        var headers: HPACKHeaders = [":status": "\(status.code.httpStatus)", "content-type": "application/json"]
+        for (name, value) in status.metadata { headers.add(name: name, value: value) }
+        let body = ByteBuffer(string: ConnectJSON.error(status))
+        return [.headers(.init(headers: headers)), .data(.init(data: .byteBuffer(body), endStream: true))]
     }
 }
 

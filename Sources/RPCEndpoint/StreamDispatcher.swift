@@ -17,6 +17,7 @@ struct StreamDispatcher: Sendable {
     func serve(_ incoming: IncomingStream, remoteAddress: String) async {
         switch incoming {
         case .unary(let call): await serve(call, remoteAddress: remoteAddress)
+        case .session(let call): call.responder.finish(await Self.run(under: call.context.deadline) { try await call.session.run() })
         case .channel(let stream): await serve(stream, remoteAddress: remoteAddress)
         }
     }
@@ -109,11 +110,14 @@ struct StreamDispatcher: Sendable {
 
     /// Runs the handler, under the caller's deadline when it gave one; returns how the call ended.
     private func run(_ route: Route, _ source: RequestSource, _ sink: ResponseSink, _ codec: MessageCodec, _ context: RPCContext) async -> RPCStatus {
-        guard let deadline = context.deadline else {
-            return await Self.status { try await route.run(source, sink, codec, context) }
-        }
+        await Self.run(under: context.deadline) { try await route.run(source, sink, codec, context) }
+    }
+
+    /// How `body` ended, as a status; `deadline_exceeded` (and `body` cancelled) at `deadline`.
+    private static func run(under deadline: ContinuousClock.Instant?, _ body: @escaping @Sendable () async throws -> Void) async -> RPCStatus {
+        guard let deadline else { return await status(body) }
         return await withDeadlineTimer(deadline, orElse: RPCStatus(.deadlineExceeded, "the call's deadline passed")) {
-            await Self.status { try await route.run(source, sink, codec, context) }
+            await status(body)
         }
     }
 

@@ -5,6 +5,8 @@ import NIOHTTP2
 enum IncomingStream: Sendable {
     /// A unary call read whole from the connection's frames.
     case unary(UnaryCall)
+    /// A session (``RPCSession``) served at the connection's frames: its run.
+    case session(SessionCall)
     /// Any other stream, on an HTTP/2 stream channel of its own.
     case channel(NIOAsyncChannel<HTTP2Frame.FramePayload, HTTP2Frame.FramePayload>)
 }
@@ -39,10 +41,15 @@ struct UnaryResponder: Sendable {
 /// NIOHTTP2's connection handler still keeps every stream's state, flow control and limits;
 /// this handler only keeps which streams it serves.
 ///
-/// Every other stream — streaming methods, refusals, admission checks, and a unary body that
-/// goes on past its first read (a slow or large upload) — is passed to the multiplexer, with
-/// the frames and stream events held so far replayed in their order, so the stream channel
-/// sees the stream from its first frame as if nothing had been in between.
+/// A bidirectional session (``RPCSession``, a worker's `RegisterGateway` stream) is served
+/// here too, for its whole life (`StreamSorter+Sessions.swift`): its messages are handed to
+/// it as they are read, and what it queues is written from the loop.
+///
+/// Every other stream — other streaming methods, refusals, unary calls with an admission
+/// check, and a unary body that goes on past its first read (a slow or large upload) — is
+/// passed to the multiplexer, with the frames and stream events held so far replayed in
+/// their order, so the stream channel sees the stream from its first frame as if nothing had
+/// been in between.
 ///
 /// Event-loop confined; ``UnaryResponder`` is the one way in from other threads.
 final class StreamSorter: ChannelInboundHandler {
@@ -64,19 +71,26 @@ final class StreamSorter: ChannelInboundHandler {
     }
 
     private let router: RPCRouter
-    private let maxMessageBytes: Int
-    private let incoming: AsyncStream<IncomingStream>.Continuation
-    private var context: ChannelHandlerContext?
+    let maxMessageBytes: Int
+    /// The stream window the connection announced, given back by sessions as they read.
+    let windowSize: Int
+    let remoteAddress: String
+    let incoming: AsyncStream<IncomingStream>.Continuation
+    private(set) var context: ChannelHandlerContext?
     /// Client streams have increasing ids (NIOHTTP2 refuses any other order), so a HEADERS
     /// frame above this id opens a stream and any other is a known stream's trailers.
     private var highestStreamID = HTTP2StreamID(0)
     private var collecting: [HTTP2StreamID: Collecting] = [:]
     /// Unary calls handed to their handler, until their stream closes.
     private var serving: Set<HTTP2StreamID> = []
+    /// Session streams, until they close.
+    var sessions: [HTTP2StreamID: SessionStream] = [:]
 
-    init(router: RPCRouter, maxMessageBytes: Int, incoming: AsyncStream<IncomingStream>.Continuation) {
+    init(router: RPCRouter, maxMessageBytes: Int, windowSize: Int, remoteAddress: String, incoming: AsyncStream<IncomingStream>.Continuation) {
         self.router = router
         self.maxMessageBytes = maxMessageBytes
+        self.windowSize = windowSize
+        self.remoteAddress = remoteAddress
         self.incoming = incoming
     }
 
@@ -99,13 +113,22 @@ final class StreamSorter: ChannelInboundHandler {
         if var stream = collecting.removeValue(forKey: id) {
             return collect(frame, into: &stream, context)
         }
+        if sessions[id] != nil {
+            return readSession(frame, context)
+        }
         guard id > highestStreamID, case .headers(let headers) = frame.payload else {
             // The root stream, PRIORITY, and the frames of streams the multiplexer serves.
             return context.fireChannelRead(data)
         }
         highestStreamID = id
         let head = RequestHead(headers: headers.headers)
-        guard case .call(let call) = head.decide(router), call.route.method.kind == .unary, call.route.admission == nil else {
+        guard case .call(let call) = head.decide(router) else {
+            return context.fireChannelRead(data)
+        }
+        if let open = call.route.session {
+            return openSession(id, call, head, inputEnded: headers.endStream, open, context)
+        }
+        guard call.route.method.kind == .unary, call.route.admission == nil else {
             return context.fireChannelRead(data)
         }
         var stream = Collecting(call: call, head: head, held: [.frame(frame)], body: ByteBuffer())
@@ -163,6 +186,8 @@ final class StreamSorter: ChannelInboundHandler {
             }
         } else if id != .rootStream, serving.contains(id) {
             if event is StreamClosedEvent { serving.remove(id) }
+        } else if id != .rootStream, sessions[id] != nil {
+            if let closed = event as? StreamClosedEvent { sessionClosed(id, reason: closed.reason) }
         } else {
             context.fireUserInboundEventTriggered(event)
         }
@@ -183,6 +208,7 @@ final class StreamSorter: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         collecting = [:]
         serving = []
+        closeAllSessions()
         context.fireChannelInactive()
     }
 

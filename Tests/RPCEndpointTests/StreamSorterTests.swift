@@ -1,3 +1,4 @@
+import AsyncPrimitives
 import NIOCore
 import NIOEmbedded
 import NIOHPACK
@@ -13,6 +14,17 @@ import Testing
 struct StreamSorterTests {
     static let unaryMethod = RPCMethod(service: "test.v1.Service", name: "Unary", kind: .unary)
     static let bidiMethod = RPCMethod(service: "test.v1.Service", name: "Bidi", kind: .bidirectionalStreaming)
+    static let sessionMethod = RPCMethod(service: "test.v1.Service", name: "Session", kind: .bidirectionalStreaming)
+    static let guardedSessionMethod = RPCMethod(service: "test.v1.Service", name: "GuardedSession", kind: .bidirectionalStreaming)
+
+    /// Echoes every message; its run ends with the client's input.
+    final class EchoSession: RPCSession {
+        let outbound = MessageQueue<Google_Protobuf_StringValue>(capacity: 16)
+        private let ended = FirstOutcome<RPCStatus?>()
+        func receive(_ message: Google_Protobuf_StringValue) throws(RPCStatus) { outbound.enqueue(message) }
+        func inputEnded(_ error: RPCStatus?) { ended.decide(error) }
+        func run() async throws { if let error = await ended.wait() { throw error } }
+    }
 
     /// What reached the handler after the sorter, in order.
     final class Recorder: ChannelInboundHandler {
@@ -51,10 +63,14 @@ struct StreamSorterTests {
             var router = RPCRouter()
             router.unary(StreamSorterTests.unaryMethod) { (request: Google_Protobuf_StringValue, _) in request }
             router.bidirectionalStreaming(StreamSorterTests.bidiMethod) { (_: RPCRequestStream<Google_Protobuf_StringValue>, _, _: RPCResponseWriter<Google_Protobuf_StringValue>) in }
+            router.bidirectionalSession(StreamSorterTests.sessionMethod) { _ in EchoSession() }
+            router.bidirectionalSession(StreamSorterTests.guardedSessionMethod, admission: { (_) throws(RPCStatus) in
+                throw RPCStatus(.unauthenticated, "no secret")
+            }) { _ in EchoSession() }
             let (incoming, continuation) = AsyncStream.makeStream(of: IncomingStream.self)
             self.incoming = incoming
             self.iterator = incoming.makeAsyncIterator()
-            try channel.pipeline.syncOperations.addHandler(StreamSorter(router: router, maxMessageBytes: 64, incoming: continuation))
+            try channel.pipeline.syncOperations.addHandler(StreamSorter(router: router, maxMessageBytes: 64, windowSize: 65535, remoteAddress: "embedded", incoming: continuation))
             try channel.pipeline.syncOperations.addHandler(recorder)
         }
 
@@ -181,5 +197,86 @@ struct StreamSorterTests {
         harness.readComplete()
         #expect(harness.recorder.seen == [.closed(3)])
         _ = try harness.channel.finish()
+    }
+
+    static func envelopes(_ texts: [String]) throws -> ByteBuffer {
+        var buffer = ByteBuffer()
+        for text in texts { buffer.writeEnvelope(flags: 0, try Google_Protobuf_StringValue(text).serializedBytes()) }
+        return buffer
+    }
+
+    /// The messages in DATA frames written on a stream, and whether the trailers said OK.
+    static func response(_ frames: [HTTP2Frame]) throws -> (messages: [String], status: String?) {
+        var reader = EnvelopeReader(maxMessageBytes: 1 << 20)
+        var status: String?
+        for frame in frames {
+            switch frame.payload {
+            case .data(let data): if case .byteBuffer(let bytes) = data.data { reader.append(bytes) }
+            case .headers(let headers): status = headers.headers.first(name: "grpc-status") ?? status
+            default: break
+            }
+        }
+        var messages: [String] = []
+        while let envelope = try reader.next() {
+            messages.append(try Google_Protobuf_StringValue(serializedBytes: Array(envelope.payload.readableBytesView)).value)
+        }
+        return (messages, status)
+    }
+
+    @Test("a session is served at the frames: each message reaches it as its envelope completes, even split across frames; its queue is written on the stream, then the end once its run is over; nothing reaches the multiplexer")
+    func sessionIsServedAtTheFrames() async throws {
+        var harness = try Harness()
+        try harness.read(1, Self.headers(Self.sessionMethod))
+        harness.event(harness.created(1))
+        var bytes = try Self.envelopes(["one", "two"])
+        let head = bytes.readSlice(length: 4)!
+        try harness.read(1, .data(.init(data: .byteBuffer(head))))
+        harness.readComplete()
+        try harness.read(1, .data(.init(data: .byteBuffer(bytes))))
+        harness.readComplete()
+        guard case .session(let call)? = await harness.iterator.next() else {
+            Issue.record("expected a session")
+            return
+        }
+        let echoed = try Self.response(try harness.written())
+        #expect(echoed.messages == ["one", "two"])
+        #expect(echoed.status == nil, "no trailers while the session runs")
+
+        // The client ends its side: the run returns, and the connection's task ends the stream.
+        try harness.read(1, .data(.init(data: .byteBuffer(try Self.envelopes(["three"])), endStream: true)))
+        harness.readComplete()
+        call.responder.finish(await Self.status { try await call.session.run() })
+        let end = try Self.response(try harness.written())
+        #expect(end.messages == ["three"], "what was queued goes out before the end")
+        #expect(end.status == "0")
+        harness.event(StreamClosedEvent(streamID: 1, reason: nil))
+        #expect(harness.recorder.seen.isEmpty)
+        _ = try harness.channel.finish()
+    }
+
+    @Test("a session refused by its admission check is answered at once in the caller's protocol, and no session is opened")
+    func refusedSessionIsAnsweredAtOnce() throws {
+        let harness = try Harness()
+        try harness.read(1, Self.headers(Self.guardedSessionMethod))
+        harness.readComplete()
+        let written = try harness.written()
+        #expect(written.count == 1)
+        guard case .headers(let trailers)? = written.first?.payload else {
+            Issue.record("expected trailers-only, got \(written)")
+            return
+        }
+        #expect(trailers.endStream && trailers.headers.first(name: "grpc-status") == "16")
+        #expect(trailers.headers.first(name: "grpc-message") == "no secret")
+        #expect(harness.recorder.seen.isEmpty)
+        _ = try harness.channel.finish()
+    }
+
+    static func status(_ body: () async throws -> Void) async -> RPCStatus {
+        do {
+            try await body()
+            return .ok
+        } catch {
+            return error as? RPCStatus ?? RPCStatus(.internal, "\(error)")
+        }
     }
 }

@@ -9,9 +9,9 @@ import Synchronization
 import Telemetry
 import TextFormats
 
-/// The gateway's side of client streams: each one served from `register` to its end (reads
-/// its messages, writes its send queue, sends heartbeats, evicts it when it goes silent),
-/// with what a session needs handed in rather than reached for in the gateway.
+/// The gateway's side of client streams, shared by every ``ClientStream``: registration,
+/// the messages a registered stream sends, heartbeats and eviction, and the cleanup when a
+/// stream ends, with what they need handed in rather than reached for in the gateway.
 struct ClientStreams: Sendable {
     /// The settings a stream session uses, from the gateway's configuration.
     struct Settings: Sendable {

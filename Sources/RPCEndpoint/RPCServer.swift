@@ -1,3 +1,4 @@
+import AsyncPrimitives
 public import Logging
 // Public: the listening address is a NIO SocketAddress.
 public import NIOCore
@@ -154,7 +155,7 @@ public final class RPCServer: Sendable {
 
     /// One accepted connection, as the child channel initializer leaves it.
     enum Connection: Sendable {
-        case accepted(any Channel, AsyncStream<IncomingStream>, remoteAddress: String)
+        case accepted(any Channel, MessageQueue<IncomingStream>, remoteAddress: String)
         /// Over the connection cap: closed at once.
         case refused(any Channel)
     }
@@ -265,11 +266,14 @@ public final class RPCServer: Sendable {
         try sync.addHandler(NIOHTTP2Handler(mode: .server, frameDelegate: policing, connectionConfiguration: http2.connection, streamConfiguration: http2.stream))
         try sync.addHandler(manager)
         try sync.addHandler(policing)
-        let (incoming, continuation) = AsyncStream.makeStream(of: IncomingStream.self)
-        channel.closeFuture.whenComplete { _ in continuation.finish() }
+        // A queue the connection's task drains (not an AsyncStream, which drops what it holds
+        // when its reader is cancelled: a stream channel's async wrapper dropped unfinished
+        // stops the process, and a dropped session would never end).
+        let incoming = MessageQueue<IncomingStream>(capacity: .max)
+        channel.closeFuture.whenComplete { _ in incoming.finish() }
         try sync.addHandler(StreamSorter(
             router: router, maxMessageBytes: configuration.maxMessageBytes, windowSize: configuration.windowSize,
-            remoteAddress: remote, incoming: continuation
+            remoteAddress: remote, incoming: incoming
         ))
         try sync.addHandler(HTTP2StreamMultiplexer(
             mode: .server, channel: channel, targetWindowSize: configuration.windowSize,
@@ -277,7 +281,14 @@ public final class RPCServer: Sendable {
             outboundBufferSizeLowWatermark: http2.stream.outboundBufferSizeLowWatermark
         ) { stream in
             stream.eventLoop.makeCompletedFuture {
-                continuation.yield(.channel(try NIOAsyncChannel(wrappingChannelSynchronously: stream)))
+                let asyncStream = try NIOAsyncChannel<HTTP2Frame.FramePayload, HTTP2Frame.FramePayload>(wrappingChannelSynchronously: stream)
+                if !incoming.enqueue(.channel(asyncStream)) {
+                    // The connection's task has stopped taking streams (it was cancelled and
+                    // the connection is closing). The wrapper must be finished before it goes,
+                    // and only its scoped `executeThenClose` does that: a task of its own,
+                    // bounded by the stream's close.
+                    Task { try? await asyncStream.executeThenClose { _, _ in } }
+                }
             }
         })
         return .accepted(channel, incoming, remoteAddress: remote)
@@ -289,7 +300,16 @@ public final class RPCServer: Sendable {
             // Ends when the connection closes (a protocol error, a reset, a GOAWAY done); the
             // streams still running end with it.
             await withDiscardingTaskGroup { group in
-                for await stream in incoming {
+                while let streams = await incoming.nextBatch() {
+                    for stream in streams {
+                        group.addTask { await dispatcher.serve(stream, remoteAddress: remote) }
+                    }
+                }
+                // Cancelled: what was handed over is still served, in cancelled tasks, so each
+                // ends as the connection closes (a stream channel is closed, a session sees its
+                // input end) instead of being dropped.
+                incoming.finish()
+                for stream in incoming.takeBatch() ?? [] {
                     group.addTask { await dispatcher.serve(stream, remoteAddress: remote) }
                 }
             }

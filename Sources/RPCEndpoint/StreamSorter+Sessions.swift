@@ -1,3 +1,4 @@
+import AsyncPrimitives
 import NIOCore
 import NIOHTTP2
 
@@ -83,7 +84,13 @@ extension StreamSorter {
         let session = open(rpcContext, call.codec)
         sessions[id] = SessionStream(session: session, framing: framing, requestEncoding: call.requestEncoding, reader: reader, clientEnded: inputEnded)
         let responder = SessionResponder(sorter: NIOLoopBound(self, eventLoop: context.eventLoop), streamID: id)
-        incoming.yield(.session(SessionCall(session: session, context: rpcContext, responder: responder)))
+        guard incoming.enqueue(.session(SessionCall(session: session, context: rpcContext, responder: responder))) else {
+            // The connection's task stopped taking streams (it is closing): nothing will run
+            // the session, so it is ended before it has read a message.
+            let closing = RPCStatus(.unavailable, "the server is closing the connection")
+            endSessionInput(id, closing)
+            return writeSessionEnd(id, closing)
+        }
         if inputEnded { endSessionInput(id, nil) }
         pumpSession(id)
     }
@@ -200,7 +207,7 @@ extension StreamSorter {
             for (index, frame) in frames.enumerated() {
                 context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: frame)), promise: index == frames.count - 1 ? written : nil)
             }
-            context.flush()
+            flushSoon()
         } else if let status = stream.endStatus {
             writeSessionEnd(id, status)
         } else if !outbound.isFinished {

@@ -1,3 +1,4 @@
+import AsyncPrimitives
 import NIOCore
 import NIOHTTP2
 
@@ -75,7 +76,8 @@ final class StreamSorter: ChannelInboundHandler {
     /// The stream window the connection announced, given back by sessions as they read.
     let windowSize: Int
     let remoteAddress: String
-    let incoming: AsyncStream<IncomingStream>.Continuation
+    /// Where the connection's task takes the streams it serves from.
+    let incoming: MessageQueue<IncomingStream>
     private(set) var context: ChannelHandlerContext?
     /// Client streams have increasing ids (NIOHTTP2 refuses any other order), so a HEADERS
     /// frame above this id opens a stream and any other is a known stream's trailers.
@@ -85,8 +87,10 @@ final class StreamSorter: ChannelInboundHandler {
     private var serving: Set<HTTP2StreamID> = []
     /// Session streams, until they close.
     var sessions: [HTTP2StreamID: SessionStream] = [:]
+    /// A flush is queued on the loop for what was written since the last one.
+    private var flushQueued = false
 
-    init(router: RPCRouter, maxMessageBytes: Int, windowSize: Int, remoteAddress: String, incoming: AsyncStream<IncomingStream>.Continuation) {
+    init(router: RPCRouter, maxMessageBytes: Int, windowSize: Int, remoteAddress: String, incoming: MessageQueue<IncomingStream>) {
         self.router = router
         self.maxMessageBytes = maxMessageBytes
         self.windowSize = windowSize
@@ -220,7 +224,9 @@ final class StreamSorter: ChannelInboundHandler {
     private func serve(_ id: HTTP2StreamID, _ stream: Collecting, _ context: ChannelHandlerContext) {
         serving.insert(id)
         let responder = UnaryResponder(sorter: NIOLoopBound(self, eventLoop: context.eventLoop), streamID: id)
-        incoming.yield(.unary(UnaryCall(call: stream.call, head: stream.head, body: stream.body, responder: responder)))
+        // Refused only once the connection's task stopped taking streams: the connection is
+        // closing, and the call with it.
+        incoming.enqueue(.unary(UnaryCall(call: stream.call, head: stream.head, body: stream.body, responder: responder)))
     }
 
     /// Passes a stream to the multiplexer: what it read so far, in order.
@@ -240,6 +246,19 @@ final class StreamSorter: ChannelInboundHandler {
         for frame in frames {
             context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: frame)), promise: nil)
         }
-        context.flush()
+        flushSoon()
+    }
+
+    /// Flushes once the loop has run what is queued on it now: the answers that become ready
+    /// together (under load, many per loop turn) go out in one `writev`, and a client reads
+    /// them in one read.
+    func flushSoon() {
+        guard !flushQueued, let context else { return }
+        flushQueued = true
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            bound.value.flushQueued = false
+            bound.value.context?.flush()
+        }
     }
 }

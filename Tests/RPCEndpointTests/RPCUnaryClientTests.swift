@@ -15,6 +15,9 @@ struct RPCUnaryClientTests {
     /// Answers `n` with `n` times "x"; 0 waits (for the deadline and cancellation tests);
     /// 1 fails with a status.
     static let repeatX = RPCMethod(service: "test.v1.Unary", name: "RepeatX", kind: .unary)
+    /// RepeatX behind an admission check that lets everything in: served on a stream channel
+    /// of its own (a unary call with an admission check does not take the sorter's path).
+    static let admittedRepeatX = RPCMethod(service: "test.v1.Unary", name: "AdmittedRepeatX", kind: .unary)
 
     /// Calls the handler has started, so a test can wait for one to be under way.
     final class Started: Sendable {
@@ -34,6 +37,9 @@ struct RPCUnaryClientTests {
             default:
                 return Google_Protobuf_StringValue(String(repeating: "x", count: Int(request.value)))
             }
+        }
+        router.unary(admittedRepeatX, admission: { (_) throws(RPCStatus) in }) { (request: Google_Protobuf_UInt32Value, _) -> Google_Protobuf_StringValue in
+            Google_Protobuf_StringValue(String(repeating: "x", count: Int(request.value)))
         }
         return router
     }
@@ -159,6 +165,41 @@ struct RPCUnaryClientTests {
                         if answer == nil { try await Task.sleep(for: .milliseconds(100)) }
                     }
                     #expect(answer == "xxxx")
+                }
+            }
+        }
+    }
+
+    @Test("a server cancelled while its connection keeps opening streams drops none of them: every call ends, answered or refused, and the process lives on")
+    func serverCancelledWhileStreamsOpen() async throws {
+        // The race is narrow (a stream opened between the cancellation and the connection's
+        // close): ten rounds caught the dropped stream (a crash) in about one run of four before the fix.
+        for _ in 0..<10 {
+            try await Self.withSocketPath { path in
+                unlink(path)
+                let server = RPCServer(configuration: .init(address: .unix(path: path), name: "the test server"), router: Self.router(Started()), logger: Logger(label: "test"))
+                try await withThrowingTaskGroup(of: Void.self) { serving in
+                    serving.addTask { try await server.run() }
+                    _ = try #require(await server.listeningAddress)
+                    let answered = Started()
+                    let ended = try await RPCUnaryClient.withClient(to: .unixSocket(path: path)) { client in
+                        await withTaskGroup(of: Void.self) { calls in
+                            for _ in 0..<400 {
+                                calls.addTask {
+                                    let call = try? await client.call(Self.admittedRepeatX, Google_Protobuf_UInt32Value(3), as: Google_Protobuf_StringValue.self, timeout: .seconds(20))
+                                    if call != nil { answered.count.add(1, ordering: .relaxed) }
+                                }
+                            }
+                            // Cancelled with calls still being opened on the connection.
+                            while answered.count.load(ordering: .relaxed) < 50 { await Task.yield() }
+                            serving.cancelAll()
+                            var count = 0
+                            for await _ in calls { count += 1 }
+                            return count
+                        }
+                    }
+                    try? await serving.waitForAll()
+                    #expect(ended == 400)
                 }
             }
         }

@@ -56,8 +56,9 @@ struct StreamSorterTests {
     struct Harness {
         let channel = EmbeddedChannel()
         let recorder = Recorder()
-        let incoming: AsyncStream<IncomingStream>
-        var iterator: AsyncStream<IncomingStream>.Iterator
+        let incoming = MessageQueue<IncomingStream>(capacity: .max)
+        /// Streams taken from `incoming` but not yet looked at.
+        var taken: [IncomingStream] = []
 
         init() throws {
             var router = RPCRouter()
@@ -67,10 +68,7 @@ struct StreamSorterTests {
             router.bidirectionalSession(StreamSorterTests.guardedSessionMethod, admission: { (_) throws(RPCStatus) in
                 throw RPCStatus(.unauthenticated, "no secret")
             }) { _ in EchoSession() }
-            let (incoming, continuation) = AsyncStream.makeStream(of: IncomingStream.self)
-            self.incoming = incoming
-            self.iterator = incoming.makeAsyncIterator()
-            try channel.pipeline.syncOperations.addHandler(StreamSorter(router: router, maxMessageBytes: 64, windowSize: 65535, remoteAddress: "embedded", incoming: continuation))
+            try channel.pipeline.syncOperations.addHandler(StreamSorter(router: router, maxMessageBytes: 64, windowSize: 65535, remoteAddress: "embedded", incoming: incoming))
             try channel.pipeline.syncOperations.addHandler(recorder)
         }
 
@@ -89,6 +87,12 @@ struct StreamSorterTests {
 
         func created(_ id: Int) -> NIOHTTP2StreamCreatedEvent {
             NIOHTTP2StreamCreatedEvent(streamID: HTTP2StreamID(id), localInitialWindowSize: 65535, remoteInitialWindowSize: 65535)
+        }
+
+        /// The next stream the sorter handed to the connection's task.
+        mutating func nextStream() async -> IncomingStream? {
+            if taken.isEmpty { taken = await incoming.nextBatch() ?? [] }
+            return taken.isEmpty ? nil : taken.removeFirst()
         }
 
         func written() throws -> [HTTP2Frame] {
@@ -114,7 +118,7 @@ struct StreamSorterTests {
         try harness.read(1, Self.data("abc", endStream: true))
         harness.event(harness.created(1))
         harness.readComplete()
-        guard case .unary(let call)? = await harness.iterator.next() else {
+        guard case .unary(let call)? = await harness.nextStream() else {
             Issue.record("expected a unary call")
             return
         }
@@ -185,7 +189,7 @@ struct StreamSorterTests {
         harness.readComplete()
         try harness.read(1, Self.data("abc", endStream: true))
         harness.readComplete()
-        guard case .unary(let call)? = await harness.iterator.next() else {
+        guard case .unary(let call)? = await harness.nextStream() else {
             Issue.record("expected a unary call")
             return
         }
@@ -234,7 +238,7 @@ struct StreamSorterTests {
         harness.readComplete()
         try harness.read(1, .data(.init(data: .byteBuffer(bytes))))
         harness.readComplete()
-        guard case .session(let call)? = await harness.iterator.next() else {
+        guard case .session(let call)? = await harness.nextStream() else {
             Issue.record("expected a session")
             return
         }

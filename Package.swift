@@ -264,7 +264,7 @@ let package = Package(
         ),
         .testTarget(
             name: "RPCEndpointTests",
-            dependencies: ["RPCEndpoint", "AsyncPrimitives", nioCore, nioEmbedded, nioHPACK, nioHTTP2, protobuf, logging],
+            dependencies: ["RPCEndpoint", "AsyncPrimitives", nioCore, nioPosix, nioEmbedded, nioHPACK, nioHTTP2, protobuf, logging],
             swiftSettings: swiftSettings
         ),
         .testTarget(

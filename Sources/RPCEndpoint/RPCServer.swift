@@ -296,13 +296,18 @@ public final class RPCServer: Sendable {
 
     private static func serve(_ connection: Connection, _ dispatcher: StreamDispatcher) async {
         guard case .accepted(let channel, let incoming, let remote) = connection else { return }
+        let loop = EventLoopTaskExecutor(channel.eventLoop)
         await withTaskCancellationHandler {
             // Ends when the connection closes (a protocol error, a reset, a GOAWAY done); the
             // streams still running end with it.
             await withDiscardingTaskGroup { group in
                 while let streams = await incoming.nextBatch() {
                     for stream in streams {
-                        group.addTask { await dispatcher.serve(stream, remoteAddress: remote) }
+                        if case .unary = stream {
+                            group.addTask(executorPreference: loop) { await dispatcher.serve(stream, remoteAddress: remote) }
+                        } else {
+                            group.addTask { await dispatcher.serve(stream, remoteAddress: remote) }
+                        }
                     }
                 }
                 // Cancelled: what was handed over is still served, in cancelled tasks, so each

@@ -27,6 +27,7 @@ struct UnaryResponder: Sendable {
 
     func send(_ frames: [HTTP2Frame.FramePayload]) {
         let (sorter, streamID) = (sorter, streamID)
+        if sorter.eventLoop.inEventLoop { return sorter.value.respond(on: streamID, frames) }
         sorter.eventLoop.execute { sorter.value.respond(on: streamID, frames) }
     }
 }

@@ -4,6 +4,7 @@ import Glibc
 import Foundation
 import Logging
 import NIOCore
+import NIOPosix
 @testable import RPCEndpoint
 import SwiftProtobuf
 import Synchronization
@@ -18,6 +19,9 @@ struct RPCUnaryClientTests {
     /// RepeatX behind an admission check that lets everything in: served on a stream channel
     /// of its own (a unary call with an admission check does not take the sorter's path).
     static let admittedRepeatX = RPCMethod(service: "test.v1.Unary", name: "AdmittedRepeatX", kind: .unary)
+    /// Says where its handler ran: "loop" on an event loop's thread, "pool" elsewhere; after
+    /// a suspension too.
+    static let whereHandled = RPCMethod(service: "test.v1.Unary", name: "WhereHandled", kind: .unary)
 
     /// Calls the handler has started, so a test can wait for one to be under way.
     final class Started: Sendable {
@@ -37,6 +41,12 @@ struct RPCUnaryClientTests {
             default:
                 return Google_Protobuf_StringValue(String(repeating: "x", count: Int(request.value)))
             }
+        }
+        router.unary(whereHandled) { (_: Google_Protobuf_Empty, _) -> Google_Protobuf_StringValue in
+            let before = MultiThreadedEventLoopGroup.currentEventLoop != nil
+            try await Task.sleep(for: .milliseconds(1))
+            let after = MultiThreadedEventLoopGroup.currentEventLoop != nil
+            return Google_Protobuf_StringValue([before, after].map { $0 ? "loop" : "pool" }.joined(separator: ","))
         }
         router.unary(admittedRepeatX, admission: { (_) throws(RPCStatus) in }) { (request: Google_Protobuf_UInt32Value, _) -> Google_Protobuf_StringValue in
             Google_Protobuf_StringValue(String(repeating: "x", count: Int(request.value)))
@@ -200,6 +210,18 @@ struct RPCUnaryClientTests {
                     }
                     try? await serving.waitForAll()
                     #expect(ended == 400)
+                }
+            }
+        }
+    }
+
+    @Test("a unary call's handler runs on its connection's event loop, and is resumed there after it waited")
+    func unaryHandlersRunOnTheLoop() async throws {
+        try await Self.withSocketPath { path in
+            try await Self.withServer(at: path) {
+                try await RPCUnaryClient.withClient(to: .unixSocket(path: path)) { client in
+                    let answer = try await client.call(Self.whereHandled, Google_Protobuf_Empty(), as: Google_Protobuf_StringValue.self, timeout: .seconds(20))
+                    #expect(answer.value == "loop,loop")
                 }
             }
         }

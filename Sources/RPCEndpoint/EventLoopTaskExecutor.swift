@@ -1,11 +1,11 @@
 import NIOCore
 
-/// Runs a task's jobs on an event loop. A unary call's handler preferring its connection's
-/// loop starts there without a thread hop, is resumed there by the answer that arrives on
-/// the same loop (the worker's stream, when it shares the loop) without a wake-up, and
-/// writes its response without another hop; the global pool made each of those a hand-off
-/// between threads. The handlers it runs must not block: they share the loop with the
-/// connection's I/O.
+/// Runs a task's jobs on an event loop. A connection's task and its unary calls' tasks
+/// prefer the connection's loop: a call read there starts in the same loop turn, is resumed
+/// there by an answer that arrives on the same loop (the worker's stream, when it shares the
+/// loop) without a wake-up, and writes its response without another hop; the global pool
+/// made each of those a hand-off between threads. What it runs must not block: it shares the
+/// loop with the connection's I/O.
 final class EventLoopTaskExecutor: TaskExecutor {
     private let eventLoop: any EventLoop
 

@@ -63,7 +63,13 @@ public final class RPCServer: Sendable {
             try await listener.executeThenClose { inbound in
                 try await withThrowingDiscardingTaskGroup { group in
                     for try await connection in inbound {
-                        group.addTask { await Self.serve(connection, dispatcher) }
+                        // On the connection's own loop: a stream it hands over is taken in the
+                        // same loop turn, with no thread between (see `serve`).
+                        if case .accepted(let channel, _, _) = connection {
+                            group.addTask(executorPreference: EventLoopTaskExecutor(channel.eventLoop)) { await Self.serve(connection, dispatcher) }
+                        } else {
+                            group.addTask { await Self.serve(connection, dispatcher) }
+                        }
                     }
                 }
             }
@@ -296,17 +302,20 @@ public final class RPCServer: Sendable {
 
     private static func serve(_ connection: Connection, _ dispatcher: StreamDispatcher) async {
         guard case .accepted(let channel, let incoming, let remote) = connection else { return }
-        let loop = EventLoopTaskExecutor(channel.eventLoop)
         await withTaskCancellationHandler {
             // Ends when the connection closes (a protocol error, a reset, a GOAWAY done); the
-            // streams still running end with it.
+            // streams still running end with it. This task runs on the connection's loop
+            // (`run`), and so do a unary call's tasks, which inherit that: they start in the
+            // loop turn that read the call, are resumed there by an answer arriving on the same
+            // loop, and write their response without a hop. Every other stream's task (a
+            // session's timers, a streaming handler) goes to the global pool.
             await withDiscardingTaskGroup { group in
                 while let streams = await incoming.nextBatch() {
                     for stream in streams {
                         if case .unary = stream {
-                            group.addTask(executorPreference: loop) { await dispatcher.serve(stream, remoteAddress: remote) }
-                        } else {
                             group.addTask { await dispatcher.serve(stream, remoteAddress: remote) }
+                        } else {
+                            group.addTask(executorPreference: globalConcurrentExecutor) { await dispatcher.serve(stream, remoteAddress: remote) }
                         }
                     }
                 }

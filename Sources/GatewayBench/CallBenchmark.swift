@@ -79,9 +79,12 @@ public struct CallBenchmark: Sendable {
     /// `concurrency` callers, each calling in a loop until `duration` has passed.
     private func drive(client: AdminClient, for duration: Duration, counter: SharedCounter) async throws -> [Sample] {
         let deadline = ContinuousClock.now + duration
+        // On the connection's loop: a call and its answer cost no hand-off between threads,
+        // and the calls started together go out in one write.
+        let executor = try await client.callerExecutor()
         let samples = try await withThrowingTaskGroup(of: [Sample].self) { group in
             for _ in 0..<configuration.concurrency {
-                group.addTask {
+                group.addTask(executorPreference: executor) {
                     var samples: [Sample] = []
                     var request = self.configuration.request
                     while ContinuousClock.now < deadline {

@@ -103,11 +103,18 @@ public final class PostgresInventory: Inventory, Service {
             probeNow.enqueue(())
             throw InventoryError(code: .unavailable, message: "inventory \(displayName) is unreachable: \(error)")
         }
+        let started = ContinuousClock.now
         do {
             return try await withDeadline(configuration.queryTimeout) { try await self.lookup(mac: mac, ip: ip) }
         } catch let error as InventoryError {
             throw error
         } catch is CancellationError {
+            // Given up on by the caller (the gateway's deadline, a `cancel`) after waiting a
+            // second or more: a pool stuck reconnecting to a database that went away looks
+            // like this, with no error to classify, so the probe looks now rather than at
+            // its next interval (30 s by default). A lookup cancelled because another
+            // environment answered first is cancelled within milliseconds.
+            if ContinuousClock.now - started >= .seconds(1) { probeNow.enqueue(()) }
             throw CancellationError()
         } catch {
             throw classify(error, during: "lookup")

@@ -66,7 +66,7 @@ struct PostgresInventoryTests {
             await server.stop()
             let during = try await cluster.lookup(mac: "52:54:00:aa:00:01", timeoutMs: 1500)
             #expect(during.response.outcome != .ok && during.response.outcome != .notFound, "a database that is down is not 'not found': \(during.response)")
-            #expect(await poll(timeout: .seconds(20)) { worker.log.contains("inventory database unreachable") })
+            #expect(await poll(timeout: .seconds(20)) { worker.log.contains("inventory database unreachable") }, "\(worker.log.suffix(3000))")
             // What `systemctl status` shows for the worker's unit (or the supervisor reads).
             #expect(await notify.waitFor("unreachable since", timeout: .seconds(20)), "\(notify.messages.suffix(3))")
             async let later = cluster.lookup(mac: "52:54:00:aa:00:01", timeoutMs: 60_000)

@@ -136,7 +136,7 @@ let package = Package(
         // FindVPSByLease handler on it.
         .target(
             name: "LeaseInventory",
-            dependencies: ["TextFormats", "AsyncPrimitives", "GatewayProtocol", "GatewayWorker", grdb, postgres, nioSSL, logging, lifecycle, protobuf],
+            dependencies: ["TextFormats", "AsyncPrimitives", "GatewayProtocol", "GatewayWorker", grdb, postgres, nioCore, nioPosix, nioSSL, logging, lifecycle, protobuf],
             swiftSettings: swiftSettings
         ),
         // A client of the admin socket, for the CLI and the benchmark.
@@ -249,7 +249,7 @@ let package = Package(
         ),
         .testTarget(
             name: "LeaseInventoryTests",
-            dependencies: ["TextFormats", "LeaseInventory", "GatewayWorker", "GatewayProtocol", grdb, protobuf],
+            dependencies: ["TextFormats", "LeaseInventory", "GatewayWorker", "GatewayProtocol", grdb, protobuf, nioCore, nioPosix],
             swiftSettings: swiftSettings
         ),
         .testTarget(

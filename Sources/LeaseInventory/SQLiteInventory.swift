@@ -1,5 +1,7 @@
 import Foundation
 import GRDB
+import NIOCore
+import NIOPosix
 import Synchronization
 import GatewayProtocol
 public import TextFormats
@@ -29,6 +31,8 @@ public struct SQLiteInventory: Inventory {
     /// so concurrent lookups do not queue on one connection's dispatch queue: waiting there
     /// parked the thread (a futex round trip) and cost more than the query.
     private let lookupConnections: ConnectionStack
+    /// The read transaction of each event loop's current turn (``ownerAtOnce(mac:ip:)``).
+    private let turnReads = TurnReads()
 
     /// Opens and checks the file: it must exist, be a SQLite database and have the tables
     /// and columns the lookup reads.
@@ -40,6 +44,9 @@ public struct SQLiteInventory: Inventory {
         var configuration = Configuration()
         configuration.readonly = true
         configuration.label = "inventory"
+        // A lookup answered on an event loop leaves its read transaction open until the
+        // loop's turn ends (`ownerAtOnce`); every other access closes its own.
+        configuration.allowsUnsafeTransactions = true
         // A lock held by the platform's writer is waited out in `owner`, asleep, not inside
         // SQLite on a blocked thread.
         configuration.busyMode = .immediateError
@@ -113,9 +120,19 @@ public struct SQLiteInventory: Inventory {
 
     /// The lookup without the wait for a writer's lock: `.wouldWait` while one holds it, and
     /// when every connection is busy with lookups in tasks (one of them would be waited for).
+    ///
+    /// On an event loop (the worker's stream reader) the lookups of one loop turn share one
+    /// read transaction, opened by the first and committed once the loop has run what is
+    /// queued on it: SQLite takes and drops its shared lock and checks the file (three
+    /// `fcntl`s and two `stat`s) per transaction, and under load one read brings dozens of
+    /// requests. They all see the file as it was at the turn's first lookup, a moment
+    /// earlier; a writer waits (its busy timeout) for the turn to end, not longer.
     public func ownerAtOnce(mac: MACAddress?, ip: String?) throws -> AtOnce<LeaseOwner?> {
         do {
-            return try lookupHere(mac: mac, ip: ip, sharing: false)
+            guard let loop = MultiThreadedEventLoopGroup.currentEventLoop else {
+                return try lookupHere(mac: mac, ip: ip, sharing: false)
+            }
+            return try lookupInTurn(of: loop, mac: mac, ip: ip)
         } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY {
             return .wouldWait
         } catch {
@@ -161,6 +178,43 @@ public struct SQLiteInventory: Inventory {
                 throw error
             }
         }
+    }
+
+    /// A lookup in the read transaction of `loop`'s current turn, opening it (and queueing its
+    /// commit for the turn's end) when it is the turn's first.
+    private func lookupInTurn(of loop: any EventLoop, mac: MACAddress?, ip: String?) throws -> AtOnce<LeaseOwner?> {
+        if let connection = turnReads.connection(of: loop) {
+            do {
+                return .answered(try connection.unsafeRead { db in try self.lookup(db, mac: mac, ip: ip) })
+            } catch {
+                endTurn(of: loop, committing: false)
+                throw error
+            }
+        }
+        guard let connection = try lookupConnections.take(sharing: false) else { return .wouldWait }
+        do {
+            let owner = try connection.unsafeRead { db in
+                try db.cachedStatement(sql: "BEGIN DEFERRED TRANSACTION").execute()
+                return try self.lookup(db, mac: mac, ip: ip)
+            }
+            turnReads.open(connection, on: loop)
+            loop.execute { self.endTurn(of: loop, committing: true) }
+            return .answered(owner)
+        } catch {
+            connection.unsafeRead { db in if db.isInsideTransaction { try? db.rollback() } }
+            lookupConnections.giveBack(connection)
+            throw error
+        }
+    }
+
+    /// Closes `loop`'s turn transaction, if one is open, and gives its connection back.
+    private func endTurn(of loop: any EventLoop, committing: Bool) {
+        guard let connection = turnReads.close(on: loop) else { return }
+        connection.unsafeRead { db in
+            if committing, (try? db.cachedStatement(sql: "COMMIT TRANSACTION").execute()) != nil { return }
+            if db.isInsideTransaction { try? db.rollback() }
+        }
+        lookupConnections.giveBack(connection)
     }
 
     /// Lookups running at once beyond this share the connections (and queue on them).
@@ -211,6 +265,23 @@ public struct SQLiteInventory: Inventory {
 
     private static func owner(_ row: Row, _ match: LeaseOwner.Match) -> LeaseOwner {
         LeaseOwner(vpsID: row["vps_id"] ?? "", organizationID: row["organization_id"] ?? "", matchedBy: match)
+    }
+}
+
+/// The connection whose read transaction each event loop's current turn holds.
+private final class TurnReads: Sendable {
+    private let open = Mutex<[ObjectIdentifier: DatabaseQueue]>([:])
+
+    func connection(of loop: any EventLoop) -> DatabaseQueue? {
+        open.withLock { $0[ObjectIdentifier(loop)] }
+    }
+
+    func open(_ connection: DatabaseQueue, on loop: any EventLoop) {
+        open.withLock { $0[ObjectIdentifier(loop)] = connection }
+    }
+
+    func close(on loop: any EventLoop) -> DatabaseQueue? {
+        open.withLock { $0.removeValue(forKey: ObjectIdentifier(loop)) }
     }
 }
 

@@ -4,6 +4,8 @@ import GRDB
 import GatewayProtocol
 import GatewayWorker
 import LeaseInventory
+import NIOCore
+import NIOPosix
 import SwiftProtobuf
 import Testing
 import TextFormats
@@ -112,6 +114,46 @@ struct InventoryTests {
                 _ = try await inventory.owner(mac: MACAddress("52:54:00:00:00:01"), ip: nil)
             }
         }
+    }
+
+    @Test("lookups answered at once on an event loop share one read transaction per loop turn: a writer cannot commit while the turn runs and can once it has ended")
+    func lookupsOfOneLoopTurnShareATransaction() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("inventory-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("inventory.sqlite3").path
+        try SampleInventory.create(at: path, environment: "test", rows: 0)
+        var immediate = Configuration()
+        immediate.busyMode = .immediateError
+        let writer = try DatabaseQueue(path: path, configuration: immediate)
+        try await writer.write { db in try db.execute(sql: "INSERT INTO vps_instances VALUES ('vps-a', 'org', '52:54:00:00:00:01', NULL)") }
+        let inventory = try SQLiteInventory(path: path)
+        let insert = "INSERT INTO vps_instances VALUES ('vps-b', 'org', '52:54:00:00:00:02', NULL)"
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let turn = try await loop.submit {
+            let first = try inventory.ownerAtOnce(mac: MACAddress("52:54:00:00:00:01"), ip: nil)
+            // The turn's transaction holds SQLite's shared lock: the writer's commit is refused.
+            let writerGotIn = (try? writer.write { db in try db.execute(sql: insert) }) != nil
+            let second = try inventory.ownerAtOnce(mac: MACAddress("52:54:00:00:00:02"), ip: nil)
+            return (first, writerGotIn, second)
+        }.get()
+        guard case .answered(let first) = turn.0, case .answered(let second) = turn.2 else {
+            Issue.record("a lookup on an idle inventory would have waited")
+            return
+        }
+        #expect(first?.vpsID == "vps-a")
+        #expect(!turn.1, "a writer committed while the turn's read transaction was open")
+        #expect(second == nil)
+        // The turn has ended once the loop ran what was queued before this.
+        try await loop.submit {}.get()
+        try await writer.write { db in try db.execute(sql: insert) }
+        let next = try await loop.submit { try inventory.ownerAtOnce(mac: MACAddress("52:54:00:00:00:02"), ip: nil) }.get()
+        guard case .answered(let owner) = next else {
+            Issue.record("a lookup after the write would have waited")
+            return
+        }
+        #expect(owner?.vpsID == "vps-b", "the next turn sees the write")
+        try writer.close()
     }
 
     @Test("500 lookups at once, more than there are connections, each get their own row")

@@ -43,13 +43,13 @@ public struct AdminClient: Sendable {
         }
     }
 
-    /// Sends one request through the gateway and waits for its outcome.
     /// Where a task making many calls (`bench`'s callers) runs cheapest: the connection's
     /// event loop.
     public func callerExecutor() async throws -> any TaskExecutor {
         try await client.callerExecutor()
     }
 
+    /// Sends one request through the gateway and waits for its outcome.
     public func call(_ request: AdminCallRequest) async throws -> AdminCallResponse {
         let timeoutMs = request.timeoutMs == 0 ? 10_000 : Int64(request.timeoutMs)
         // The gateway answers at its own deadline; allow for the trip over the socket. Enforced

@@ -55,7 +55,7 @@ final class RequestExecutions: Sendable {
     @discardableResult
     func start(
         _ request: GatewayRequest, replyTo: MessageQueue<GatewayMessage>,
-        answerAtOnce: (GatewayRequest, RequestRun) -> Bool = { _, _ in false },
+        answerAtOnce: (GatewayRequest, RequestRun) -> Bool,
         execute: @escaping @Sendable (GatewayRequest, RequestRun) async -> Void
     ) -> Bool {
         let requestID = request.requestID
@@ -118,13 +118,15 @@ final class RequestExecutions: Sendable {
     }
 
     /// Decides how `requestID`'s run ends unless it was decided already. An answer that wins
-    /// goes into the response cache, then to every stream waiting for it. Returns the ending
-    /// that stands and whether it was this one.
-    fileprivate func end(_ requestID: String, _ ending: Ending) -> (won: Bool, standing: Ending) {
-        let (won, standing, replyTo) = state.withLock { state -> (Bool, Ending, [MessageQueue<GatewayMessage>]) in
+    /// goes into the response cache, then to every stream waiting for it; with
+    /// `cancellingHandler`, the run's task is cancelled first (a deadline answered while the
+    /// handler still runs: it sees the cancellation before anyone sees the answer). Returns the
+    /// ending that stands and whether it was this one.
+    fileprivate func end(_ requestID: String, _ ending: Ending, cancellingHandler: Bool) -> (won: Bool, standing: Ending) {
+        let (won, standing, replyTo, task) = state.withLock { state -> (Bool, Ending, [MessageQueue<GatewayMessage>], Task<Void, Never>?) in
             // Gone: the run finished, and a deadline timer that fired as it did lost.
-            guard var running = state.running[requestID] else { return (false, ending, []) }
-            if let standing = running.ending { return (false, standing, []) }
+            guard var running = state.running[requestID] else { return (false, ending, [], nil) }
+            if let standing = running.ending { return (false, standing, [], nil) }
             running.ending = ending
             let replyTo = Array(running.replyTo.values)
             running.replyTo = [:]
@@ -132,16 +134,13 @@ final class RequestExecutions: Sendable {
             // Stored before the lock is let go: once `finish` removes the run, a repeat of
             // the id must find the answer here rather than start the handler again.
             if case .answered(let response) = ending { responses.store(response) }
-            return (true, ending, replyTo)
+            return (true, ending, replyTo, cancellingHandler ? running.task : nil)
         }
+        task?.cancel()
         if won, case .answered(let response) = ending {
             for queue in replyTo { queue.enqueue(.response(response)) }
         }
         return (won, standing)
-    }
-
-    fileprivate func cancelTask(_ requestID: String) {
-        state.withLock { $0.running[requestID]?.task }?.cancel()
     }
 
     private func finish(_ requestID: String) {
@@ -194,14 +193,10 @@ struct RequestRun: Sendable {
     fileprivate let executions: RequestExecutions
 
     /// Decides the run's ending unless the handler, the deadline or a `cancel` came first;
-    /// returns the ending that stands and whether it was this one.
-    func end(_ ending: RequestExecutions.Ending) -> (won: Bool, standing: RequestExecutions.Ending) {
-        executions.end(requestID, ending)
-    }
-
-    /// Cancels the run's task, so a handler still going after its deadline was answered
-    /// stops and unwinds.
-    func cancelHandler() {
-        executions.cancelTask(requestID)
+    /// returns the ending that stands and whether it was this one. `cancellingHandler`: when
+    /// it wins, the run's task is cancelled before the answer goes out, so a handler still
+    /// going after its deadline was answered stops and unwinds.
+    func end(_ ending: RequestExecutions.Ending, cancellingHandler: Bool = false) -> (won: Bool, standing: RequestExecutions.Ending) {
+        executions.end(requestID, ending, cancellingHandler: cancellingHandler)
     }
 }

@@ -42,6 +42,14 @@ public protocol InstantMethodHandler<Request, Response>: MethodHandler {
     /// The answer, or nil when it cannot be given without waiting. Must not block: it runs
     /// where the gateway's stream is read. Throws as ``MethodHandler/handle(_:context:)`` does.
     func handleAtOnce(_ request: Request, context: HandlerContext) throws -> Response?
+
+    /// False when this handler never answers at once (what it reads is always a round trip
+    /// away): it is then not asked, so a request is not decoded twice. True by default.
+    var answersAtOnce: Bool { get }
+}
+
+extension InstantMethodHandler {
+    public var answersAtOnce: Bool { true }
 }
 
 /// What a handler knows of the request besides its message.
@@ -73,7 +81,7 @@ package struct RegisteredHandler: Sendable {
         run = { payload, context in
             try method.encode(response: try await handler.handle(try Self.decode(payload, method), context: context))
         }
-        if let instant = handler as? any InstantMethodHandler<Handler.Request, Handler.Response> {
+        if let instant = handler as? any InstantMethodHandler<Handler.Request, Handler.Response>, instant.answersAtOnce {
             runAtOnce = { payload, context in
                 try instant.handleAtOnce(try Self.decode(payload, method), context: context).map { try method.encode(response: $0) }
             }

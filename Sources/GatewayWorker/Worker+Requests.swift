@@ -18,10 +18,7 @@ extension Worker {
             conclude(request, run.end(.answered(failure)).standing, started: started)
             return
         }
-        let context = HandlerContext(
-            requestID: request.requestID, method: request.method,
-            attempt: max(request.attempt, 1), environment: configuration.environment
-        )
+        let context = handlerContext(request)
         logger.debug("handler started", metadata: [
             "request_id": "\(request.requestID)", "method": "\(request.method)", "attempt": "\(request.attempt)",
         ])
@@ -29,9 +26,8 @@ extension Worker {
         // handler is doing, and the handler is cancelled.
         let deadline = DeadlineTimers.shared.schedule(at: self.deadline(of: request)) {
             let failure = GatewayResponse.failure(requestID: request.requestID, code: .deadlineExceeded, error: "the handler did not finish before the request's deadline")
-            let decided = run.end(.answered(failure))
+            let decided = run.end(.answered(failure), cancellingHandler: true)
             guard decided.won else { return }
-            run.cancelHandler()
             self.conclude(request, decided.standing, started: started)
         }
         let ending = await Self.run(handler, request, context)
@@ -53,24 +49,26 @@ extension Worker {
         // A deadline that has passed is answered by the ordinary path's timer.
         if request.hasDeadline && request.deadline.date.timeIntervalSinceNow <= 0 { return false }
         let started = ContinuousClock.now
-        let context = HandlerContext(
-            requestID: request.requestID, method: request.method,
-            attempt: max(request.attempt, 1), environment: configuration.environment
-        )
-        logger.debug("handler started", metadata: [
-            "request_id": "\(request.requestID)", "method": "\(request.method)", "attempt": "\(request.attempt)", "at_once": "true",
-        ])
         let ending: RequestExecutions.Ending
         do {
-            guard let payload = try runAtOnce(request.payload, context) else { return false }
+            guard let payload = try runAtOnce(request.payload, handlerContext(request)) else { return false }
             ending = .answered(.success(requestID: request.requestID, payload: payload))
         } catch {
             ending = .answered(Self.failure(request, error))
         }
+        // Logged once it answered: a handler that would have waited runs again in a task,
+        // which logs its own start (one line per run of the handler that counts).
+        logger.debug("handler started", metadata: [
+            "request_id": "\(request.requestID)", "method": "\(request.method)", "attempt": "\(request.attempt)", "at_once": "true",
+        ])
         let decided = run.end(ending)
         // Lost only to a `cancel` from another stream, which nothing concluded yet.
         conclude(request, decided.standing, started: started)
         return true
+    }
+
+    private func handlerContext(_ request: GatewayRequest) -> HandlerContext {
+        HandlerContext(requestID: request.requestID, method: request.method, attempt: max(request.attempt, 1), environment: configuration.environment)
     }
 
     /// Counts and logs a run's ending, once: by the one that decided it.

@@ -30,6 +30,9 @@ public struct FindVPSByLeaseHandler: InstantMethodHandler {
         return try answer(found, mac: mac, ip: ip, context: context)
     }
 
+    /// Only an inventory that can answer at once (SQLite) is asked at once.
+    public var answersAtOnce: Bool { inventory.answersAtOnce }
+
     /// The lookup on the calling thread, when the inventory can answer it without waiting
     /// (a SQLite file no writer holds); nil sends the request to ``handle(_:context:)``.
     public func handleAtOnce(_ query: FindVPSByLeaseRequest, context: HandlerContext) throws -> FindVPSByLeaseResponse? {

@@ -17,6 +17,10 @@ public protocol Inventory: Sendable {
     /// Must not block. By default every lookup would wait.
     func ownerAtOnce(mac: MACAddress?, ip: String?) throws -> AtOnce<LeaseOwner?>
 
+    /// False when ``ownerAtOnce(mac:ip:)`` always would wait (a database across the network),
+    /// so the worker does not ask it. False by default.
+    var answersAtOnce: Bool { get }
+
     /// One line on whether lookups can be answered now, for the worker's STATUS; nil while
     /// there is nothing to say (a local file).
     var healthLine: String? { get }
@@ -25,6 +29,7 @@ public protocol Inventory: Sendable {
 extension Inventory {
     public var healthLine: String? { nil }
     public func ownerAtOnce(mac: MACAddress?, ip: String?) throws -> AtOnce<LeaseOwner?> { .wouldWait }
+    public var answersAtOnce: Bool { false }
 }
 
 /// A lookup answered on the calling thread, or not without waiting.

@@ -108,7 +108,9 @@ public struct SQLiteInventory: Inventory {
         var pause = Duration.milliseconds(1)
         while true {
             do {
-                if case .answered(let owner) = try lookupHere(mac: mac, ip: ip, sharing: true) { return owner }
+                let connection = try lookupConnections.take()
+                defer { lookupConnections.giveBack(connection) }
+                return try lookupHere(mac: mac, ip: ip, on: connection)
             } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY && ContinuousClock.now < giveUp {
                 try await Task.sleep(for: pause)
                 pause = min(pause * 2, .milliseconds(50))
@@ -118,21 +120,25 @@ public struct SQLiteInventory: Inventory {
         }
     }
 
+    public var answersAtOnce: Bool { true }
+
     /// The lookup without the wait for a writer's lock: `.wouldWait` while one holds it, and
     /// when every connection is busy with lookups in tasks (one of them would be waited for).
     ///
     /// On an event loop (the worker's stream reader) the lookups of one loop turn share one
     /// read transaction, opened by the first and committed once the loop has run what is
-    /// queued on it: SQLite takes and drops its shared lock and checks the file (three
-    /// `fcntl`s and two `stat`s) per transaction, and under load one read brings dozens of
+    /// queued on it: SQLite takes and drops its shared lock and checks the file (`fcntl`s
+    /// and a `stat`) per transaction, and under load one read brings dozens of
     /// requests. They all see the file as it was at the turn's first lookup, a moment
     /// earlier; a writer waits (its busy timeout) for the turn to end, not longer.
     public func ownerAtOnce(mac: MACAddress?, ip: String?) throws -> AtOnce<LeaseOwner?> {
         do {
-            guard let loop = MultiThreadedEventLoopGroup.currentEventLoop else {
-                return try lookupHere(mac: mac, ip: ip, sharing: false)
+            if let loop = MultiThreadedEventLoopGroup.currentEventLoop {
+                return try lookupInTurn(of: loop, mac: mac, ip: ip)
             }
-            return try lookupInTurn(of: loop, mac: mac, ip: ip)
+            guard let connection = try lookupConnections.takeIdle() else { return .wouldWait }
+            defer { lookupConnections.giveBack(connection) }
+            return .answered(try lookupHere(mac: mac, ip: ip, on: connection))
         } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY {
             return .wouldWait
         } catch {
@@ -156,15 +162,13 @@ public struct SQLiteInventory: Inventory {
         }
     }
 
-    /// Not async, so it can only be GRDB's synchronous read. Would wait only when every
-    /// connection is busy and `sharing` is false.
-    private func lookupHere(mac: MACAddress?, ip: String?, sharing: Bool) throws -> AtOnce<LeaseOwner?> {
+    /// One lookup in a read transaction of its own on `connection`. Not async, so it can only
+    /// be GRDB's synchronous read.
+    private func lookupHere(mac: MACAddress?, ip: String?, on connection: DatabaseQueue) throws -> LeaseOwner? {
         // One read transaction around the (up to five) queries: outside one, each statement
         // takes and drops SQLite's shared lock and checks for a hot journal (three fcntl
         // calls and a stat), and most lookups are misses that run them all, since every
         // environment is asked and only one knows the MAC.
-        guard let connection = try lookupConnections.take(sharing: sharing) else { return .wouldWait }
-        defer { lookupConnections.giveBack(connection) }
         // GRDB's `read` parses its BEGIN and COMMIT anew on every call (5 % of a loaded
         // worker); prepared once per connection here, on a connection opened read-only.
         return try connection.unsafeRead { db in
@@ -172,7 +176,7 @@ public struct SQLiteInventory: Inventory {
             do {
                 let owner = try self.lookup(db, mac: mac, ip: ip)
                 try db.cachedStatement(sql: "COMMIT TRANSACTION").execute()
-                return .answered(owner)
+                return owner
             } catch {
                 if db.isInsideTransaction { try? db.rollback() }
                 throw error
@@ -191,7 +195,7 @@ public struct SQLiteInventory: Inventory {
                 throw error
             }
         }
-        guard let connection = try lookupConnections.take(sharing: false) else { return .wouldWait }
+        guard let connection = try lookupConnections.takeIdle() else { return .wouldWait }
         do {
             let owner = try connection.unsafeRead { db in
                 try db.cachedStatement(sql: "BEGIN DEFERRED TRANSACTION").execute()
@@ -211,7 +215,8 @@ public struct SQLiteInventory: Inventory {
     private func endTurn(of loop: any EventLoop, committing: Bool) {
         guard let connection = turnReads.close(on: loop) else { return }
         connection.unsafeRead { db in
-            if committing, (try? db.cachedStatement(sql: "COMMIT TRANSACTION").execute()) != nil { return }
+            if committing { try? db.cachedStatement(sql: "COMMIT TRANSACTION").execute() }
+            // Not committed (or the commit failed): nothing is left open on the connection.
             if db.isInsideTransaction { try? db.rollback() }
         }
         lookupConnections.giveBack(connection)
@@ -298,8 +303,19 @@ private final class ConnectionStack: Sendable {
     }
 
     /// An idle connection, a new one while fewer than the maximum are open, or else one of
-    /// the open ones to share (nil instead, unless `sharing`).
-    func take(sharing: Bool) throws -> DatabaseQueue? {
+    /// the open ones to share.
+    func take() throws -> DatabaseQueue {
+        // Sharing, it always has one to give.
+        try take(sharing: true)!
+    }
+
+    /// An idle connection or a new one; nil when every allowed connection is in use (the
+    /// caller would wait for another's lookup).
+    func takeIdle() throws -> DatabaseQueue? {
+        try take(sharing: false)
+    }
+
+    private func take(sharing: Bool) throws -> DatabaseQueue? {
         enum Choice { case idle(DatabaseQueue), open, share(DatabaseQueue) }
         let choice = state.withLock { state -> Choice in
             if let idle = state.idle.popLast() { return .idle(idle) }

@@ -127,6 +127,20 @@ struct RequestExecutionsTests {
         #expect(await eventually { worker.executions.count == 0 })
     }
 
+    @Test("an instant handler that says it never answers at once (a database across the network) is not asked: its request goes straight to a task")
+    func handlerThatNeverAnswersAtOnceIsNotAsked() async throws {
+        let probe = HandlerProbe()
+        let worker = Self.instantWorker(atOnce: { _ in
+            probe.began()
+            return nil
+        }, answersAtOnce: false, handle: { _ in Data("in a task".utf8) })
+        let queue = MessageQueue<GatewayMessage>(capacity: 16)
+        #expect(Self.start(worker, Self.request("r-remote"), queue))
+        let answer = try #require(await Self.nextResponse(queue))
+        #expect(answer.payload == Data("in a task".utf8))
+        #expect(probe.calls == 0, "handleAtOnce was asked")
+    }
+
     @Test("a repeat that arrives on another stream while the handler answers at once joins the run: the handler runs once and both streams get the answer")
     func repeatDuringAnAnswerAtOnceJoins() async throws {
         let second = MessageQueue<GatewayMessage>(capacity: 16)
@@ -186,6 +200,7 @@ struct RequestExecutionsTests {
     struct InstantPingHandler: InstantMethodHandler {
         let atOnce: @Sendable (Data) throws -> Data?
         let body: @Sendable (Data) async throws -> Data
+        var answersAtOnce = true
         func handleAtOnce(_ request: Data, context: HandlerContext) throws -> Data? { try atOnce(request) }
         func handle(_ request: Data, context: HandlerContext) async throws -> Data { try await body(request) }
     }
@@ -196,9 +211,9 @@ struct RequestExecutionsTests {
         return worker(handlers)
     }
 
-    static func instantWorker(atOnce: @escaping @Sendable (Data) throws -> Data?, handle: @escaping @Sendable (Data) async throws -> Data) -> Worker {
+    static func instantWorker(atOnce: @escaping @Sendable (Data) throws -> Data?, answersAtOnce: Bool = true, handle: @escaping @Sendable (Data) async throws -> Data) -> Worker {
         var handlers = HandlerRegistry()
-        handlers.register(RequestMethods.ping, InstantPingHandler(atOnce: atOnce, body: handle))
+        handlers.register(RequestMethods.ping, InstantPingHandler(atOnce: atOnce, body: handle, answersAtOnce: answersAtOnce))
         return worker(handlers)
     }
 

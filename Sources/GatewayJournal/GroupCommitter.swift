@@ -19,6 +19,11 @@ import Synchronization
 /// its commit. At one call at a time the final row used to get an fsync of its own, which
 /// the next call's pending row then waited behind: two fsyncs per call on the caller's path
 /// instead of one.
+///
+/// After a commit the writer keeps watching for ``submittedWriteDelay`` instead of going
+/// idle: a submitted write arriving then is left for it to find, with no wake-up of its
+/// own. At one call at a time that is one wake of the writer per call (by the next pending
+/// row) instead of two, and no futex call on the answer's path.
 final class GroupCommitter: Sendable {
     /// Writes per transaction at most, so one commit never holds the lock for long.
     static let maximumBatch = 1024
@@ -43,7 +48,9 @@ final class GroupCommitter: Sendable {
         case stop(last: [Write], abandoned: [Write])
     }
 
-    /// Why the writer sleeps, which says what must wake it.
+    /// Why the writer sleeps, which says what must wake it: idle, anything; lingering (a
+    /// submitted write waiting, or a commit just made), only an awaited write or a full
+    /// batch; backing off, nothing but a stop.
     private enum Sleep { case idle, lingering, backingOff }
 
     private struct State {
@@ -60,6 +67,10 @@ final class GroupCommitter: Sendable {
         /// Failed commits in a row; the writer waits longer after each.
         var failedCommits = 0
         var retryAt: DispatchTime?
+        /// When the last commit ended: the writer lingers until ``submittedWriteDelay`` after it.
+        var committedAt: DispatchTime?
+        /// Times a write woke the writer (for the unit tests).
+        var wakingWrites = 0
         var runner: CheckedContinuation<Void, Never>?
     }
 
@@ -125,7 +136,10 @@ final class GroupCommitter: Sendable {
             case .lingering?: wake = !write.submitted || state.queue.count >= Self.maximumBatch
             case .backingOff?, nil: wake = false
             }
-            if wake { state.sleeping = nil }
+            if wake {
+                state.sleeping = nil
+                state.wakingWrites += 1
+            }
             return (true, wake)
         }
         if wake { wakeup.signal() }
@@ -154,6 +168,13 @@ final class GroupCommitter: Sendable {
     /// Writes waiting for the next commit (the unit tests hold the writer back until a batch
     /// has formed).
     var queuedWrites: Int { state.withLock { $0.queue.count } }
+
+    /// How many writes have woken the writer so far (the unit tests check that a final row
+    /// submitted after a commit does not).
+    var wakingWrites: Int { state.withLock { $0.wakingWrites } }
+
+    /// Whether the writer is waiting (idle, lingering or backing off).
+    var writerSleeps: Bool { state.withLock { $0.sleeping != nil } }
 
     /// Ends ``run()`` once what is queued now (and what is submitted until then) is committed.
     func finish() {
@@ -206,6 +227,14 @@ final class GroupCommitter: Sendable {
             return .wait(until: retryAt)
         }
         if state.queue.isEmpty {
+            if let committedAt = state.committedAt {
+                let watchedUntil = committedAt + Self.dispatchInterval(submittedWriteDelay)
+                if now < watchedUntil {
+                    state.sleeping = .lingering
+                    return .wait(until: watchedUntil)
+                }
+                state.committedAt = nil
+            }
             state.sleeping = .idle
             return .wait(until: nil)
         }
@@ -266,6 +295,7 @@ final class GroupCommitter: Sendable {
             state.withLock { state in
                 state.failedCommits = 0
                 state.retryAt = nil
+                state.committedAt = .now()
             }
             if let observer = commitObserver.withLock({ $0 }) { observer.observe(.now - started) }
             for (write, failure) in zip(batch, failures) { write.done?(failure) }

@@ -128,6 +128,30 @@ struct RequestJournalTests {
         }
     }
 
+    @Test("a submitted write arriving within its delay after a commit does not wake the writer; the next awaited write takes it along", .timeLimit(.minutes(1)))
+    func submittedWriteAfterACommitWakesNobody() async throws {
+        try await withJournal { journal, _ in
+            let committer = GroupCommitter(pool: journal.pool, logger: Self.logger, submittedWriteDelay: .seconds(3600))
+            let commits = Mutex(0)
+            committer.commitObserver.withLock { $0 = .init { _ in commits.withLock { $0 += 1 } } }
+            let writer = Task { await committer.run() }
+            try await committer.commit { db in try Self.record("first", now: 1000, deadline: 9000).insert(db) }
+            try #require(await poll { committer.writerSleeps }, "the writer did not go back to sleep after the commit")
+            let wokenBefore = committer.wakingWrites
+            for index in 1...3 {
+                committer.submit { db in try Self.record("final-\(index)", now: 1000, deadline: 9000).insert(db) }
+            }
+            #expect(committer.wakingWrites == wokenBefore, "a submitted write woke the writer that had just committed")
+            try await committer.commit { db in try Self.record("second", now: 1000, deadline: 9000).insert(db) }
+            #expect(committer.wakingWrites == wokenBefore + 1, "the awaited write wakes the writer")
+            #expect(commits.withLock { $0 } == 2, "the submitted writes shared the second commit")
+            #expect(committer.queuedWrites == 0)
+            committer.finish()
+            await writer.value
+            #expect(try journal.stats().countsByState["pending"] == 5)
+        }
+    }
+
     @Test("the commit observer is called at the same stack depth after hundreds of commits (no chain of closure thunks growing per commit)")
     func commitObserverDoesNotGrowPerCommit() async throws {
         try await withRunningJournal { journal, _ in

@@ -19,6 +19,7 @@ let grpcProtobuf = Target.Dependency.product(name: "GRPCProtobuf", package: "grp
 let protobuf = Target.Dependency.product(name: "SwiftProtobuf", package: "swift-protobuf")
 let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
 let grdb = Target.Dependency.product(name: "GRDB", package: "GRDB.swift")
+let grdbSQLite = Target.Dependency.product(name: "GRDBSQLite", package: "GRDB.swift")
 let postgres = Target.Dependency.product(name: "PostgresNIO", package: "postgres-nio")
 let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
 let nioCore = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
@@ -117,7 +118,7 @@ let package = Package(
         // The request journal: migrations, group commit, recovery queries, maintenance.
         .target(
             name: "GatewayJournal",
-            dependencies: ["AsyncPrimitives", "ProcessLifecycle", grdb, crypto, logging, lifecycle],
+            dependencies: ["AsyncPrimitives", "ProcessLifecycle", grdb, grdbSQLite, crypto, logging, lifecycle],
             swiftSettings: swiftSettings
         ),
         // dnsmasq's lease file, the hosts file it serves, and the watcher between them.

@@ -135,16 +135,50 @@ extension JournalRecord {
 
     /// Inserts the row unless its request id exists (then `db.changesCount` is 0).
     func insert(_ db: Database) throws {
-        try db.cachedStatement(sql: """
+        var statement = try DirectStatement(db, sql: """
             INSERT INTO requests (request_id, method, target_environment, target_instance, payload, origin, state, attempts,
                 created_at, updated_at, next_attempt_at, deadline_at, lease_owner, responder_instance, responder_environment,
                 outcome, result_payload, error)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (request_id) DO NOTHING
-            """).execute(arguments: [
-                requestID, method, targetEnvironment, targetInstance, payload, origin, state.rawValue, attempts,
-                createdAt, updatedAt, nextAttemptAt, deadlineAt, leaseOwner, responderInstance, responderEnvironment,
-                outcome?.rawValue, resultPayload, error,
-            ])
+            """)
+        statement.bind(requestID)
+        statement.bind(method)
+        statement.bind(targetEnvironment)
+        statement.bind(targetInstance)
+        statement.bind(payload)
+        statement.bind(origin)
+        statement.bind(state.rawValue)
+        statement.bind(attempts)
+        statement.bind(createdAt)
+        statement.bind(updatedAt)
+        statement.bind(nextAttemptAt)
+        statement.bind(deadlineAt)
+        statement.bind(leaseOwner)
+        statement.bind(responderInstance)
+        statement.bind(responderEnvironment)
+        statement.bind(outcome?.rawValue)
+        statement.bind(resultPayload)
+        statement.bind(error)
+        try statement.run(db)
+    }
+
+    /// Writes a terminal row's end (state, outcome, responder, result) over its unfinished one.
+    func writeEnd(_ db: Database) throws {
+        var statement = try DirectStatement(db, sql: """
+            UPDATE requests SET state = ?, outcome = ?, attempts = ?, responder_instance = ?, responder_environment = ?,
+                result_payload = ?, error = ?, updated_at = ?, lease_owner = NULL
+            WHERE request_id = ?
+            """)
+        statement.bind(state.rawValue)
+        statement.bind(outcome?.rawValue)
+        statement.bind(attempts)
+        statement.bind(responderInstance)
+        statement.bind(responderEnvironment)
+        statement.bind(resultPayload)
+        statement.bind(error)
+        statement.bind(updatedAt)
+        statement.bind(requestID)
+        try statement.run(db)
     }
 }

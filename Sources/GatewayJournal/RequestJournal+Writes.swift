@@ -60,16 +60,7 @@ extension RequestJournal {
     /// commit, whether it succeeded or not.
     public func finish(_ final: JournalRecord, whenWritten: @escaping @Sendable () -> Void = {}) {
         precondition(final.state.isTerminal, "finish takes a terminal state")
-        committer.submit(whenDone: whenWritten) { db in
-            try db.cachedStatement(sql: """
-                UPDATE requests SET state = ?, outcome = ?, attempts = ?, responder_instance = ?, responder_environment = ?,
-                    result_payload = ?, error = ?, updated_at = ?, lease_owner = NULL
-                WHERE request_id = ?
-                """).execute(arguments: [
-                    final.state.rawValue, final.outcome?.rawValue, final.attempts, final.responderInstance, final.responderEnvironment,
-                    final.resultPayload, final.error, final.updatedAt, final.requestID,
-                ])
-        }
+        committer.submit(whenDone: whenWritten) { db in try final.writeEnd(db) }
     }
 
     /// Which rows a replay takes.

@@ -35,6 +35,52 @@ struct RequestJournalTests {
         }
     }
 
+    @Test("a row's every value reads back as written, through the insert and the final row: empty and absent text and blobs, non-ASCII text, 64-bit times")
+    func rowValuesRoundTrip() async throws {
+        try await withRunningJournal { journal, _ in
+            var record = JournalRecord(
+                requestID: "r-ü-\u{1F600}", method: "FindVPSByLease", payload: Data(),
+                targetEnvironment: "", targetInstance: "instance ø", origin: "admin", now: 1_765_000_000_123, deadline: Int64.max - 1
+            )
+            record.state = .inFlight
+            record.attempts = 1
+            record.leaseOwner = "pid 1@host"
+            guard case .inserted = try await journal.insert(record) else {
+                Issue.record("the row was not inserted")
+                return
+            }
+            #expect(try journal.record(record.requestID) == record, "the pending row read back differs")
+
+            var final = record
+            final.state = .completed
+            final.outcome = .ok
+            final.attempts = 2
+            final.responderInstance = "prod-1"
+            final.responderEnvironment = nil
+            final.resultPayload = Data([0, 1, 2, 0xFF, 0])
+            final.error = "über: a worker's error text"
+            final.updatedAt = 1_765_000_000_999
+            final.leaseOwner = nil
+            let written = Mutex(false)
+            journal.finish(final) { written.withLock { $0 = true } }
+            #expect(await poll { written.withLock { $0 } }, "the final row was not written")
+            let readBack = try journal.record(record.requestID)
+            #expect(readBack == final, "the final row read back differs: \(String(describing: readBack))")
+
+            var emptyResult = final
+            emptyResult.requestID = "r-empty-result"
+            emptyResult.resultPayload = Data()
+            emptyResult.error = ""
+            _ = try await journal.insert(record.with(id: "r-empty-result"))
+            let emptyWritten = Mutex(false)
+            journal.finish(emptyResult) { emptyWritten.withLock { $0 = true } }
+            #expect(await poll { emptyWritten.withLock { $0 } })
+            let stored = try journal.record("r-empty-result")
+            #expect(stored?.resultPayload == Data(), "an empty answer is stored empty, not absent")
+            #expect(stored?.error == "")
+        }
+    }
+
     @Test("writes waiting together share one commit, and a refused write fails alone while the others are recorded")
     func groupCommitWithRefusedWrite() async throws {
         try await withJournal { journal, _ in
@@ -433,4 +479,12 @@ func poll(timeout: Duration = .seconds(20), _ condition: () -> Bool) async -> Bo
         try? await Task.sleep(for: .milliseconds(1))
     }
     return condition()
+}
+
+extension JournalRecord {
+    func with(id: String) -> JournalRecord {
+        var copy = self
+        copy.requestID = id
+        return copy
+    }
 }

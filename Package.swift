@@ -240,7 +240,7 @@ let package = Package(
         ),
         .testTarget(
             name: "GatewayJournalTests",
-            dependencies: ["GatewayJournal", grdb, logging],
+            dependencies: ["GatewayJournal", grdb, grdbSQLite, logging],
             swiftSettings: swiftSettings
         ),
         .testTarget(

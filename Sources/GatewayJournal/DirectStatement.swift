@@ -17,6 +17,10 @@ struct DirectStatement: ~Copyable {
     private let statement: Statement
     private let handle: SQLiteStatement
     private var position: Int32 = 0
+    /// The first value SQLite refused to bind (too big, out of memory), thrown by ``run(_:)``:
+    /// SQLite leaves such a parameter NULL, and a nullable column would then be written
+    /// without its value (a completed row without its answer) instead of failing.
+    private var refusedBind: (position: Int32, code: Int32)?
 
     init(_ db: Database, sql: String) throws {
         statement = try db.cachedStatement(sql: sql)
@@ -29,42 +33,42 @@ struct DirectStatement: ~Copyable {
     mutating func bind(_ value: String?) {
         position += 1
         guard var value else {
-            sqlite3_bind_null(handle, position)
+            check(sqlite3_bind_null(handle, position))
             return
         }
         let position = self.position, handle = self.handle
-        value.withUTF8 { bytes in
+        check(value.withUTF8 { bytes in
             if let base = bytes.baseAddress, !bytes.isEmpty {
-                _ = base.withMemoryRebound(to: CChar.self, capacity: bytes.count) { text in
+                base.withMemoryRebound(to: CChar.self, capacity: bytes.count) { text in
                     sqlite3_bind_text64(handle, position, text, sqlite3_uint64(bytes.count), Self.transient, UInt8(SQLITE_UTF8))
                 }
             } else {
                 // An empty string has no base address, and a NULL pointer would bind NULL.
-                _ = sqlite3_bind_text(handle, position, "", 0, nil)
+                sqlite3_bind_text(handle, position, "", 0, nil)
             }
-        }
+        })
     }
 
     mutating func bind(_ value: Data?) {
         position += 1
         guard let value else {
-            sqlite3_bind_null(handle, position)
+            check(sqlite3_bind_null(handle, position))
             return
         }
         let position = self.position, handle = self.handle
-        value.withUnsafeBytes { bytes in
+        check(value.withUnsafeBytes { bytes in
             // An empty blob has no base address, and a NULL pointer would bind NULL.
             if let base = bytes.baseAddress, !bytes.isEmpty {
-                _ = sqlite3_bind_blob64(handle, position, base, sqlite3_uint64(bytes.count), Self.transient)
+                sqlite3_bind_blob64(handle, position, base, sqlite3_uint64(bytes.count), Self.transient)
             } else {
-                _ = sqlite3_bind_zeroblob(handle, position, 0)
+                sqlite3_bind_zeroblob(handle, position, 0)
             }
-        }
+        })
     }
 
     mutating func bind(_ value: Int64) {
         position += 1
-        sqlite3_bind_int64(handle, position, value)
+        check(sqlite3_bind_int64(handle, position, value))
     }
 
     mutating func bind(_ value: Int) { bind(Int64(value)) }
@@ -73,6 +77,13 @@ struct DirectStatement: ~Copyable {
     /// the result code the committer classifies (a full disk, a corrupt file, a refused row).
     consuming func run(_ db: Database) throws {
         precondition(position == sqlite3_bind_parameter_count(handle), "\(statement.sql): \(position) values bound")
+        if let refused = refusedBind {
+            throw DatabaseError(
+                resultCode: ResultCode(rawValue: refused.code),
+                message: "value \(refused.position) could not be bound (\(String(cString: sqlite3_errstr(refused.code))))",
+                sql: statement.sql
+            )
+        }
         var code = sqlite3_step(handle)
         while code == SQLITE_ROW { code = sqlite3_step(handle) }
         guard code == SQLITE_DONE else {
@@ -81,6 +92,10 @@ struct DirectStatement: ~Copyable {
             throw DatabaseError(resultCode: ResultCode(rawValue: code), message: message, sql: statement.sql)
         }
         sqlite3_reset(handle)
+    }
+
+    private mutating func check(_ code: Int32) {
+        if code != SQLITE_OK && refusedBind == nil { refusedBind = (position, code) }
     }
 
     /// SQLite copies the value before the call returns (`SQLITE_TRANSIENT`).

@@ -1,6 +1,7 @@
 import Foundation
 @testable import GatewayJournal
 import GRDB
+import GRDBSQLite
 import Logging
 import Synchronization
 import Testing
@@ -78,6 +79,32 @@ struct RequestJournalTests {
             let stored = try journal.record("r-empty-result")
             #expect(stored?.resultPayload == Data(), "an empty answer is stored empty, not absent")
             #expect(stored?.error == "")
+        }
+    }
+
+    @Test("a value SQLite refuses to bind fails its write, naming the value, instead of leaving that column NULL", .timeLimit(.minutes(1)))
+    func refusedBindFailsTheWrite() async throws {
+        try await withJournal { journal, _ in
+            let committer = GroupCommitter(pool: journal.pool, logger: Self.logger)
+            let writer = Task { await committer.run() }
+            let pending = Self.record("r-1", now: 1000, deadline: 9000)
+            try await committer.commit { db in try pending.insert(db) }
+            var final = Self.final("r-1", .completed, updatedAt: 2000)
+            final.resultPayload = Data(repeating: 7, count: 4096)
+            let refused = await #expect(throws: JournalError.self) {
+                try await committer.commit { [final] db in
+                    // SQLite refuses to bind a value longer than the connection's length limit.
+                    let previous = sqlite3_limit(db.sqliteConnection, SQLITE_LIMIT_LENGTH, 1000)
+                    defer { sqlite3_limit(db.sqliteConnection, SQLITE_LIMIT_LENGTH, previous) }
+                    try final.writeEnd(db)
+                }
+            }
+            #expect("\(refused?.cause.map { "\($0)" } ?? "")".contains("value 6 could not be bound"), "\(String(describing: refused))")
+            committer.finish()
+            await writer.value
+            let stored = try journal.record("r-1")
+            #expect(stored?.state == .pending, "the row was ended without its answer: \(String(describing: stored))")
+            #expect(stored?.resultPayload == nil)
         }
     }
 

@@ -33,7 +33,7 @@ public struct OutgoingCall: Sendable {
 package final class CallRouter: Sendable {
     private let clients: ConnectedClients
     private let rules: AnswerRules
-    private let table = Mutex(CallTable())
+    private let table: Mutex<CallTable>
     private let idleWaiters = Mutex<[CheckedContinuation<Void, Never>]>([])
     private let logger: Logger
     /// Answers a method's rule refused, one warning per instance and minute.
@@ -45,7 +45,13 @@ package final class CallRouter: Sendable {
 
     /// - Parameter answeringEnvironments: when not empty, a call without an environment goes
     ///   to these environments only, and "not found" needs an answer from each of them.
-    package init(clients: ConnectedClients, rules: AnswerRules = .builtIn, answeringEnvironments: Set<String> = [], logger: Logger) {
+    /// - Parameter cancelGrace: how long a `cancel` is held back for the receiver's own answer
+    ///   (``CallTable/defaultCancelGrace``; the tests hold them longer).
+    package init(
+        clients: ConnectedClients, rules: AnswerRules = .builtIn, answeringEnvironments: Set<String> = [],
+        cancelGrace: Duration = CallTable.defaultCancelGrace, logger: Logger
+    ) {
+        self.table = Mutex(CallTable(cancelGrace: cancelGrace))
         self.answering = Mutex(answeringEnvironments)
         self.clients = clients
         self.rules = rules
@@ -55,6 +61,9 @@ package final class CallRouter: Sendable {
 
     /// Calls in flight right now.
     package var pendingCount: Int { table.withLock { $0.count } }
+
+    /// Cancels held back for their receivers' own answers right now.
+    package var heldCancelCount: Int { table.withLock { $0.heldCancelCount } }
 
     /// True once the gateway shuts down: calls without a receiver end ``CallResult/Outcome/interrupted``.
     package var isStopping: Bool { clients.isClosed }
@@ -176,6 +185,10 @@ package final class CallRouter: Sendable {
             for requestID in table.requestIDs {
                 effects.merge(table.abandon(requestID, outcome: .interrupted, reason: "the gateway is shutting down"))
             }
+            // Shutting down: the receivers hear now, not after the grace.
+            let held = table.takeDueCancels(now: .now, all: true)
+            effects.cancel += held.cancel
+            effects.sweepAt = nil
             return effects
         }
         perform(effects)
@@ -225,6 +238,12 @@ package final class CallRouter: Sendable {
     private func perform(_ effects: CallTable.Effects) {
         for connection in effects.released { connection.requestEnded() }
         for (requestID, connection) in effects.cancel { _ = connection.send(.cancel(requestID: requestID)) }
+        if let sweepAt = effects.sweepAt {
+            _ = DeadlineTimers.shared.schedule(at: sweepAt) { [weak self] in
+                guard let self else { return }
+                perform(table.withLock { $0.takeDueCancels(now: .now) })
+            }
+        }
         for (continuation, result) in effects.completions { continuation.resume(returning: result) }
         if !effects.completions.isEmpty, pendingCount == 0 {
             for waiter in idleWaiters.withLock({ waiters in defer { waiters = [] }; return waiters }) { waiter.resume() }

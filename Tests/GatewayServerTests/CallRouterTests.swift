@@ -1,3 +1,4 @@
+import AsyncPrimitives
 import Foundation
 import GatewayProtocol
 @testable import GatewayServer
@@ -42,6 +43,41 @@ struct CallRouterTests {
         #expect(cancel?.request.requestID == "r1")
         #expect(router.pendingCount == 0)
         #expect([a, b, c].allSatisfy { $0.connection.inFlightCount == 0 })
+    }
+
+    @Test("a receiver that answers after the call ended, within the cancel grace, gets no cancel; one still silent gets its cancel")
+    func answerWithinGraceNeedsNoCancel() async {
+        // A grace no test run reaches: only interruptAll sends the held cancels.
+        let router = CallRouter(clients: clients, cancelGrace: .seconds(3600), logger: Logger(label: "test"))
+        let a = FakeClient("a"), b = FakeClient("b", environment: "beta"), c = FakeClient("c", environment: "dev")
+        for client in [a, b, c] { _ = clients.register(client.connection) }
+        async let result = router.call(call("r20"))
+        for client in [a, b, c] { #expect(await client.next()?.messageType == .request) }
+        router.deliver(found("r20", vps: "vps-a"), from: a.connection)
+        #expect(await result.outcome == .ok)
+        #expect(router.heldCancelCount == 2, "b and c still hold the request")
+        router.deliver(.failure(requestID: "r20", code: .notFound, error: "no"), from: b.connection)
+        #expect(router.heldCancelCount == 1, "b answered: its cancel is dropped")
+        #expect(router.interruptAll() == 0)
+        let cancel = await c.next()
+        #expect(cancel?.messageType == .cancel && cancel?.request.requestID == "r20")
+        #expect(b.sent.takeBatch() == nil, "b answered and still got a cancel")
+        #expect(router.heldCancelCount == 0)
+        #expect([a, b, c].allSatisfy { $0.connection.inFlightCount == 0 })
+    }
+
+    @Test("a held cancel for a stream that closes is dropped, not sent")
+    func heldCancelOfClosedStreamIsDropped() async {
+        let router = CallRouter(clients: clients, cancelGrace: .seconds(3600), logger: Logger(label: "test"))
+        let a = FakeClient("a"), b = FakeClient("b", environment: "beta")
+        for client in [a, b] { _ = clients.register(client.connection) }
+        async let result = router.call(call("r21"))
+        for client in [a, b] { #expect(await client.next()?.messageType == .request) }
+        router.deliver(found("r21", vps: "vps-a"), from: a.connection)
+        #expect(await result.outcome == .ok)
+        #expect(router.heldCancelCount == 1)
+        router.connectionClosed(b.connection, reason: "stream closed")
+        #expect(router.heldCancelCount == 0)
     }
 
     @Test("when everyone answers not found the outcome is not_found, naming them")

@@ -174,7 +174,7 @@ let package = Package(
         // Where logs go: standard error as text or JSON lines.
         .target(
             name: "LogOutput",
-            dependencies: [logging],
+            dependencies: [logging, nioCore, nioPosix],
             swiftSettings: swiftSettings
         ),
         // What the roles export for Prometheus: the metric definitions, the registry, /metrics.
@@ -213,7 +213,7 @@ let package = Package(
         ),
         .testTarget(
             name: "LogOutputTests",
-            dependencies: ["LogOutput", logging],
+            dependencies: ["LogOutput", logging, nioCore, nioPosix],
             swiftSettings: swiftSettings
         ),
         .testTarget(

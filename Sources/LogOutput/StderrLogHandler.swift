@@ -1,7 +1,6 @@
 import Foundation
 // Public: this module is a swift-log backend.
 public import Logging
-import Synchronization
 
 /// A swift-log backend for standard error: one line per entry, as text for people or as JSON
 /// for log shippers. Metadata values are printed as given; callers keep secrets out of them.
@@ -159,22 +158,9 @@ public struct StderrLogHandler: LogHandler {
         return text
     }
 
-    private static let lock = Mutex(())
-
-    /// One write(2) per line, under a lock, so concurrent entries never interleave.
+    /// Whole lines, in order; on an event loop, written at the end of the loop turn
+    /// (``LineWriter``).
     private static func write(_ bytes: [UInt8]) {
-        lock.withLock { _ in
-            bytes.withUnsafeBytes { buffer in
-                var offset = 0
-                while offset < buffer.count {
-                    let written = Foundation.write(2, buffer.baseAddress! + offset, buffer.count - offset)
-                    if written < 0 {
-                        if errno == EINTR { continue }
-                        return  // stderr is gone; nothing sensible to report it to
-                    }
-                    offset += written
-                }
-            }
-        }
+        LineWriter.standardError.emit(bytes)
     }
 }

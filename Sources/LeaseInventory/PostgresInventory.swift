@@ -107,6 +107,8 @@ public final class PostgresInventory: Inventory, Service {
         do {
             return try await withDeadline(configuration.queryTimeout) { try await self.lookup(mac: mac, ip: ip) }
         } catch let error as InventoryError {
+            // The lookup's own time limit: a pool stuck reconnecting gives no error either.
+            probeNow.enqueue(())
             throw error
         } catch is CancellationError {
             // Given up on by the caller (the gateway's deadline, a `cancel`) after waiting a
@@ -225,6 +227,9 @@ public final class PostgresInventory: Inventory, Service {
             }
             markReachable()
             return .success(())
+        } catch is CancellationError {
+            // Stopping: says nothing about the database.
+            return .failure(InventoryError(code: .unavailable, message: "the probe was stopped"))
         } catch {
             let failure = (error as? InventoryError)
                 ?? InventoryError(code: Self.isConfigurationProblem(error) ? .unreadable : .unavailable, message: Self.describe(error))
@@ -388,6 +393,9 @@ func withDeadline<Result: Sendable>(_ limit: Duration, _ body: @escaping @Sendab
         }
         defer { group.cancelAll() }
         guard let first = try await group.next(), let result = first else {
+            // Cancelled from outside, the timer child may end first: that is the caller's
+            // cancellation, not a timeout (which was taken for one, and woke no probe).
+            try Task.checkCancellation()
             throw InventoryError(code: .unavailable, message: "no answer within \(limit)")
         }
         return result

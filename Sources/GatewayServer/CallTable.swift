@@ -88,6 +88,9 @@ package struct CallTable {
     /// Adds a call; false when a call with the same request id is already in flight.
     package mutating func start(_ requestID: String, _ pending: Pending) -> Bool {
         guard calls[requestID] == nil else { return false }
+        // The request is wanted again (a retry, a replay): a cancel held from its last run
+        // would stop this one at the receivers.
+        heldCancels[requestID] = nil
         calls[requestID] = pending
         return true
     }

@@ -66,6 +66,27 @@ struct CallRouterTests {
         #expect([a, b, c].allSatisfy { $0.connection.inFlightCount == 0 })
     }
 
+    @Test("a held cancel is dropped when the same request id goes out again, so the new attempt is not cancelled")
+    func heldCancelDroppedByARetry() async {
+        let router = CallRouter(clients: clients, cancelGrace: .seconds(3600), logger: Logger(label: "test"))
+        let a = FakeClient("a"), b = FakeClient("b", environment: "beta")
+        for client in [a, b] { _ = clients.register(client.connection) }
+        async let first = router.call(call("r22"))
+        for client in [a, b] { #expect(await client.next()?.messageType == .request) }
+        router.deliver(found("r22", vps: "vps-a"), from: a.connection)
+        #expect(await first.outcome == .ok)
+        #expect(router.heldCancelCount == 1, "b's cancel is held")
+        async let second = router.call(call("r22"))
+        for client in [a, b] { #expect(await client.next()?.messageType == .request) }
+        #expect(router.heldCancelCount == 0, "the retry dropped the held cancel")
+        router.deliver(found("r22", vps: "vps-b"), from: b.connection)
+        #expect(await second.outcome == .ok)
+        #expect(router.interruptAll() == 0)
+        let cancel = await a.next()
+        #expect(cancel?.messageType == .cancel, "a, still holding the second attempt, gets its cancel")
+        #expect(b.sent.takeBatch() == nil, "b got a cancel for the attempt it answered")
+    }
+
     @Test("a held cancel for a stream that closes is dropped, not sent")
     func heldCancelOfClosedStreamIsDropped() async {
         let router = CallRouter(clients: clients, cancelGrace: .seconds(3600), logger: Logger(label: "test"))

@@ -88,9 +88,15 @@ public struct StderrLogHandler: LogHandler {
     }
 
     private static func appendValue(_ value: String, to line: inout [UInt8]) {
-        let needsQuotes = value.isEmpty || value.utf8.contains { byte in
-            byte <= 0x20 || byte == 0x7F || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "=") || byte == UInt8(ascii: "\\")
+        // A native string's bytes are contiguous: scanning and copying them as a buffer is
+        // several times cheaper than walking its UTF8View (about 1.5 % of a loaded worker).
+        let plain = value.utf8.withContiguousStorageIfAvailable { bytes -> Bool in
+            guard !bytes.isEmpty, !bytes.contains(where: needsQuoting) else { return false }
+            line.append(contentsOf: bytes)
+            return true
         }
+        if plain == true { return }
+        let needsQuotes = value.isEmpty || value.utf8.contains(where: needsQuoting)
         guard needsQuotes else {
             line += value.utf8
             return
@@ -112,6 +118,10 @@ public struct StderrLogHandler: LogHandler {
             }
         }
         line.append(UInt8(ascii: "\""))
+    }
+
+    private static func needsQuoting(_ byte: UInt8) -> Bool {
+        byte <= 0x20 || byte == 0x7F || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "=") || byte == UInt8(ascii: "\\")
     }
 
     private static func hexDigit(_ nibble: UInt8) -> UInt8 {

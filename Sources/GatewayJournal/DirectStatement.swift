@@ -31,39 +31,36 @@ struct DirectStatement: ~Copyable {
     }
 
     mutating func bind(_ value: String?) {
-        position += 1
-        guard var value else {
-            check(sqlite3_bind_null(handle, position))
-            return
-        }
-        let position = self.position, handle = self.handle
-        check(value.withUTF8 { bytes in
-            if let base = bytes.baseAddress, !bytes.isEmpty {
-                base.withMemoryRebound(to: CChar.self, capacity: bytes.count) { text in
-                    sqlite3_bind_text64(handle, position, text, sqlite3_uint64(bytes.count), Self.transient, UInt8(SQLITE_UTF8))
-                }
-            } else {
-                // An empty string has no base address, and a NULL pointer would bind NULL.
-                sqlite3_bind_text(handle, position, "", 0, nil)
-            }
-        })
+        guard var value else { return bindNull() }
+        value.withUTF8 { bind(bytes: UnsafeRawBufferPointer($0), asText: true) }
     }
 
     mutating func bind(_ value: Data?) {
+        guard let value else { return bindNull() }
+        value.withUnsafeBytes { bind(bytes: $0, asText: false) }
+    }
+
+    private mutating func bindNull() {
         position += 1
-        guard let value else {
-            check(sqlite3_bind_null(handle, position))
-            return
+        check(sqlite3_bind_null(handle, position))
+    }
+
+    /// An empty value has no base address, and a NULL pointer would bind NULL: it is bound
+    /// as an empty text or blob instead.
+    private mutating func bind(bytes: UnsafeRawBufferPointer, asText: Bool) {
+        position += 1
+        let count = sqlite3_uint64(bytes.count)
+        let base = bytes.isEmpty ? nil : bytes.baseAddress
+        switch (asText, base) {
+        case (true, let base?):
+            check(sqlite3_bind_text64(handle, position, base.assumingMemoryBound(to: CChar.self), count, Self.transient, UInt8(SQLITE_UTF8)))
+        case (true, nil):
+            check(sqlite3_bind_text(handle, position, "", 0, nil))
+        case (false, let base?):
+            check(sqlite3_bind_blob64(handle, position, base, count, Self.transient))
+        case (false, nil):
+            check(sqlite3_bind_zeroblob(handle, position, 0))
         }
-        let position = self.position, handle = self.handle
-        check(value.withUnsafeBytes { bytes in
-            // An empty blob has no base address, and a NULL pointer would bind NULL.
-            if let base = bytes.baseAddress, !bytes.isEmpty {
-                sqlite3_bind_blob64(handle, position, base, sqlite3_uint64(bytes.count), Self.transient)
-            } else {
-                sqlite3_bind_zeroblob(handle, position, 0)
-            }
-        })
     }
 
     mutating func bind(_ value: Int64) {

@@ -65,11 +65,8 @@ public final class RPCServer: Sendable {
                     for try await connection in inbound {
                         // On the connection's own loop: a stream it hands over is taken in the
                         // same loop turn, with no thread between (see `serve`).
-                        if case .accepted(let channel, _, _) = connection {
-                            group.addTask(executorPreference: EventLoopTaskExecutor(channel.eventLoop)) { await Self.serve(connection, dispatcher) }
-                        } else {
-                            group.addTask { await Self.serve(connection, dispatcher) }
-                        }
+                        let loop: (any TaskExecutor)? = if case .accepted(let channel, _, _) = connection { EventLoopTaskExecutor(channel.eventLoop) } else { nil }
+                        group.addTask(executorPreference: loop) { await Self.serve(connection, dispatcher) }
                     }
                 }
             }
@@ -312,11 +309,8 @@ public final class RPCServer: Sendable {
             await withDiscardingTaskGroup { group in
                 while let streams = await incoming.nextBatch() {
                     for stream in streams {
-                        if case .unary = stream {
-                            group.addTask { await dispatcher.serve(stream, remoteAddress: remote) }
-                        } else {
-                            group.addTask(executorPreference: globalConcurrentExecutor) { await dispatcher.serve(stream, remoteAddress: remote) }
-                        }
+                        let executor: (any TaskExecutor)? = if case .unary = stream { nil } else { globalConcurrentExecutor }
+                        group.addTask(executorPreference: executor) { await dispatcher.serve(stream, remoteAddress: remote) }
                     }
                 }
                 // Cancelled: what was handed over is still served, in cancelled tasks, so each

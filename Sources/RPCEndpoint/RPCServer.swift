@@ -65,8 +65,12 @@ public final class RPCServer: Sendable {
                     for try await connection in inbound {
                         // On the connection's own loop: a stream it hands over is taken in the
                         // same loop turn, with no thread between (see `serve`).
-                        let loop: (any TaskExecutor)? = if case .accepted(let channel, _, _) = connection { EventLoopTaskExecutor(channel.eventLoop) } else { nil }
-                        group.addTask(executorPreference: loop) { await Self.serve(connection, dispatcher) }
+                        // Never `executorPreference: nil` (see `serve`).
+                        if case .accepted(let channel, _, _) = connection {
+                            group.addTask(executorPreference: EventLoopTaskExecutor(channel.eventLoop)) { await Self.serve(connection, dispatcher) }
+                        } else {
+                            group.addTask { await Self.serve(connection, dispatcher) }
+                        }
                     }
                 }
             }
@@ -306,10 +310,16 @@ public final class RPCServer: Sendable {
             // loop turn that read the call, are resumed there by an answer arriving on the same
             // loop, and write their response without a hop. Every other stream's task (a
             // session's timers, a streaming handler) goes to the global pool.
+            //
+            // The loop is named for each unary call rather than inherited: with Swift 6.3.1,
+            // `addTask(executorPreference: nil)` inherits the parent's preference in a debug
+            // build but drops it in an optimised one, so a release gateway ran every unary
+            // call on the global pool while the debug-built tests saw the loop.
+            let loop = EventLoopTaskExecutor(channel.eventLoop)
             await withDiscardingTaskGroup { group in
                 while let streams = await incoming.nextBatch() {
                     for stream in streams {
-                        let executor: (any TaskExecutor)? = if case .unary = stream { nil } else { globalConcurrentExecutor }
+                        let executor: any TaskExecutor = if case .unary = stream { loop } else { globalConcurrentExecutor }
                         group.addTask(executorPreference: executor) { await dispatcher.serve(stream, remoteAddress: remote) }
                     }
                 }

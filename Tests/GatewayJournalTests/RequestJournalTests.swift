@@ -99,7 +99,8 @@ struct RequestJournalTests {
                     try final.writeEnd(db)
                 }
             }
-            #expect("\(refused?.cause.map { "\($0)" } ?? "")".contains("value 6 could not be bound"), "\(String(describing: refused))")
+            let cause = refused?.cause.map { "\($0)" } ?? ""
+            #expect(cause.contains("value 6 could not be bound"), "\(String(describing: refused))")
             committer.finish()
             await writer.value
             let stored = try journal.record("r-1")

@@ -7,7 +7,7 @@ import Testing
 @Suite("Log lines written whole and in order")
 struct LineWriterTests {
     /// A pipe whose read end does not block; closed when the test ends.
-    private final class Pipe {
+    private final class Pipe: Sendable {
         let readEnd: Int32
         let writeEnd: Int32
 

@@ -9,7 +9,7 @@
 #   LOADGEN=../shared/peers/go-seed/bin/loadgen scripts/profile.sh   # a lighter load generator
 #
 # Knobs: PROFILE=gateway|worker|none (default gateway), WORKERS=1..3 (1), JOURNAL=full|off
-# (full), CONCURRENCY (64), SECONDS_ (8), LOADGEN (default: `BIN bench`, which costs about as
+# (full), CONCURRENCY (64), SECONDS_ (8), LOG_LEVEL (info: every call's audit line), LOADGEN (default: `BIN bench`, which costs about as
 # much CPU per call as the gateway does; the Go load generator of ../shared/peers costs a
 # quarter of that). Output: the load generator's JSON line, CPU µs per call per process, and
 # with PROFILE set `perf report` reading hints; the perf data stays in $PROFILE_OUT
@@ -34,7 +34,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-export GATEWAY_API_SECRET="profile-secret" VPS_GATEWAY_API_SECRET="profile-secret" VPS_GATEWAY_LOG_LEVEL=info
+export GATEWAY_API_SECRET="profile-secret" VPS_GATEWAY_API_SECRET="profile-secret" VPS_GATEWAY_LOG_LEVEL="${LOG_LEVEL:-info}"
 export VPS_GATEWAY_MIGRATIONS="${VPS_GATEWAY_MIGRATIONS:-$PWD/migrations}"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 sock="$work/admin.sock"

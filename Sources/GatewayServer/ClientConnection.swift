@@ -2,7 +2,6 @@ package import AsyncPrimitives
 public import Foundation
 package import GatewayProtocol
 import Synchronization
-package import Telemetry
 
 /// Identifies one stream for its whole life; never reused within a process, so a stream
 /// that was replaced can never remove its successor.
@@ -48,7 +47,7 @@ package final class ClientConnection: Sendable {
     package let id: ConnectionID
     package let identity: ClientIdentity
     private let outbound: MessageQueue<GatewayMessage>
-    private let metrics: MetricsRegistry?
+    private let counted: StreamMessageCounters?
     private let onClose: (@Sendable () -> Void)?
     private let state: Mutex<State>
     private let inFlight = Atomic<Int>(0)
@@ -61,19 +60,19 @@ package final class ClientConnection: Sendable {
     }
 
     /// - Parameters:
-    ///   - metrics: counts the messages queued, by type.
+    ///   - counted: counts the messages queued, by type.
     ///   - onClose: told when the gateway closes the stream (``close(_:)``).
     package init(
         identity: ClientIdentity,
         outbound: MessageQueue<GatewayMessage>,
-        metrics: MetricsRegistry? = nil,
+        counted: StreamMessageCounters? = nil,
         onClose: (@Sendable () -> Void)? = nil,
         now: ContinuousClock.Instant = .now
     ) {
         self.id = .make()
         self.identity = identity
         self.outbound = outbound
-        self.metrics = metrics
+        self.counted = counted
         self.onClose = onClose
         self.state = Mutex(State(lastSeen: now))
     }
@@ -81,7 +80,7 @@ package final class ClientConnection: Sendable {
     /// Queues a message; false when the queue is full or the stream has ended.
     package func send(_ message: GatewayMessage) -> Bool {
         guard outbound.enqueue(message) else { return false }
-        metrics?.increment(Metric.streamMessages, "out", message.messageType?.rawValue ?? "unknown")
+        counted?.count(message.messageType)
         return true
     }
 

@@ -33,7 +33,7 @@ struct ClientStreams: Sendable {
     let settings: Settings
     let clients: ConnectedClients
     let router: CallRouter
-    let metrics: MetricsRegistry?
+    let metrics: HotMetrics?
     let logger: Logger
     /// Told after an environment's set of registered clients changed.
     let clientsChanged: @Sendable (_ environment: String) -> Void
@@ -46,7 +46,7 @@ struct ClientStreams: Sendable {
     private let duplicateInstances: RefusalLog
 
     init(
-        settings: Settings, clients: ConnectedClients, router: CallRouter, metrics: MetricsRegistry?, logger: Logger,
+        settings: Settings, clients: ConnectedClients, router: CallRouter, metrics: HotMetrics?, logger: Logger,
         clientsChanged: @escaping @Sendable (String) -> Void, environmentAppeared: @escaping @Sendable (String) -> Void
     ) {
         self.settings = settings
@@ -79,7 +79,7 @@ struct ClientStreams: Sendable {
         // Checked before `registered` is queued too, so the refusal is the stream's only answer
         // (a registration racing this one can still fill the last place: `register` decides).
         if clients.isFull(for: identity.instanceID) { throw refuseAsFull(identity, remoteAddress: remoteAddress) }
-        let connection = ClientConnection(identity: identity, outbound: outbound, metrics: metrics, onClose: onClose)
+        let connection = ClientConnection(identity: identity, outbound: outbound, counted: metrics?.streamOut, onClose: onClose)
         guard connection.send(.registered) else {
             throw RPCStatus(.internal, "could not queue 'registered'")
         }
@@ -138,8 +138,9 @@ struct ClientStreams: Sendable {
 
     fileprivate func handle(_ message: GatewayMessage, from connection: ClientConnection) {
         connection.touch()
-        metrics?.increment(Metric.streamMessages, "in", message.messageType?.rawValue ?? "unknown")
-        switch message.messageType {
+        let type = message.messageType
+        metrics?.streamIn.count(type)
+        switch type {
         case .heartbeat:
             connection.recordHeartbeat(at: message.hasHeartbeat ? message.heartbeat.date : Date())
         case .response:

@@ -46,8 +46,8 @@ public final class Gateway: Service, Sendable {
     /// The stream port as bound (a configured port 0 becomes the kernel's choice).
     private let boundStreamPort = Mutex<Int?>(nil)
     let metrics: MetricsRegistry?
-    /// Method names as metric labels: a bounded set, so a caller cannot grow the exposition.
-    let methodLabels: MetricLabels
+    /// The metrics counted per call, resolved once.
+    let hotMetrics: HotMetrics?
     /// Repeated refusals of unauthenticated streams, one log line per peer and minute.
     let refusedStreams: RefusalLog
     /// The client streams, each from `register` to its end.
@@ -86,7 +86,8 @@ public final class Gateway: Service, Sendable {
         self.methodMessages = MethodMessages(methods: methods)
         self.instanceLock = instanceLock
         self.metrics = metrics
-        self.methodLabels = MetricLabels(limit: 32)
+        let hotMetrics = metrics.map(HotMetrics.init)
+        self.hotMetrics = hotMetrics
         self.configuration = configuration
         self.refusedStreams = RefusalLog(logger: logger, message: "refused a stream: missing or wrong API secret")
         let clients = ConnectedClients(limit: configuration.maxClients)
@@ -104,7 +105,7 @@ public final class Gateway: Service, Sendable {
         }
         self.leaseWatcher = leaseWatcher
         self.streams = ClientStreams(
-            settings: .init(configuration), clients: clients, router: router, metrics: metrics, logger: logger,
+            settings: .init(configuration), clients: clients, router: router, metrics: hotMetrics, logger: logger,
             clientsChanged: { environment in Self.recordClients(of: environment, clients, metrics) },
             // "Not found" from the others was said without this environment.
             environmentAppeared: { environment in leaseWatcher?.forgetNotFound(reason: "environment \(environment) registered") }
@@ -129,10 +130,7 @@ public final class Gateway: Service, Sendable {
 
     /// Counts a finished admin call.
     func recordCall(method: String, outcome: String, duration: Duration) {
-        guard let metrics else { return }
-        let method = methodLabels.label(for: method)
-        metrics.increment(Metric.calls, method, outcome)
-        metrics.record(Metric.callDuration, method, duration: duration)
+        hotMetrics?.calls.record(method: method, outcome: outcome, duration: duration)
     }
 
     /// Sets the clients gauge of `environment` to its registered count.
@@ -359,22 +357,4 @@ enum StartupCondition: Hashable, Sendable {
     case listening, recovered
     /// Not a start condition: set when the drain begins.
     case draining
-}
-
-/// Label values from outside (method names), at most `limit` distinct ones; the rest are
-/// counted as `other`.
-final class MetricLabels: Sendable {
-    private let seen = Mutex<Set<String>>([])
-    private let limit: Int
-
-    init(limit: Int) { self.limit = limit }
-
-    func label(for value: String) -> String {
-        seen.withLock { seen in
-            if seen.contains(value) { return value }
-            guard seen.count < limit, value.utf8.count <= 64, !value.isEmpty else { return "other" }
-            seen.insert(value)
-            return value
-        }
-    }
 }

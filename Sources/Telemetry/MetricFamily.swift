@@ -16,15 +16,17 @@ public struct MetricFamily: Sendable, Hashable {
     public let kind: Kind
     public let labels: [String]
 
+    /// `vps_gateway_calls_total`: stored, since every recording looks its handle up by it.
+    public let name: String
+
     public init(_ baseName: String, unit: String, kind: Kind, labels: [String] = [], help: String) {
         self.baseName = baseName
         self.unit = unit
         self.kind = kind
         self.labels = labels
         self.help = help
+        self.name = unit.isEmpty ? baseName : "\(baseName)_\(unit)"
     }
-
-    public var name: String { unit.isEmpty ? baseName : "\(baseName)_\(unit)" }
 }
 
 /// From a quick in-memory answer (100 µs) to a call that ran into its deadline (30 s).

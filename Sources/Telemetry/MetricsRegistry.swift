@@ -6,7 +6,8 @@ import Synchronization
 /// Built on swift-prometheus's registry directly rather than through swift-metrics'
 /// factory: the factory registers every metric without help text, and `promtool check
 /// metrics` (what an operator's CI runs on an exposition) refuses metrics without HELP.
-/// Handles are cached per label set, so recording costs a lock and a dictionary lookup.
+/// Handles are cached per label set, so recording costs a lock and a dictionary lookup;
+/// ``counter(_:_:)`` and ``histogram(_:_:)`` give a handle to keep, which costs neither.
 public final class MetricsRegistry: Sendable {
     private let registry = PrometheusCollectorRegistry()
     private let handles = Mutex<[Key: Handle]>([:])
@@ -37,6 +38,31 @@ public final class MetricsRegistry: Sendable {
     /// Records a duration into a histogram.
     public func record(_ family: MetricFamily, _ labels: String..., duration: Duration) {
         if case .histogram(let histogram) = handle(family, labels) { histogram.record(duration) }
+    }
+
+    /// A counter of one label set, looked up once: counting through it takes no lock and
+    /// builds no key. For the counts made on every call (stream messages, call outcomes).
+    public struct CounterHandle: Sendable {
+        fileprivate let counter: Counter
+        public func increment(by amount: Int64 = 1) { counter.increment(by: amount) }
+    }
+
+    /// A histogram of one label set, looked up once (see ``CounterHandle``).
+    public struct HistogramHandle: Sendable {
+        fileprivate let histogram: DurationHistogram
+        public func record(_ duration: Duration) { histogram.record(duration) }
+    }
+
+    /// The counter of `family` with these label values, to keep and count through.
+    public func counter(_ family: MetricFamily, _ labels: String...) -> CounterHandle {
+        guard case .counter(let counter) = handle(family, labels) else { preconditionFailure("\(family.name) is not a counter") }
+        return CounterHandle(counter: counter)
+    }
+
+    /// The histogram of `family` with these label values, to keep and record through.
+    public func histogram(_ family: MetricFamily, _ labels: String...) -> HistogramHandle {
+        guard case .histogram(let histogram) = handle(family, labels) else { preconditionFailure("\(family.name) is not a histogram") }
+        return HistogramHandle(histogram: histogram)
     }
 
     /// The exposition, `text/plain; version=0.0.4`.

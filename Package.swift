@@ -223,7 +223,7 @@ let package = Package(
         ),
         .testTarget(
             name: "GatewayServerTests",
-            dependencies: ["AsyncPrimitives", "GatewayServer", "GatewayProtocol", grpcCore, logging, protobuf],
+            dependencies: ["AsyncPrimitives", "GatewayServer", "GatewayProtocol", "Telemetry", grpcCore, logging, protobuf],
             swiftSettings: swiftSettings
         ),
         // README "Adding a method", compiled and run: a method end to end, in process.

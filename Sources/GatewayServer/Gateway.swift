@@ -130,7 +130,7 @@ public final class Gateway: Service, Sendable {
 
     /// Counts a finished admin call.
     func recordCall(method: String, outcome: String, duration: Duration) {
-        hotMetrics?.calls.record(method: method, outcome: outcome, duration: duration)
+        hotMetrics?.calls.record(method, outcome: outcome, duration: duration)
     }
 
     /// Sets the clients gauge of `environment` to its registered count.

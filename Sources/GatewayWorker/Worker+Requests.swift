@@ -77,10 +77,7 @@ extension Worker {
         switch ending {
         case .answered(let response):
             outcome = response.code
-            if let metrics {
-                metrics.increment(Metric.workerRequests, request.method, response.code.isEmpty ? "ok" : response.code)
-                metrics.record(Metric.workerRequestDuration, request.method, duration: ContinuousClock.now - started)
-            }
+            requestMetrics?.record(request.method, outcome: response.code.isEmpty ? "ok" : response.code, duration: ContinuousClock.now - started)
         case .cancelled:
             outcome = "cancelled"
         }

@@ -34,6 +34,8 @@ public final class Worker: Service, Sendable {
 
     /// Where requests and stream states are counted; nil records nothing.
     let metrics: MetricsRegistry?
+    /// Requests answered by method and code, and their durations, resolved once per label set.
+    let requestMetrics: OutcomeMetrics?
     let transport: Transport
 
     /// How the worker reaches its gateways.
@@ -49,6 +51,8 @@ public final class Worker: Service, Sendable {
         self.configuration = configuration
         self.transport = transport
         self.metrics = metrics
+        // Method names come from the gateway: a bounded set of series.
+        self.requestMetrics = metrics.map { OutcomeMetrics($0, counts: Metric.workerRequests, durations: Metric.workerRequestDuration, nameLimit: 32) }
         self.handlers = handlers
         self.logger = logger
         self.responses = ResponseCache(capacity: configuration.responseCacheSize, lifetime: configuration.responseCacheLifetime)

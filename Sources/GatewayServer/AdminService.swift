@@ -83,12 +83,13 @@ struct AdminService: Sendable {
         if !request.async {
             gateway.recordCall(method: request.method, outcome: BenchmarkName.outcome(response.outcome), duration: ContinuousClock.now - started)
         }
+        // `.string` rather than interpolations: each of those built a new string per line.
         gateway.logger.info(request.async ? "call recorded" : "call finished", metadata: [
-            "message_id": "\(LogEventID.callFinished)",
-            "request_id": "\(requestID)", "method": "\(request.method)", "outcome": "\(BenchmarkName.outcome(response.outcome))",
-            "state": "\(response.state)", "attempts": "\(response.attempts)",
-            "instance": "\(response.responderInstance)", "environment": "\(response.responderEnvironment)",
-            "duration_us": "\(timed.durationUs)", "error": "\(response.error)",
+            "message_id": .string(LogEventID.callFinished),
+            "request_id": .string(requestID), "method": .string(request.method), "outcome": .string(BenchmarkName.outcome(response.outcome)),
+            "state": .string(response.state), "attempts": "\(response.attempts)",
+            "instance": .string(response.responderInstance), "environment": .string(response.responderEnvironment),
+            "duration_us": "\(timed.durationUs)", "error": .string(response.error),
         ])
         return timed
     }

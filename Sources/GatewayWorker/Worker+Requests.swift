@@ -82,7 +82,7 @@ extension Worker {
             outcome = "cancelled"
         }
         logger.info("request handled", metadata: [
-            "message_id": "\(LogEventID.requestHandled)",
+            "message_id": .string(LogEventID.requestHandled),
             "request_id": .string(request.requestID), "method": .string(request.method),
             "environment": .string(configuration.environment), "instance": .string(configuration.instanceID),
             "attempt": "\(request.attempt)", "outcome": .string(outcome), "code": .string(outcome),

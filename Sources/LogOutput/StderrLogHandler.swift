@@ -32,20 +32,14 @@ public struct StderrLogHandler: LogHandler {
         // Audit lines are written on every call and request: the text form is built straight
         // into bytes (no Foundation date formatter, no joined arrays), which cut its cost to
         // about a quarter.
-        let merged: Logger.Metadata
-        if metadata.isEmpty {
-            merged = event.metadata ?? [:]
-        } else {
-            var combined = metadata
-            if let extra = event.metadata { combined.merge(extra) { _, new in new } }
-            merged = combined
-        }
         switch format {
         case .text:
-            var line = Self.textLine(time: Self.now(), level: event.level, label: label, message: "\(event.message)", metadata: merged)
+            var line = Self.textLine(time: Self.now(), level: event.level, label: label, message: event.message.description, entries: entries(event.metadata))
             line.append(UInt8(ascii: "\n"))
             Self.write(line)
         case .json:
+            var merged = metadata
+            if let extra = event.metadata { merged.merge(extra) { _, new in new } }
             var object: [String: String] = merged.mapValues(Self.text(of:))
             object["time"] = String(decoding: Self.timestamp(Self.now()), as: UTF8.self)
             object["level"] = event.level.rawValue
@@ -57,24 +51,47 @@ public struct StderrLogHandler: LogHandler {
         }
     }
 
+    /// The entry's metadata and the handler's (the entry's wins a shared key), sorted by key.
+    /// An array sorted once, not a merged dictionary: merging ten entries into the logger's
+    /// one grew and rehashed a dictionary per line, and reading it back in key order hashed
+    /// every key again.
+    private func entries(_ extra: Logger.Metadata?) -> [Entry] {
+        var entries: [Entry] = []
+        entries.reserveCapacity((extra?.count ?? 0) + metadata.count)
+        if let extra { for (key, value) in extra { entries.append(Entry(key: key, value: value)) } }
+        for (key, value) in metadata where extra?[key] == nil { entries.append(Entry(key: key, value: value)) }
+        entries.sort { $0.key < $1.key }
+        return entries
+    }
+
+    struct Entry {
+        var key: String
+        var value: Logger.MetadataValue
+    }
+
     /// `TIME LEVEL LABEL: MESSAGE key=value ...`, keys sorted; a value with a space, `"`, `=`,
     /// a backslash or a control character is quoted with those escaped, so one entry is one
     /// line whatever a tenant put in a hostname.
     static func textLine(time: timespec, level: Logger.Level, label: String, message: String, metadata: Logger.Metadata) -> [UInt8] {
+        textLine(time: time, level: level, label: label, message: message,
+                 entries: metadata.map { Entry(key: $0.key, value: $0.value) }.sorted { $0.key < $1.key })
+    }
+
+    private static func textLine(time: timespec, level: Logger.Level, label: String, message: String, entries: [Entry]) -> [UInt8] {
         var line: [UInt8] = []
-        line.reserveCapacity(160 + 48 * metadata.count)
-        line += timestamp(time)
+        line.reserveCapacity(160 + 48 * entries.count)
+        appendTimestamp(time, to: &line)
         line.append(UInt8(ascii: " "))
         line += level.rawValue.utf8
         line.append(UInt8(ascii: " "))
         line += label.utf8
         line += ": ".utf8
         line += message.utf8
-        for key in metadata.keys.sorted() {
+        for entry in entries {
             line.append(UInt8(ascii: " "))
-            line += key.utf8
+            line += entry.key.utf8
             line.append(UInt8(ascii: "="))
-            appendValue(text(of: metadata[key]!), to: &line)
+            appendValue(text(of: entry.value), to: &line)
         }
         return line
     }
@@ -136,11 +153,16 @@ public struct StderrLogHandler: LogHandler {
 
     /// `2026-11-27T06:00:00.123Z` (UTC, milliseconds).
     static func timestamp(_ time: timespec) -> [UInt8] {
+        var text: [UInt8] = []
+        text.reserveCapacity(24)
+        appendTimestamp(time, to: &text)
+        return text
+    }
+
+    private static func appendTimestamp(_ time: timespec, to text: inout [UInt8]) {
         var seconds = time.tv_sec
         var parts = tm()
         gmtime_r(&seconds, &parts)
-        var text: [UInt8] = []
-        text.reserveCapacity(24)
         func digits(_ value: Int, _ count: Int) {
             var divisor = 1
             for _ in 1..<count { divisor *= 10 }
@@ -165,7 +187,6 @@ public struct StderrLogHandler: LogHandler {
         text.append(UInt8(ascii: "."))
         digits(Int(time.tv_nsec) / 1_000_000, 3)
         text.append(UInt8(ascii: "Z"))
-        return text
     }
 
     /// Whole lines, in order; on an event loop, written at the end of the loop turn

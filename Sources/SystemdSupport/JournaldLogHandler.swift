@@ -27,28 +27,59 @@ public struct JournaldLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var merged = metadata
-        if let extra = event.metadata { merged.merge(extra) { _, new in new } }
-        let context = (event.metadata ?? [:]).filter { $0.key != "message_id" }.sorted { $0.key < $1.key }
-            .map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-        var fields = [
-            "MESSAGE=\(event.message)\(context.isEmpty ? "" : " " + context)",
-            "PRIORITY=\(Self.priority(event.level))",
-            "SYSLOG_IDENTIFIER=\(identifier)",
-            "CODE_FILE=\(event.file)",
-            "CODE_LINE=\(event.line)",
-            "CODE_FUNC=\(event.function)",
-        ]
-        for (key, value) in merged {
-            let name = Self.fieldName(key)
-            guard !name.isEmpty, !["MESSAGE", "PRIORITY", "SYSLOG_IDENTIFIER"].contains(name) else { continue }
-            fields.append("\(name)=\(value)")
+        var entry = JournalEntry()
+        Self.fill(&entry, event: event, handlerMetadata: metadata, identifier: identifier)
+        entry.send()
+    }
+
+    /// Every field of one entry, built into one buffer. An audit line is logged on every call
+    /// and every request, so this avoids what the first version did per field: a `String`
+    /// per field, a `strdup` each, a merged metadata dictionary and a Unicode upper-casing of
+    /// every key.
+    static func fill(_ entry: inout JournalEntry, event: LogEvent, handlerMetadata: Logger.Metadata, identifier: String) {
+        entry.begin("MESSAGE")
+        entry.append(event.message.description)
+        if let context = event.metadata {
+            for (key, value) in context.sorted(by: { $0.key < $1.key }) where key != "message_id" {
+                entry.append(" ")
+                entry.append(key)
+                entry.append("=")
+                entry.append(value.description)
+            }
         }
-        Self.send(fields)
+        entry.end()
+        entry.field("PRIORITY", String(priority(event.level)))
+        entry.field("SYSLOG_IDENTIFIER", identifier)
+        entry.field("CODE_FILE", event.file)
+        entry.field("CODE_LINE", String(event.line))
+        entry.field("CODE_FUNC", event.function)
+        // The event's metadata wins a key the logger's also has.
+        for (key, value) in event.metadata ?? [:] { metadataField(&entry, key, value) }
+        for (key, value) in handlerMetadata where event.metadata?[key] == nil { metadataField(&entry, key, value) }
+    }
+
+    private static func metadataField(_ entry: inout JournalEntry, _ key: String, _ value: Logger.MetadataValue) {
+        let name = fieldName(key)
+        guard !name.isEmpty, name != "MESSAGE", name != "PRIORITY", name != "SYSLOG_IDENTIFIER" else { return }
+        entry.field(name, value.description)
     }
 
     /// journald drops fields whose names are not `A-Z0-9_` or start with `_`.
     static func fieldName(_ key: String) -> String {
+        // Our keys are lower-case ASCII: mapped byte by byte, without Unicode case mapping.
+        if key.utf8.allSatisfy({ $0 < 0x80 }) {
+            var bytes = key.utf8.map { byte -> UInt8 in
+                switch byte {
+                case UInt8(ascii: "a")...UInt8(ascii: "z"): byte - 0x20
+                case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): byte
+                default: UInt8(ascii: "_")
+                }
+            }
+            let underscores = bytes.prefix(while: { $0 == UInt8(ascii: "_") }).count
+            bytes.removeFirst(underscores)
+            if let first = bytes.first, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(first) { bytes.insert(UInt8(ascii: "F"), at: 0) }
+            return String(decoding: bytes.prefix(64), as: UTF8.self)
+        }
         var name = String(key.uppercased().unicodeScalars.map { scalar -> Character in
             ("A"..."Z").contains(scalar) || ("0"..."9").contains(scalar) ? Character(scalar) : "_"
         })
@@ -68,13 +99,6 @@ public struct JournaldLogHandler: LogHandler {
         }
     }
 
-    private static func send(_ fields: [String]) {
-        // C copies that outlive the call; each is freed afterwards.
-        let copies = fields.map { strdup($0) }
-        defer { for copy in copies { free(copy) } }
-        let vectors = copies.map { iovec(iov_base: UnsafeMutableRawPointer($0), iov_len: $0.map { strlen($0) } ?? 0) }
-        _ = sd_journal_sendv(vectors, Int32(vectors.count))
-    }
 
     /// True when stderr is connected to journald (systemd sets `$JOURNAL_STREAM` to its
     /// `device:inode`).
@@ -85,5 +109,59 @@ public struct JournaldLogHandler: LogHandler {
         var info = stat()
         guard fstat(2, &info) == 0 else { return false }
         return UInt64(info.st_dev) == device && UInt64(info.st_ino) == inode
+    }
+}
+
+/// The fields of one journal entry (`NAME=value` each) in one buffer, sent with one
+/// `sd_journal_sendv`.
+struct JournalEntry {
+    private var bytes: [UInt8] = []
+    /// Where each field ends in `bytes`.
+    private var ends: [Int] = []
+
+    init() {
+        bytes.reserveCapacity(1024)
+        ends.reserveCapacity(24)
+    }
+
+    mutating func field(_ name: String, _ value: String) {
+        begin(name)
+        append(value)
+        end()
+    }
+
+    mutating func begin(_ name: String) {
+        bytes += name.utf8
+        bytes.append(UInt8(ascii: "="))
+    }
+
+    /// A NUL byte would end the field early for some readers of the journal: it is written
+    /// as `\x00`, so a hostile value shows what it held.
+    mutating func append(_ text: String) {
+        for byte in text.utf8 {
+            if byte == 0 { bytes += #"\x00"#.utf8 } else { bytes.append(byte) }
+        }
+    }
+
+    mutating func end() { ends.append(bytes.count) }
+
+    /// The fields as text (for the tests).
+    var fields: [String] {
+        var start = 0
+        return ends.map { end in
+            defer { start = end }
+            return String(decoding: bytes[start..<end], as: UTF8.self)
+        }
+    }
+
+    func send() {
+        bytes.withUnsafeBytes { buffer in
+            var start = 0
+            let vectors = ends.map { end -> iovec in
+                defer { start = end }
+                return iovec(iov_base: UnsafeMutableRawPointer(mutating: buffer.baseAddress! + start), iov_len: end - start)
+            }
+            _ = sd_journal_sendv(vectors, Int32(vectors.count))
+        }
     }
 }

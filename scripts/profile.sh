@@ -9,10 +9,12 @@
 #   LOADGEN=../shared/peers/go-seed/bin/loadgen scripts/profile.sh   # a lighter load generator
 #
 # Knobs: PROFILE=gateway|worker|none (default gateway), WORKERS=1..3 (1), JOURNAL=full|off
-# (full), CONCURRENCY (64), SECONDS_ (8), LOG_LEVEL (info: every call's audit line), LOADGEN (default: `BIN bench`, which costs about as
-# much CPU per call as the gateway does; the Go load generator of ../shared/peers costs a
-# quarter of that). Output: the load generator's JSON line, CPU µs per call per process, and
-# with PROFILE set `perf report` reading hints; the perf data stays in $PROFILE_OUT
+# (full), CONCURRENCY (64), SECONDS_ (8), LOG_LEVEL (info: every call's audit line), LOADGEN
+# (default: `BIN bench`, which costs about as much CPU per call as the gateway does; the Go
+# load generator of ../shared/peers costs a quarter of that). Output: the load generator's
+# JSON line, CPU µs per call per process, our processes' CPU over the load generator's (a
+# yardstick that moves with the VM's speed), the share of CPU time the host stole during the
+# load, and with PROFILE set `perf report` reading hints; the perf data stays in $PROFILE_OUT
 # (default /tmp/vps-gateway-profile.data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -86,16 +88,18 @@ if [ -n "$target" ]; then
 fi
 # The load generator's own CPU: this shell's children's user+system seconds, before and after.
 # (`times` runs in this shell: a command substitution's subshell has no children of its own.)
-before="$(ticks)"; commits_before="$(commits)"
+# The whole machine's CPU time, for the share the host stole (a VM's `steal` column).
+cpu_times() { awk '/^cpu / { print $2+$3+$4+$5+$6+$7+$8+$9, $9 }' /proc/stat; }
+before="$(ticks)"; commits_before="$(commits)"; cpu_before="$(cpu_times)"
 times > "$work/times"; load_before="$(tail -n 1 "$work/times")"
 result="$(load "${seconds}s")"
 times > "$work/times"; load_after="$(tail -n 1 "$work/times")"
-after="$(ticks)"; commits_after="$(commits)"
+after="$(ticks)"; commits_after="$(commits)"; cpu_after="$(cpu_times)"
 [ -n "$target" ] && wait "$perf_pid"
 echo "$result"
-python3 - "$result" "$before" "$after" "$(getconf CLK_TCK)" "$workers" "$load_before" "$load_after" "$commits_before" "$commits_after" <<'PY'
+python3 - "$result" "$before" "$after" "$(getconf CLK_TCK)" "$workers" "$load_before" "$load_after" "$commits_before" "$commits_after" "$cpu_before" "$cpu_after" <<'PY'
 import json, sys
-result, before, after, tck, workers, load_before, load_after, commits_before, commits_after = sys.argv[1:]
+result, before, after, tck, workers, load_before, load_after, commits_before, commits_after, cpu_before, cpu_after = sys.argv[1:]
 def seconds(times):  # "0m1.234s 0m0.567s": user and system
     total = 0.0
     for part in times.split():
@@ -104,9 +108,20 @@ def seconds(times):  # "0m1.234s 0m0.567s": user and system
     return total
 calls = max(json.loads(result)["requests"], 1)
 names = ["gateway", "production", "beta", "dev"][: 1 + int(workers)]
+ours = 0.0
 for name, b, a in zip(names, before.split(), after.split()):
-    print(f"{name}: {(int(a) - int(b)) * 1e6 / int(tck) / calls:.0f} µs of CPU per call")
-print(f"load generator: {(seconds(load_after) - seconds(load_before)) * 1e6 / calls:.0f} µs of CPU per call")
+    micros = (int(a) - int(b)) * 1e6 / int(tck) / calls
+    ours += micros
+    print(f"{name}: {micros:.0f} µs of CPU per call")
+load = (seconds(load_after) - seconds(load_before)) * 1e6 / calls
+print(f"load generator: {load:.0f} µs of CPU per call")
+# The Go load generator's CPU per call does not depend on our code, but it moves with the
+# VM's speed: our processes' CPU over it compares runs on a VM whose speed drifts.
+if load > 0:
+    print(f"ours over the load generator's: {ours / load:.2f}")
+(t0, st0), (t1, st1) = (map(float, cpu_before.split()), map(float, cpu_after.split()))
+if t1 > t0:
+    print(f"stolen by the host: {100 * (st1 - st0) / (t1 - t0):.0f} % of the machine's CPU time during the load")
 (n0, s0), (n1, s1) = (map(float, commits_before.split()), map(float, commits_after.split()))
 if n1 > n0:
     print(f"journal: {n1 - n0:.0f} group commits, {calls / (n1 - n0):.1f} calls per commit, {(s1 - s0) * 1e6 / (n1 - n0):.0f} µs per commit")

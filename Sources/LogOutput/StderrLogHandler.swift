@@ -64,7 +64,7 @@ public struct StderrLogHandler: LogHandler {
         return entries
     }
 
-    struct Entry {
+    private struct Entry {
         var key: String
         var value: Logger.MetadataValue
     }

@@ -42,21 +42,12 @@ final class LineWriter: Sendable {
     func emit(_ line: [UInt8]) {
         let loop = MultiThreadedEventLoopGroup.currentEventLoop
         let scheduleOn: (any EventLoop)? = state.withLock { state in
+            state.kept += line
             guard let loop else {
-                if state.kept.isEmpty {
-                    write(line)
-                } else {
-                    state.kept += line
-                    write(state.kept)
-                    state.kept.removeAll(keepingCapacity: true)
-                }
+                writeKept(&state)
                 return nil
             }
-            state.kept += line
-            if state.kept.count >= Self.keptBytesLimit {
-                write(state.kept)
-                state.kept.removeAll(keepingCapacity: true)
-            }
+            if state.kept.count >= Self.keptBytesLimit { writeKept(&state) }
             guard !state.flushScheduled else { return nil }
             state.flushScheduled = true
             return loop
@@ -71,10 +62,14 @@ final class LineWriter: Sendable {
     func flush() {
         state.withLock { state in
             state.flushScheduled = false
-            guard !state.kept.isEmpty else { return }
-            write(state.kept)
-            state.kept.removeAll(keepingCapacity: true)
+            writeKept(&state)
         }
+    }
+
+    private func writeKept(_ state: inout State) {
+        guard !state.kept.isEmpty else { return }
+        write(state.kept)
+        state.kept.removeAll(keepingCapacity: true)
     }
 
     /// Under the lock, so concurrent writers never interleave.

@@ -34,7 +34,7 @@ public struct StderrLogHandler: LogHandler {
         // about a quarter.
         switch format {
         case .text:
-            var line = Self.textLine(time: Self.now(), level: event.level, label: label, message: event.message.description, entries: entries(event.metadata))
+            var line = Self.textLine(time: Self.now(), level: event.level, label: label, message: event.message.description, metadata: event.metadata, handlerMetadata: metadata)
             line.append(UInt8(ascii: "\n"))
             Self.write(line)
         case .json:
@@ -51,33 +51,28 @@ public struct StderrLogHandler: LogHandler {
         }
     }
 
-    /// The entry's metadata and the handler's (the entry's wins a shared key), sorted by key.
-    /// An array sorted once, not a merged dictionary: merging ten entries into the logger's
-    /// one grew and rehashed a dictionary per line, and reading it back in key order hashed
-    /// every key again.
-    private func entries(_ extra: Logger.Metadata?) -> [Entry] {
-        var entries: [Entry] = []
-        entries.reserveCapacity((extra?.count ?? 0) + metadata.count)
-        if let extra { for (key, value) in extra { entries.append(Entry(key: key, value: value)) } }
-        for (key, value) in metadata where extra?[key] == nil { entries.append(Entry(key: key, value: value)) }
-        entries.sort { $0.key < $1.key }
-        return entries
-    }
-
     private struct Entry {
         var key: String
         var value: Logger.MetadataValue
     }
 
-    /// `TIME LEVEL LABEL: MESSAGE key=value ...`, keys sorted; a value with a space, `"`, `=`,
-    /// a backslash or a control character is quoted with those escaped, so one entry is one
-    /// line whatever a tenant put in a hostname.
-    static func textLine(time: timespec, level: Logger.Level, label: String, message: String, metadata: Logger.Metadata) -> [UInt8] {
-        textLine(time: time, level: level, label: label, message: message,
-                 entries: metadata.map { Entry(key: $0.key, value: $0.value) }.sorted { $0.key < $1.key })
-    }
-
-    private static func textLine(time: timespec, level: Logger.Level, label: String, message: String, entries: [Entry]) -> [UInt8] {
+    /// `TIME LEVEL LABEL: MESSAGE key=value ...`: the entry's metadata and the handler's (the
+    /// entry's wins a shared key), keys sorted; a value with a space, `"`, `=`, a backslash or
+    /// a control character is quoted with those escaped, so one entry is one line whatever a
+    /// tenant put in a hostname.
+    ///
+    /// The metadata is sorted as one array, not merged into a dictionary: merging ten entries
+    /// into the logger's one grew and rehashed a dictionary per line, and reading it back in
+    /// key order hashed every key again.
+    static func textLine(
+        time: timespec, level: Logger.Level, label: String, message: String,
+        metadata: Logger.Metadata?, handlerMetadata: Logger.Metadata = [:]
+    ) -> [UInt8] {
+        var entries: [Entry] = []
+        entries.reserveCapacity((metadata?.count ?? 0) + handlerMetadata.count)
+        for (key, value) in metadata ?? [:] { entries.append(Entry(key: key, value: value)) }
+        for (key, value) in handlerMetadata where metadata?[key] == nil { entries.append(Entry(key: key, value: value)) }
+        entries.sort { $0.key < $1.key }
         var line: [UInt8] = []
         line.reserveCapacity(160 + 48 * entries.count)
         appendTimestamp(time, to: &line)

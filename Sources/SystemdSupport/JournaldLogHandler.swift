@@ -66,26 +66,19 @@ public struct JournaldLogHandler: LogHandler {
 
     /// journald drops fields whose names are not `A-Z0-9_` or start with `_`.
     static func fieldName(_ key: String) -> String {
-        // Our keys are lower-case ASCII: mapped byte by byte, without Unicode case mapping.
-        if key.utf8.allSatisfy({ $0 < 0x80 }) {
-            var bytes = key.utf8.map { byte -> UInt8 in
-                switch byte {
-                case UInt8(ascii: "a")...UInt8(ascii: "z"): byte - 0x20
-                case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): byte
-                default: UInt8(ascii: "_")
-                }
+        // Our keys are lower-case ASCII, mapped byte by byte; only another key pays for
+        // Unicode upper-casing (which can change its length: "ß" becomes "SS").
+        let ascii = key.utf8.allSatisfy { $0 < 0x80 }
+        var name: [UInt8] = (ascii ? key : key.uppercased()).unicodeScalars.map { scalar in
+            switch scalar {
+            case "a"..."z": UInt8(scalar.value) - 0x20
+            case "A"..."Z", "0"..."9": UInt8(scalar.value)
+            default: UInt8(ascii: "_")
             }
-            let underscores = bytes.prefix(while: { $0 == UInt8(ascii: "_") }).count
-            bytes.removeFirst(underscores)
-            if let first = bytes.first, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(first) { bytes.insert(UInt8(ascii: "F"), at: 0) }
-            return String(decoding: bytes.prefix(64), as: UTF8.self)
         }
-        var name = String(key.uppercased().unicodeScalars.map { scalar -> Character in
-            ("A"..."Z").contains(scalar) || ("0"..."9").contains(scalar) ? Character(scalar) : "_"
-        })
-        while name.hasPrefix("_") { name.removeFirst() }
-        if let first = name.first, first.isNumber { name = "F" + name }
-        return String(name.prefix(64))
+        name.removeFirst(name.prefix(while: { $0 == UInt8(ascii: "_") }).count)
+        if let first = name.first, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(first) { name.insert(UInt8(ascii: "F"), at: 0) }
+        return String(decoding: name.prefix(64), as: UTF8.self)
     }
 
     static func priority(_ level: Logger.Level) -> Int {
@@ -138,6 +131,10 @@ struct JournalEntry {
     /// A NUL byte would end the field early for some readers of the journal: it is written
     /// as `\x00`, so a hostile value shows what it held.
     mutating func append(_ text: String) {
+        guard text.utf8.contains(0) else {
+            bytes += text.utf8
+            return
+        }
         for byte in text.utf8 {
             if byte == 0 { bytes += #"\x00"#.utf8 } else { bytes.append(byte) }
         }

@@ -27,6 +27,20 @@ struct CallRouterTests {
         .success(requestID: id, payload: try! FindVPSByLeaseResponse.with { $0.vpsID = vps }.serializedBytes())
     }
 
+    /// A router that holds cancels for an hour, with `a` (production) and `b` (beta)
+    /// registered, after a call `requestID` that `a` answered: b's cancel is held.
+    func callAnsweredByA(_ requestID: String) async -> (router: CallRouter, a: FakeClient, b: FakeClient) {
+        let router = CallRouter(clients: clients, cancelGrace: .seconds(3600), logger: Logger(label: "test"))
+        let a = FakeClient("a"), b = FakeClient("b", environment: "beta")
+        for client in [a, b] { _ = clients.register(client.connection) }
+        async let result = router.call(call(requestID))
+        for client in [a, b] { #expect(await client.next()?.messageType == .request) }
+        router.deliver(found(requestID, vps: "vps-a"), from: a.connection)
+        #expect(await result.outcome == .ok)
+        #expect(router.heldCancelCount == 1, "b's cancel is held")
+        return (router, a, b)
+    }
+
     @Test("the first valid answer wins and every other receiver gets cancel")
     func firstValidAnswerWins() async throws {
         let a = FakeClient("a"), b = FakeClient("b", environment: "beta"), c = FakeClient("c", environment: "dev")
@@ -68,14 +82,7 @@ struct CallRouterTests {
 
     @Test("a held cancel is dropped when the same request id goes out again, so the new attempt is not cancelled")
     func heldCancelDroppedByARetry() async {
-        let router = CallRouter(clients: clients, cancelGrace: .seconds(3600), logger: Logger(label: "test"))
-        let a = FakeClient("a"), b = FakeClient("b", environment: "beta")
-        for client in [a, b] { _ = clients.register(client.connection) }
-        async let first = router.call(call("r22"))
-        for client in [a, b] { #expect(await client.next()?.messageType == .request) }
-        router.deliver(found("r22", vps: "vps-a"), from: a.connection)
-        #expect(await first.outcome == .ok)
-        #expect(router.heldCancelCount == 1, "b's cancel is held")
+        let (router, a, b) = await callAnsweredByA("r22")
         async let second = router.call(call("r22"))
         for client in [a, b] { #expect(await client.next()?.messageType == .request) }
         #expect(router.heldCancelCount == 0, "the retry dropped the held cancel")
@@ -89,14 +96,7 @@ struct CallRouterTests {
 
     @Test("a held cancel for a stream that closes is dropped, not sent")
     func heldCancelOfClosedStreamIsDropped() async {
-        let router = CallRouter(clients: clients, cancelGrace: .seconds(3600), logger: Logger(label: "test"))
-        let a = FakeClient("a"), b = FakeClient("b", environment: "beta")
-        for client in [a, b] { _ = clients.register(client.connection) }
-        async let result = router.call(call("r21"))
-        for client in [a, b] { #expect(await client.next()?.messageType == .request) }
-        router.deliver(found("r21", vps: "vps-a"), from: a.connection)
-        #expect(await result.outcome == .ok)
-        #expect(router.heldCancelCount == 1)
+        let (router, _, b) = await callAnsweredByA("r21")
         router.connectionClosed(b.connection, reason: "stream closed")
         #expect(router.heldCancelCount == 0)
     }

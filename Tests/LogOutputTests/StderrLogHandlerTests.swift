@@ -16,6 +16,16 @@ struct StderrLogHandlerTests {
             == "2026-11-18T11:06:40.123Z info gateway: call finished attempts=1 duration_us=412 outcome=ok")
     }
 
+    @Test("the logger's own metadata is sorted in with the entry's, and the entry's value wins a key both have")
+    func loggerMetadataMergedIn() {
+        let time = timespec(tv_sec: 1_795_000_000, tv_nsec: 123_456_789)
+        let text = String(decoding: StderrLogHandler.textLine(
+            time: time, level: .info, label: "worker", message: "request handled",
+            metadata: ["request_id": "r-1", "gateway": "node2"], handlerMetadata: ["gateway": "node1", "attempt": "1"]
+        ), as: UTF8.self)
+        #expect(text == "2026-11-18T11:06:40.123Z info worker: request handled attempt=1 gateway=node2 request_id=r-1")
+    }
+
     @Test("a value with spaces, quotes, '=', backslashes or control characters is quoted and escaped, so an entry stays one line")
     func escaping() {
         let text = line(["hostname": "evil\nFAKE line=1 \"x\"\\", "empty": "", "tab": "a\tb\u{1B}"])

@@ -115,10 +115,17 @@ let package = Package(
             dependencies: ["TextFormats", "Settings", "AsyncPrimitives", "GatewayProtocol", "GatewayJournal", "DHCPLeases", "ProcessLifecycle", "RPCEndpoint", "Telemetry", "CMalloc", grpcCore, protobuf, logging, lifecycle, unixSignals, nioCore],
             swiftSettings: swiftSettings
         ),
+        // Statements on a GRDB connection run through SQLite's C API: the journal's two
+        // writes per call and the inventory's lookups, without GRDB's per-statement overhead.
+        .target(
+            name: "SQLiteDirect",
+            dependencies: [grdb, grdbSQLite],
+            swiftSettings: swiftSettings
+        ),
         // The request journal: migrations, group commit, recovery queries, maintenance.
         .target(
             name: "GatewayJournal",
-            dependencies: ["AsyncPrimitives", "ProcessLifecycle", grdb, grdbSQLite, crypto, logging, lifecycle],
+            dependencies: ["AsyncPrimitives", "ProcessLifecycle", "SQLiteDirect", grdb, grdbSQLite, crypto, logging, lifecycle],
             swiftSettings: swiftSettings
         ),
         // dnsmasq's lease file, the hosts file it serves, and the watcher between them.
@@ -137,7 +144,7 @@ let package = Package(
         // FindVPSByLease handler on it.
         .target(
             name: "LeaseInventory",
-            dependencies: ["TextFormats", "AsyncPrimitives", "GatewayProtocol", "GatewayWorker", grdb, postgres, nioCore, nioPosix, nioSSL, logging, lifecycle, protobuf],
+            dependencies: ["TextFormats", "AsyncPrimitives", "GatewayProtocol", "GatewayWorker", "SQLiteDirect", grdb, postgres, nioCore, nioPosix, nioSSL, logging, lifecycle, protobuf],
             swiftSettings: swiftSettings
         ),
         // A client of the admin socket, for the CLI and the benchmark.

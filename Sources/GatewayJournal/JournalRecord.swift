@@ -1,5 +1,6 @@
 public import Foundation
 import GRDB
+import SQLiteDirect
 
 /// One request in the journal.
 public struct JournalRecord: Sendable, Hashable, Codable {

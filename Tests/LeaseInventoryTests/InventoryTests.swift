@@ -201,8 +201,14 @@ struct InventoryTests {
             let answer = try FindVPSByLeaseResponse(serializedBytes: try await handler.run(query(mac: "52:54:00:00:00:01"), context))
             #expect(answer.vpsID == "vps-1")
             #expect(answer.organizationID == "org-1")
+            // An IP is trimmed of spaces, tabs and Unicode spaces around it (and only those).
+            for padded in [" 10.0.0.1", "10.0.0.1\t", "\u{00A0}10.0.0.1\u{3000}"] {
+                let byIP = try FindVPSByLeaseResponse(serializedBytes: try await handler.run(query(ip: padded), context))
+                #expect(byIP.vpsID == "vps-1", "ip \(padded.debugDescription)")
+            }
             for (payload, code) in [
-                (query(mac: "52:54:00:00:00:99"), ResponseCode.notFound),
+                (query(ip: "10.0.0.1\n"), ResponseCode.invalidArgument),
+                (query(mac: "52:54:00:00:00:99"), .notFound),
                 (query(mac: "nonsense"), .invalidArgument),
                 (query(ip: "10.0.0.999"), .invalidArgument),
                 (query(), .invalidArgument),

@@ -34,6 +34,8 @@ struct RequestHeadTests {
         ("application/connect+json", .connect, false),
         ("application/proto", .connectUnary, true),
         ("application/json; charset=utf-8", .connectUnary, false),
+        ("Application/Connect+Proto", .connect, true),
+        ("application/grpc ;foo=bar", .grpc, true),
     ])
     func protocolByContentType(contentType: String, wire: RPCContext.WireProtocol, binary: Bool) {
         guard case .call(let call) = head(Self.unaryMethod.path, contentType).decide(router) else {

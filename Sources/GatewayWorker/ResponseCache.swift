@@ -27,17 +27,7 @@ final class ResponseCache: Sendable {
     init(capacity: Int, lifetime: Duration) {
         self.capacity = max(capacity, 0)
         self.lifetime = lifetime
-        // Room for the usual sizes up front: growing by doubling rehashed every key so far on
-        // the stream's event loop (a stall of milliseconds at tens of thousands of entries,
-        // and 2 % of a worker's CPU while it filled). Untouched room costs no memory until used.
-        state.withLock {
-            $0.entries.reserveCapacity(min(self.capacity, Self.reservedEntries))
-            $0.order.reserveCapacity(min(self.capacity, Self.reservedEntries))
-        }
     }
-
-    /// Entries reserved at start at most; a larger cache grows past it as it fills.
-    static let reservedEntries = 1 << 17
 
     func response(for requestID: String, now: ContinuousClock.Instant = .now) -> GatewayResponse? {
         state.withLock { state in

@@ -247,7 +247,7 @@ public struct SQLiteInventory: Inventory {
     /// The owner in the first row of `sql` (its `vps_id` and `organization_id` columns, in
     /// that order) with `values` bound; nil when it has no row. Bound and read through
     /// SQLite's C API: a lookup that misses runs four of these, and GRDB's arguments and row
-    /// objects cost more than the queries (a quarter of a loaded worker's CPU).
+    /// objects cost more than the queries (14 % of a loaded worker's CPU).
     private static func owner(_ db: Database, _ sql: String, _ values: [String], _ match: LeaseOwner.Match) throws -> LeaseOwner? {
         var statement = try DirectStatement(db, sql: sql)
         for value in values { statement.bind(value) }

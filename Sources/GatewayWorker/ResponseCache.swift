@@ -50,6 +50,19 @@ final class ResponseCache: Sendable {
                 state.entries[state.order[state.head]] = nil
                 state.head += 1
             }
+            // Answers expire in the order they were stored: the expired ones at the front go
+            // now, so the cache holds what the last lifetime's traffic left (a node's DHCP
+            // lookups: hundreds) instead of filling to its capacity with answers nobody may
+            // ask for again. An id stored again keeps its first place and, unexpired, stops
+            // the sweep early; it only ever keeps an answer longer, never drops a live one.
+            while state.head < state.order.count {
+                let oldest = state.order[state.head]
+                if let entry = state.entries[oldest] {
+                    guard entry.expires <= now else { break }
+                    state.entries[oldest] = nil
+                }
+                state.head += 1
+            }
             // Compact the order list once its dead prefix dominates.
             if state.head > 1024 && state.head * 2 > state.order.count {
                 state.order.removeFirst(state.head)

@@ -41,7 +41,7 @@ public enum WorkerSettings {
         "Final answers remembered by request id, so a request the gateway repeats (after its crash) is answered without running the handler again; 0 turns it off.")
     public static let responseCacheTTL = Setting(
         "response-cache-ttl", default: Duration.seconds(600), valueName: "duration", rule: SettingRule.positive,
-        "How long an answer stays in the response cache.")
+        "How long an answer stays in the response cache (expired ones are dropped as new ones are stored).")
     public static let tlsCA = OptionalSetting<String>(
         "tls-ca", unset: "the system's roots", valueName: "path",
         "For https:// gateways: trust only certificates chaining to this PEM CA.")

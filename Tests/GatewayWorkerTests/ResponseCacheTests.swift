@@ -24,6 +24,23 @@ struct ResponseCacheTests {
         #expect((cache.response(for: "r") != nil) == kept)
     }
 
+    @Test("expired answers are dropped as new ones are stored, so the cache holds one lifetime's answers, not its capacity")
+    func dropsExpiredOnStore() {
+        let cache = ResponseCache(capacity: 100, lifetime: .seconds(60))
+        let start = ContinuousClock.now
+        for index in 1...10 { cache.store(.success(requestID: "old\(index)", payload: Data()), now: start + .seconds(index)) }
+        // One asked for again after it expired (dropped then, its place in the order stays).
+        #expect(cache.response(for: "old3", now: start + .seconds(64)) == nil)
+        #expect(cache.count == 9)
+        // At 64.5 s, old1…old4 are past their 60 s; old5…old10 are not.
+        let later = start + .milliseconds(64_500)
+        cache.store(.success(requestID: "new", payload: Data()), now: later)
+        #expect(cache.count == 7)
+        #expect(cache.response(for: "old4", now: later) == nil)
+        #expect(cache.response(for: "old5", now: later) != nil)
+        #expect(cache.response(for: "new", now: later) != nil)
+    }
+
     @Test("beyond its capacity the oldest answers are dropped first")
     func evictsOldest() {
         let cache = ResponseCache(capacity: 3, lifetime: .seconds(60))

@@ -46,19 +46,16 @@ final class ResponseCache: Sendable {
             if state.entries.updateValue(Entry(response: response, expires: now + lifetime), forKey: response.requestID) == nil {
                 state.order.append(response.requestID)
             }
-            while state.entries.count > capacity, state.head < state.order.count {
-                state.entries[state.order[state.head]] = nil
-                state.head += 1
-            }
-            // Answers expire in the order they were stored: the expired ones at the front go
-            // now, so the cache holds what the last lifetime's traffic left (a node's DHCP
-            // lookups: hundreds) instead of filling to its capacity with answers nobody may
-            // ask for again. An id stored again keeps its first place and, unexpired, stops
-            // the sweep early; it only ever keeps an answer longer, never drops a live one.
+            // From the front of the store order (oldest first): drop answers while the cache is
+            // over its capacity or the oldest has expired. Answers expire in the order they were
+            // stored, so the cache holds what the last lifetime answered instead of filling to
+            // its capacity. An id stored again keeps its first place and, while live and within
+            // capacity, stops the sweep early: an answer is only ever kept longer, never dropped
+            // live below capacity. Ids already dropped (asked for after expiry) are skipped.
             while state.head < state.order.count {
                 let oldest = state.order[state.head]
                 if let entry = state.entries[oldest] {
-                    guard entry.expires <= now else { break }
+                    guard state.entries.count > capacity || entry.expires <= now else { break }
                     state.entries[oldest] = nil
                 }
                 state.head += 1

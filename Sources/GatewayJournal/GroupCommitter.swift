@@ -279,11 +279,7 @@ final class GroupCommitter: Sendable {
         do {
             let failures = try pool.writeWithoutTransaction { db -> [JournalError?] in
                 do {
-                    // The common case: every write applies; one transaction, no savepoints.
-                    try db.inTransaction(.immediate) {
-                        for write in batch { try write.apply(db) }
-                        return .commit
-                    }
+                    try Self.applyTogether(batch, db)
                     return [JournalError?](repeating: nil, count: batch.count)
                 } catch {
                     // One write was refused and the transaction rolled back: apply them one by
@@ -324,6 +320,25 @@ final class GroupCommitter: Sendable {
                 "error": "\(error)", "writes": "\(batch.count)", "kept_for_retry": "\(giveUp ? 0 : retried.count)",
             ])
             for write in batch where !write.submitted || giveUp { write.done?(failure) }
+        }
+    }
+
+    /// The common case: every write applies; one transaction, no savepoints.
+    ///
+    /// BEGIN and COMMIT are cached statements run through GRDB, so its transaction tracking
+    /// and commit hooks see them as before: `inTransaction` parsed both anew for every
+    /// commit, which timed at 15 µs of BEGIN's 30 at one call at a time (a commit there is
+    /// about 450 µs, of which the fsync is 250).
+    private static func applyTogether(_ batch: [Write], _ db: Database) throws {
+        try db.cachedStatement(sql: "BEGIN IMMEDIATE TRANSACTION").execute()
+        do {
+            for write in batch { try write.apply(db) }
+            try db.cachedStatement(sql: "COMMIT TRANSACTION").execute()
+        } catch {
+            // A refused write leaves the transaction open, and so can a failed COMMIT (a full
+            // disk); SQLite may also have rolled it back already.
+            if db.isInsideTransaction { try? db.execute(sql: "ROLLBACK TRANSACTION") }
+            throw error
         }
     }
 

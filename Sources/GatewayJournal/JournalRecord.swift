@@ -136,13 +136,7 @@ extension JournalRecord {
 
     /// Inserts the row unless its request id exists (then `db.changesCount` is 0).
     func insert(_ db: Database) throws {
-        var statement = try DirectStatement(db, sql: """
-            INSERT INTO requests (request_id, method, target_environment, target_instance, payload, origin, state, attempts,
-                created_at, updated_at, next_attempt_at, deadline_at, lease_owner, responder_instance, responder_environment,
-                outcome, result_payload, error)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            ON CONFLICT (request_id) DO NOTHING
-            """)
+        var statement = try DirectStatement(db, sql: Self.insertSQL)
         statement.bind(requestID)
         statement.bind(method)
         statement.bind(targetEnvironment)
@@ -166,11 +160,7 @@ extension JournalRecord {
 
     /// Writes a terminal row's end (state, outcome, responder, result) over its unfinished one.
     func writeEnd(_ db: Database) throws {
-        var statement = try DirectStatement(db, sql: """
-            UPDATE requests SET state = ?, outcome = ?, attempts = ?, responder_instance = ?, responder_environment = ?,
-                result_payload = ?, error = ?, updated_at = ?, lease_owner = NULL
-            WHERE request_id = ?
-            """)
+        var statement = try DirectStatement(db, sql: Self.writeEndSQL)
         statement.bind(state.rawValue)
         statement.bind(outcome?.rawValue)
         statement.bind(attempts)
@@ -182,4 +172,18 @@ extension JournalRecord {
         statement.bind(requestID)
         try statement.run(db)
     }
+
+    /// The two statements every journaled call runs (a test reads their query plans).
+    static let insertSQL = """
+        INSERT INTO requests (request_id, method, target_environment, target_instance, payload, origin, state, attempts,
+            created_at, updated_at, next_attempt_at, deadline_at, lease_owner, responder_instance, responder_environment,
+            outcome, result_payload, error)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        ON CONFLICT (request_id) DO NOTHING
+        """
+    static let writeEndSQL = """
+        UPDATE requests SET state = ?, outcome = ?, attempts = ?, responder_instance = ?, responder_environment = ?,
+            result_payload = ?, error = ?, updated_at = ?, lease_owner = NULL
+        WHERE request_id = ?
+        """
 }

@@ -364,6 +364,76 @@ struct RequestJournalTests {
         #expect(error?.message.contains(first.name) == true, "\(String(describing: error))")
     }
 
+    @Test("a call's two row writes (pending and final) build no temporary b-tree: the state CHECK is comparisons, not an IN list")
+    func rowWritesBuildNoTemporaryTable() async throws {
+        try await withJournal { _, directory in
+            let queue = try DatabaseQueue(path: directory + "/journal.db")
+            defer { try? queue.close() }
+            for sql in [JournalRecord.insertSQL, JournalRecord.writeEndSQL] {
+                let opcodes = try await queue.read { db -> [String] in
+                    let statement = try db.makeStatement(sql: "EXPLAIN " + sql)
+                    let parameters = Int(sqlite3_bind_parameter_count(statement.sqliteStatement))
+                    statement.arguments = StatementArguments(Array(repeating: DatabaseValue.null, count: parameters))
+                    return try Row.fetchAll(statement).map { $0["opcode"] }
+                }
+                #expect(opcodes.contains("Insert"), "not the program of a row write: \(opcodes)")
+                #expect(!opcodes.contains("OpenEphemeral"), "\(sql) builds a temporary b-tree for every row")
+            }
+        }
+    }
+
+    @Test("0002 rebuilds the requests table: every row keeps its values and rowid, the indexes are as before, and a state outside the five is still refused")
+    func stateCheckRebuildKeepsRows() async throws {
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let firstOnly = directory + "/migrations-0001"
+        try FileManager.default.createDirectory(atPath: firstOnly, withIntermediateDirectories: true)
+        let first = try #require(try MigrationSet.load(from: Self.shippedMigrations).migrations.first)
+        try first.sql.write(toFile: firstOnly + "/" + first.name, atomically: true, encoding: .utf8)
+        let path = directory + "/journal.db"
+        _ = try await RequestJournal.open(at: path, migrations: try MigrationSet.load(from: firstOnly), durability: .normal, logger: Self.logger)
+        #expect(try Self.versions(path) == [1])
+        // Rows in every state, with NULLs, empty and binary blobs, a deleted row's rowid gap.
+        try Self.execute(path, """
+            INSERT INTO requests VALUES ('a', 'FindVPSByLease', NULL, NULL, x'0a00ff', 'admin', 'pending', 0, 1, 1, 1, 9, NULL, NULL, NULL, NULL, NULL, NULL);
+            INSERT INTO requests VALUES ('gone', 'FindVPSByLease', NULL, NULL, x'', 'admin', 'pending', 0, 2, 2, 2, 9, NULL, NULL, NULL, NULL, NULL, NULL);
+            INSERT INTO requests VALUES ('b', 'FindVPSByLease', 'beta', 'b-1', x'', 'dhcp', 'in_flight', 1, 3, 3, 3, 9, 'pid 1@host', NULL, NULL, NULL, NULL, NULL);
+            INSERT INTO requests VALUES ('c', 'FindVPSByLease', NULL, NULL, x'01', 'replay', 'completed', 2, 4, 5, 4, 9, NULL, 'p-1', 'production', 'ok', x'0a0b', NULL);
+            INSERT INTO requests VALUES ('d', 'FindVPSByLease', NULL, NULL, x'02', 'admin', 'failed', 3, 5, 6, 5, 9, NULL, NULL, NULL, 'failed', NULL, 'refused: ü');
+            INSERT INTO requests VALUES ('e', 'FindVPSByLease', NULL, NULL, x'03', 'admin', 'expired', 1, 6, 7, 6, 9, NULL, NULL, NULL, 'deadline_exceeded', NULL, 'deadline passed');
+            DELETE FROM requests WHERE request_id = 'gone';
+            """)
+        func snapshot() throws -> (rows: [Row], indexes: [Row]) {
+            let queue = try DatabaseQueue(path: path)
+            defer { try? queue.close() }
+            return try queue.read { db in
+                (try Row.fetchAll(db, sql: "SELECT rowid, * FROM requests ORDER BY rowid"),
+                 try Row.fetchAll(db, sql: "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'requests' ORDER BY name"))
+            }
+        }
+        let before = try snapshot()
+        #expect(before.rows.count == 5 && before.indexes.count == 4)
+
+        _ = try await RequestJournal.open(at: path, migrations: try MigrationSet.load(from: Self.shippedMigrations), durability: .normal, logger: Self.logger)
+        #expect(try Self.versions(path) == [1, 2])
+        let after = try snapshot()
+        #expect(after.rows == before.rows)
+        #expect(after.indexes == before.indexes)
+        let queue = try DatabaseQueue(path: path)
+        defer { try? queue.close() }
+        #expect(try await queue.read { db in try String.fetchAll(db, sql: "PRAGMA integrity_check") } == ["ok"])
+        let refused = await #expect(throws: DatabaseError.self) {
+            try await queue.write { db in
+                try db.execute(sql: "INSERT INTO requests VALUES ('x', 'FindVPSByLease', NULL, NULL, x'', 'admin', 'done', 0, 1, 1, 1, 9, NULL, NULL, NULL, NULL, NULL, NULL)")
+            }
+        }
+        #expect(refused?.extendedResultCode == .SQLITE_CONSTRAINT_CHECK, "\(String(describing: refused))")
+        await #expect(throws: DatabaseError.self) {
+            try await queue.write { db in try db.execute(sql: "UPDATE requests SET state = 'Completed' WHERE request_id = 'c'") }
+        }
+        #expect(try await queue.read { db in try String.fetchOne(db, sql: "SELECT state FROM requests WHERE request_id = 'c'") } == "completed")
+    }
+
     @Test("migration files that skip a number, share one, or are missing are refused before any journal is touched")
     func badMigrationSetsRefused() throws {
         let directory = try Self.temporaryDirectory()

@@ -257,7 +257,7 @@ let package = Package(
         ),
         .testTarget(
             name: "LeaseInventoryTests",
-            dependencies: ["TextFormats", "LeaseInventory", "GatewayWorker", "GatewayProtocol", grdb, protobuf, nioCore, nioPosix],
+            dependencies: ["TextFormats", "LeaseInventory", "GatewayWorker", "GatewayProtocol", grdb, grdbSQLite, protobuf, nioCore, nioPosix],
             swiftSettings: swiftSettings
         ),
         .testTarget(

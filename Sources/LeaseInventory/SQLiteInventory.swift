@@ -286,6 +286,9 @@ public struct SQLiteInventory: Inventory {
 
     private static let leaseByIP = leaseQuery + " AND l.ip_address = ? LIMIT 1"
 
+    /// Every query a lookup runs (a test reads their programs).
+    static let lookupQueries = [leaseByMAC.exact, leaseByMAC.normalized, instanceByMAC.exact, instanceByMAC.normalized, leaseByIP]
+
     private static let instanceQuery = """
         SELECT id AS vps_id, organization_id FROM vps_instances WHERE deleted_at IS NULL
         """

@@ -1,9 +1,10 @@
 import Foundation
 import Synchronization
 import GRDB
+import GRDBSQLite
 import GatewayProtocol
 import GatewayWorker
-import LeaseInventory
+@testable import LeaseInventory
 import NIOCore
 import NIOPosix
 import SwiftProtobuf
@@ -92,6 +93,24 @@ struct InventoryTests {
             let instance = try await inventory.owner(mac: MACAddress("52:54:00:AB:00:01"), ip: nil)
             #expect(instance?.vpsID == "vps-i-platform")
             #expect(instance?.matchedBy == .instanceByMAC)
+        }
+    }
+
+    @Test("no lookup query builds a temporary b-tree per run (an IN list of bound values did, twice per request)")
+    func lookupsBuildNoTemporaryTable() async throws {
+        try await withInventory([]) { inventory in
+            let queue = try DatabaseQueue(path: inventory.path)
+            defer { try? queue.close() }
+            for sql in SQLiteInventory.lookupQueries {
+                let opcodes = try await queue.read { db -> [String] in
+                    let statement = try db.makeStatement(sql: "EXPLAIN " + sql)
+                    let parameters = Int(sqlite3_bind_parameter_count(statement.sqliteStatement))
+                    statement.arguments = StatementArguments(Array(repeating: DatabaseValue.null, count: parameters))
+                    return try Row.fetchAll(statement).map { $0["opcode"] }
+                }
+                #expect(opcodes.contains("ResultRow"), "not the program of a query: \(opcodes)")
+                #expect(!opcodes.contains("OpenEphemeral"), "\(sql) builds a temporary b-tree on every run")
+            }
         }
     }
 

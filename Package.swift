@@ -122,10 +122,15 @@ let package = Package(
             dependencies: [grdb, grdbSQLite],
             swiftSettings: swiftSettings
         ),
+        // Gathers SQLite's WAL writes into one per commit (in C: a VFS is a C interface).
+        .target(
+            name: "CSQLiteWALBuffer",
+            linkerSettings: [.linkedLibrary("sqlite3")]
+        ),
         // The request journal: migrations, group commit, recovery queries, maintenance.
         .target(
             name: "GatewayJournal",
-            dependencies: ["AsyncPrimitives", "ProcessLifecycle", "SQLiteDirect", grdb, grdbSQLite, crypto, logging, lifecycle],
+            dependencies: ["AsyncPrimitives", "ProcessLifecycle", "SQLiteDirect", "CSQLiteWALBuffer", grdb, grdbSQLite, crypto, logging, lifecycle],
             swiftSettings: swiftSettings
         ),
         // dnsmasq's lease file, the hosts file it serves, and the watcher between them.
@@ -247,7 +252,7 @@ let package = Package(
         ),
         .testTarget(
             name: "GatewayJournalTests",
-            dependencies: ["GatewayJournal", grdb, grdbSQLite, logging],
+            dependencies: ["GatewayJournal", "CSQLiteWALBuffer", grdb, grdbSQLite, logging],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,3 +1,4 @@
+import CSQLiteWALBuffer
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -111,6 +112,8 @@ public final class RequestJournal: Service, Sendable {
                 throw JournalError(code: .cannotOpen, message: error.message)
             }
         }
+        // Before the first open: the journal's WAL is written through it (one write per commit).
+        _ = vpsgw_wal_buffer_register()
         makePrivate(path)
         let pool = try openPool(path, readonly: false)
         makePrivate(path)

@@ -6,7 +6,8 @@
 // it), and the buffer is written as soon as it holds the whole of a commit frame (one whose
 // header carries a non-zero database size): before SQLite publishes the commit to readers
 // in the WAL index, with or without a sync. Anything else (a read, sync, truncate, size
-// query or close of the file, a write that does not follow the last) writes it first too.
+// query, file control or close of the file, a write that does not follow the last) writes
+// it first too.
 // Until the page size is known, writes pass straight through.
 #include "wal_buffer.h"
 
@@ -32,6 +33,10 @@ typedef struct BufferedFile {
     sqlite3_int64 commitEnd;
 } BufferedFile;
 
+static sqlite3_vfs *underlying;
+static sqlite3_vfs buffered;
+static _Atomic long long coalescedWrites;
+
 static unsigned int bigEndian32(const unsigned char *bytes) {
     return ((unsigned int)bytes[0] << 24) | ((unsigned int)bytes[1] << 16) | ((unsigned int)bytes[2] << 8) | bytes[3];
 }
@@ -46,18 +51,20 @@ static void noteHeader(BufferedFile *file, const unsigned char *bytes, int amoun
     file->pageSize = (size >= 512 && size <= 65536 && (size & (size - 1)) == 0) ? (int)size : 0;
 }
 
-/// Marks the end of any commit frame whose header's database-size field lies in this write.
-static void noteCommitFrames(BufferedFile *file, const unsigned char *bytes, int amount, sqlite3_int64 offset) {
+/// Marks the end of any commit frame whose header's database-size field (bytes 4-7) the
+/// append at `appendedFrom` completed. Read from the buffer, so a header that came in pieces
+/// is still seen.
+static void noteCommitFrames(BufferedFile *file, sqlite3_int64 appendedFrom) {
     sqlite3_int64 frame = FRAME_HEADER + (sqlite3_int64)file->pageSize;
-    sqlite3_int64 first = offset <= WAL_HEADER ? WAL_HEADER : WAL_HEADER + ((offset - WAL_HEADER + frame - 1) / frame) * frame;
-    for (sqlite3_int64 header = first; header + 8 <= offset + amount; header += frame) {
-        if (bigEndian32(bytes + (header - offset) + 4) != 0) file->commitEnd = header + frame;
+    sqlite3_int64 end = file->start + file->length;
+    sqlite3_int64 low = appendedFrom - 7;
+    if (low < file->start) low = file->start;
+    if (low < WAL_HEADER) low = WAL_HEADER;
+    sqlite3_int64 header = WAL_HEADER + ((low - WAL_HEADER + frame - 1) / frame) * frame;
+    for (; header + 8 <= end; header += frame) {
+        if (bigEndian32(file->buffer + (header - file->start) + 4) != 0) file->commitEnd = header + frame;
     }
 }
-
-static sqlite3_vfs *underlying;
-static sqlite3_vfs buffered;
-static _Atomic long long coalescedWrites;
 
 static int flushBuffer(BufferedFile *file) {
     int length = file->length;
@@ -122,7 +129,7 @@ static int bufferedWrite(sqlite3_file *handle, const void *data, int amount, sql
     else atomic_fetch_add_explicit(&coalescedWrites, 1, memory_order_relaxed);
     memcpy(file->buffer + file->length, data, (size_t)amount);
     file->length += amount;
-    noteCommitFrames(file, data, amount, offset);
+    noteCommitFrames(file, offset);
     if (file->commitEnd > file->start && file->start + file->length >= file->commitEnd) {
         file->commitEnd = 0;
         return flushBuffer(file);

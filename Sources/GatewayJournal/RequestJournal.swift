@@ -4,6 +4,7 @@ import Foundation
 import Glibc
 #endif
 import GRDB
+import GRDBSQLite
 import ProcessLifecycle
 import Synchronization
 // Public: `run()` is the group-commit writer that a ServiceGroup runs.
@@ -112,8 +113,12 @@ public final class RequestJournal: Service, Sendable {
                 throw JournalError(code: .cannotOpen, message: error.message)
             }
         }
-        // Before the first open: the journal's WAL is written through it (one write per commit).
-        _ = vpsgw_wal_buffer_register()
+        // Before the first open: the journal's WAL is written through it (one write per
+        // commit). Without it the journal works the same, with a write per frame.
+        let buffering = vpsgw_wal_buffer_register()
+        if buffering != SQLITE_OK {
+            logger.warning("journal WAL writes are not gathered (SQLite refused the VFS); commits take one write per page", metadata: ["sqlite_code": "\(buffering)"])
+        }
         makePrivate(path)
         let pool = try openPool(path, readonly: false)
         makePrivate(path)

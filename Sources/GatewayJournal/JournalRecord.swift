@@ -173,7 +173,7 @@ extension JournalRecord {
         try statement.run(db)
     }
 
-    /// The two statements every journaled call runs (a test reads their query plans).
+    /// The two statements every journaled call runs (a test reads their programs).
     static let insertSQL = """
         INSERT INTO requests (request_id, method, target_environment, target_instance, payload, origin, state, attempts,
             created_at, updated_at, next_attempt_at, deadline_at, lease_owner, responder_instance, responder_environment,

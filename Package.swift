@@ -117,9 +117,14 @@ let package = Package(
         ),
         // Statements on a GRDB connection run through SQLite's C API: the journal's two
         // writes per call and the inventory's lookups, without GRDB's per-statement overhead.
+        // SQLite's process-wide options (in C: sqlite3_config is variadic).
+        .target(
+            name: "CSQLiteProcess",
+            linkerSettings: [.linkedLibrary("sqlite3")]
+        ),
         .target(
             name: "SQLiteDirect",
-            dependencies: [grdb, grdbSQLite],
+            dependencies: ["CSQLiteProcess", grdb, grdbSQLite],
             swiftSettings: swiftSettings
         ),
         // Gathers SQLite's WAL writes into one per commit (in C: a VFS is a C interface).
@@ -219,7 +224,7 @@ let package = Package(
             name: "vps-gateway",
             dependencies: [
                 "TextFormats", "Settings", "GatewayProtocol", "GatewayServer", "GatewayJournal", "DHCPLeases", "GatewayWorker", "LeaseInventory",
-                "GatewayAdminClient", "GatewayBench", "LogOutput", "SystemdSupport", "Supervision", "ProcessLifecycle", "RPCEndpoint", "Telemetry", argumentParser, logging, lifecycle, unixSignals, protobuf, nioPosix, nioCore,
+                "GatewayAdminClient", "GatewayBench", "LogOutput", "SystemdSupport", "Supervision", "ProcessLifecycle", "RPCEndpoint", "SQLiteDirect", "Telemetry", argumentParser, logging, lifecycle, unixSignals, protobuf, nioPosix, nioCore,
             ],
             swiftSettings: swiftSettings
         ),

@@ -6,6 +6,7 @@ import Glibc
 import GRDB
 import GRDBSQLite
 import ProcessLifecycle
+import SQLiteDirect
 import Synchronization
 // Public: `run()` is the group-commit writer that a ServiceGroup runs.
 public import Logging
@@ -142,6 +143,11 @@ public final class RequestJournal: Service, Sendable {
             guard check == ["ok"] else {
                 throw JournalError(code: .corrupt, message: "journal '\(path)' is corrupt (\(check.joined(separator: "; "))); move it aside (the gateway then starts a new one) or restore it from a backup; `vps-gateway journal verify` lists the damage")
             }
+            let memoryStatistics = SQLiteProcess.memoryStatisticsField
+            logger.info("journal opened", metadata: [
+                "journal": "\(path)", "synchronous": "\(durability.rawValue)", "sqlite_version": "\(String(cString: sqlite3_libversion()))",
+                memoryStatistics.key: "\(memoryStatistics.value)",
+            ])
         } catch let error as JournalError {
             throw error
         } catch {

@@ -210,6 +210,19 @@ struct JournalTests {
         }
     }
 
+    @Test("the gateway and a worker turn SQLite's memory statistics off before opening a database (their startup lines say so)")
+    func sqliteProcessOptions() async throws {
+        try await Cluster.with { cluster in
+            let gateway = try await cluster.startGateway()
+            let worker = try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production", [vps]))
+            try await cluster.waitForClients(["production-1"])
+            for (process, line) in [(gateway, "journal opened"), (worker, "worker starting")] {
+                let found = process.log.split(separator: "\n").first { $0.contains(line) }.map(String.init)
+                #expect(found?.contains("sqlite_memory_statistics=off") == true, "\(process.log)")
+            }
+        }
+    }
+
     @Test("finished rows older than the retention are pruned in the background and the WAL stays small")
     func retention() async throws {
         try await Cluster.with { cluster in

@@ -8,6 +8,7 @@ import Logging
 import RPCEndpoint
 import ServiceLifecycle
 import Settings
+import SQLiteDirect
 import Supervision
 import SystemdSupport
 import UnixSignals
@@ -209,6 +210,8 @@ struct GatewayCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // First: SQLite takes its process-wide options only before anything opens a database.
+        SQLiteProcess.configure()
         let logger = try logging.makeLogger(label: "gateway", identifier: "vps-gateway")
         let gateway: Gateway
         let exported: (registry: MetricsRegistry, server: MetricsServer)?

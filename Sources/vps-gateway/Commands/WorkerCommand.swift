@@ -5,6 +5,7 @@ import LeaseInventory
 import Logging
 import ServiceLifecycle
 import Settings
+import SQLiteDirect
 import Supervision
 import SystemdSupport
 import Telemetry
@@ -146,6 +147,8 @@ struct WorkerCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // First: SQLite takes its process-wide options only before anything opens a database.
+        SQLiteProcess.configure()
         let environmentName = (try? WorkerSettings.environment.value(environment)) ?? "unknown"
         let logger = try logging.makeLogger(label: "worker-\(environmentName)", identifier: "vps-gateway-worker-\(environmentName)")
         let worker: Worker
@@ -175,10 +178,15 @@ struct WorkerCommand: AsyncParsableCommand {
             }
             handlers.register(RequestMethods.ping, PingHandler())
             worker = Worker(configuration: configuration, handlers: handlers, metrics: registry, logger: logger)
-            logger.info("worker starting", metadata: [
+            var starting: Logger.Metadata = [
                 "environment": "\(configuration.environment)", "instance": "\(configuration.instanceID)",
                 "inventory": "\(inventory.displayName)", "gateways": "\(configuration.endpoints.map(\.description).joined(separator: ","))",
-            ])
+            ]
+            if inventory is SQLiteInventory {
+                let memoryStatistics = SQLiteProcess.memoryStatisticsField
+                starting[memoryStatistics.key] = "\(memoryStatistics.value)"
+            }
+            logger.info("worker starting", metadata: starting)
         } catch {
             throw fail("\(error)", Exit.config)
         }

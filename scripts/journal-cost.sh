@@ -13,6 +13,10 @@
 # 2. At the same throughput: FULL at CONCURRENCY against journal-off runs at lower
 #    concurrencies (OFF_CONCURRENCIES) and at CONCURRENCY, the gateway's CPU per call read at
 #    the FULL run's calls/s off a least-squares fit of the off runs (see below).
+# 3. At the same concurrency and throughput, with `vps-gateway bench` as the load generator
+#    (LOADGEN unset): journal off at CONCURRENCY with `--rate` set to the FULL run's calls/s.
+#    Evenly spaced calls arrive one by one where FULL's come in bursts behind each commit,
+#    so this one errs the other way: off pays more wake-ups per call than FULL does.
 #
 # Knobs: WORKERS (3), CONCURRENCY (64), OFF_CONCURRENCIES ("8 12 20"), SECONDS_ (5), ROUNDS
 # (2), LOADGEN (as profile.sh; the Go load generator is the lighter one). Each round is one
@@ -30,19 +34,19 @@ read -r -a lower <<< "${OFF_CONCURRENCIES:-8 12 20}"
 runs="$(mktemp /tmp/vps-gateway-journal-cost.XXXXXX)"
 trap 'rm -f "$runs"' EXIT
 
-# One run: "round journal concurrency calls/s gateway-µs loadgen-µs"
+# One run: "round journal concurrency calls/s gateway-µs loadgen-µs paced-rate"
 measure() {
-    local round="$1" journal="$2" c="$3" out
-    echo "journal-cost: round $round, journal $journal, concurrency $c" >&2
-    out="$(PROFILE=none WORKERS="$workers" JOURNAL="$journal" CONCURRENCY="$c" SECONDS_="${SECONDS_:-5}" scripts/profile.sh "$bin" 2>&1)" \
+    local round="$1" journal="$2" c="$3" rate="${4:-}" out
+    echo "journal-cost: round $round, journal $journal, concurrency $c${rate:+, at most $rate calls/s}" >&2
+    out="$(PROFILE=none WORKERS="$workers" JOURNAL="$journal" CONCURRENCY="$c" SECONDS_="${SECONDS_:-5}" RATE="$rate" scripts/profile.sh "$bin" 2>&1)" \
         || { echo "$out" >&2; echo "journal-cost: the run failed (above)" >&2; exit 70; }
-    python3 - "$round" "$journal" "$c" "$out" >> "$runs" <<'PY'
+    python3 - "$round" "$journal" "$c" "$out" "${rate:-0}" >> "$runs" <<'PY'
 import json, re, sys
-round_, journal, c, out = sys.argv[1:]
+round_, journal, c, out, rate = sys.argv[1:]
 result = next(json.loads(line) for line in out.splitlines() if line.startswith("{"))
 gateway = re.search(r"^gateway: (\d+) µs", out, re.M).group(1)
 load = re.search(r"^load generator: (\d+) µs", out, re.M).group(1)
-print(round_, journal, c, result["throughput_rps"], gateway, load)
+print(round_, journal, c, result["throughput_rps"], gateway, load, rate)
 PY
 }
 
@@ -50,20 +54,26 @@ for round in $(seq 1 "$rounds"); do
     measure "$round" full "$concurrency"
     measure "$round" off "$concurrency"
     for c in "${lower[@]}"; do measure "$round" off "$c"; done
+    if [ -z "${LOADGEN:-}" ]; then
+        full_rate="$(awk -v r="$round" '$1 == r && $2 == "full" { printf "%d", $4 }' "$runs")"
+        measure "$round" off "$concurrency" "$full_rate"
+    fi
 done
 
 python3 - "$runs" "$concurrency" <<'PY'
 import statistics, sys
 path, concurrency = sys.argv[1], int(sys.argv[2])
 rows = [line.split() for line in open(path)]
-same, matched = [], []
+same, matched, paced = [], [], []
 print("round  journal  c   calls/s  gateway µs/call  load generator µs/call")
 for r in sorted({row[0] for row in rows}, key=int):
-    mine = [(j, int(c), float(rate), float(gw), float(lg)) for (rr, j, c, rate, gw, lg) in rows if rr == r]
-    for j, c, rate, gw, lg in mine:
-        print(f"{r:>5}  {j:>7}  {c:>2}  {rate:>8.0f}  {gw:>15.0f}  {lg:>22.0f}")
-    full = next(m for m in mine if m[0] == "full")
-    off_same = next(m for m in mine if m[0] == "off" and m[1] == concurrency)
+    rounds = [(j, int(c), float(rate), float(gw), float(lg), int(cap)) for (rr, j, c, rate, gw, lg, cap) in rows if rr == r]
+    for j, c, rate, gw, lg, cap in rounds:
+        print(f"{r:>5}  {j:>7}  {c:>2}  {rate:>8.0f}  {gw:>15.0f}  {lg:>22.0f}" + (f"  (paced to {cap}/s)" if cap else ""))
+    full = next(m for m in rounds if m[0] == "full")
+    off_same = next(m for m in rounds if m[0] == "off" and m[1] == concurrency and not m[5])
+    paced += [full[3] - m[3] for m in rounds if m[5]]
+    mine = [m for m in rounds if not m[5]]
     same.append(full[3] - off_same[3])
     # Fitted over every off run of the round as CPU per call = a + b / (calls/s), read at
     # FULL's rate. The gateway's CPU per second hardly moves with its rate when the two cores
@@ -81,4 +91,6 @@ for r in sorted({row[0] for row in rows}, key=int):
           f"off at that rate: {at_rate:.0f}{note}")
 print(f"journal cost, same concurrency (c={concurrency}): {', '.join(f'{x:.0f}' for x in same)} µs per call, median {statistics.median(same):.0f}")
 print(f"journal cost, same throughput: {', '.join(f'{x:.0f}' for x in matched)} µs per call, median {statistics.median(matched):.0f}")
+if paced:
+    print(f"journal cost, same concurrency and throughput (off paced): {', '.join(f'{x:.0f}' for x in paced)} µs per call, median {statistics.median(paced):.0f}")
 PY

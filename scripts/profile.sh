@@ -9,9 +9,9 @@
 #   LOADGEN=../shared/peers/go-seed/bin/loadgen scripts/profile.sh   # a lighter load generator
 #
 # Knobs: PROFILE=gateway|worker|none (default gateway), WORKERS=1..3 (1), JOURNAL=full|off
-# (full), CONCURRENCY (64), SECONDS_ (8), LOG_LEVEL (info: every call's audit line), LOADGEN
-# (default: `BIN bench`, which costs about as much CPU per call as the gateway does; the Go
-# load generator of ../shared/peers costs a quarter of that). Output: the load generator's
+# (full), CONCURRENCY (64), SECONDS_ (8), RATE (calls/s at most, `bench --rate`; not with
+# LOADGEN), LOG_LEVEL (info: every call's audit line), LOADGEN (default: `BIN bench`; the
+# Go load generator of ../shared/peers is what compare.sh drives both sides with). Output: the load generator's
 # JSON line, CPU µs per call per process, our processes' CPU over the load generator's (a
 # yardstick that moves with the VM's speed), the share of CPU time the host stole during the
 # load, and with PROFILE set `perf report` reading hints; the perf data stays in $PROFILE_OUT
@@ -26,6 +26,7 @@ else
     swift build -c release --static-swift-stdlib --product vps-gateway 2>&1 | tail -n 1
     bin="$(swift build -c release --static-swift-stdlib --show-bin-path)/vps-gateway"
 fi
+[ -n "${RATE:-}" ] && [ -n "${LOADGEN:-}" ] && { echo "profile: RATE paces \`vps-gateway bench\` only; unset LOADGEN" >&2; exit 64; }
 [ "$profile" = none ] || command -v perf >/dev/null || { echo "profile: perf is missing (apt-get install linux-perf)" >&2; exit 69; }
 work="$(mktemp -d /tmp/vps-gateway-profile.XXXXXX)"
 pids=()
@@ -68,7 +69,7 @@ load() {  # duration
     if [ -n "${LOADGEN:-}" ]; then
         "$LOADGEN" -admin-socket "$sock" -mac "$mac" -concurrency "$concurrency" -duration "$1"
     else
-        "$bin" bench --admin-socket "$sock" --mac "$mac" --concurrency "$concurrency" --duration "$1" --warmup 0s --json
+        "$bin" bench --admin-socket "$sock" --mac "$mac" --concurrency "$concurrency" --duration "$1" --warmup 0s --json ${RATE:+--rate "$RATE"}
     fi
 }
 load 1s >/dev/null  # warm-up, outside the measurement

@@ -14,6 +14,8 @@ public struct BenchmarkReport: Codable, Sendable {
     public var p99Us: UInt64
     public var maxUs: UInt64
     public var concurrency: Int
+    /// `--rate`: calls started per second at most; absent when unpaced.
+    public var rateLimitRps: Int?
     public var durationS: Double
     /// CPU time the benchmark process itself spent per call (its share of the machine).
     public var clientCPUUsPerCall: Double
@@ -24,11 +26,11 @@ public struct BenchmarkReport: Codable, Sendable {
         case requests, errors, concurrency, outcomes
         case throughputRps = "throughput_rps"
         case p50Us = "p50_us", p90Us = "p90_us", p99Us = "p99_us", maxUs = "max_us"
-        case durationS = "duration_s"
+        case durationS = "duration_s", rateLimitRps = "rate_limit_rps"
         case clientCPUUsPerCall = "client_cpu_us_per_call"
     }
 
-    init(samples: [CallBenchmark.Sample], elapsed: Duration, concurrency: Int, clientCPUMicros: Int) {
+    init(samples: [CallBenchmark.Sample], elapsed: Duration, concurrency: Int, rateLimit: Int? = nil, clientCPUMicros: Int) {
         let sorted = samples.map(\.micros).sorted()
         func percentile(_ p: Double) -> UInt64 {
             guard !sorted.isEmpty else { return 0 }
@@ -46,6 +48,7 @@ public struct BenchmarkReport: Codable, Sendable {
         self.p99Us = percentile(99)
         self.maxUs = sorted.last ?? 0
         self.concurrency = concurrency
+        self.rateLimitRps = rateLimit
         self.durationS = (seconds * 1000).rounded() / 1000
         self.outcomes = outcomes
         self.clientCPUUsPerCall = samples.isEmpty ? 0 : (Double(clientCPUMicros) / Double(samples.count)).rounded()

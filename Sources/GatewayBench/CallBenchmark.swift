@@ -20,12 +20,16 @@ public struct CallBenchmark: Sendable {
         public var warmup: Duration
         /// The call every caller repeats (a fresh request id each time).
         public var request: AdminCallRequest
+        /// Calls started per second at most, spread evenly; nil: each caller calls again as
+        /// soon as its last call ends. A cap: callers that are all waiting start none.
+        public var rate: Int?
 
-        public init(concurrency: Int, duration: Duration, warmup: Duration = .seconds(1), request: AdminCallRequest) {
+        public init(concurrency: Int, duration: Duration, warmup: Duration = .seconds(1), request: AdminCallRequest, rate: Int? = nil) {
             self.concurrency = concurrency
             self.duration = duration
             self.warmup = warmup
             self.request = request
+            self.rate = rate
         }
     }
 
@@ -67,7 +71,7 @@ public struct CallBenchmark: Sendable {
         }
         return BenchmarkReport(
             samples: samples, elapsed: ContinuousClock.now - started, concurrency: configuration.concurrency,
-            clientCPUMicros: Self.processCPUMicros() - cpuBefore
+            rateLimit: configuration.rate, clientCPUMicros: Self.processCPUMicros() - cpuBefore
         )
     }
 
@@ -76,9 +80,11 @@ public struct CallBenchmark: Sendable {
         var outcome: String
     }
 
-    /// `concurrency` callers, each calling in a loop until `duration` has passed.
+    /// `concurrency` callers, each calling in a loop until `duration` has passed (with a rate,
+    /// each call at the next start time the pacer hands out).
     private func drive(client: AdminClient, for duration: Duration, counter: SharedCounter) async throws -> [Sample] {
         let deadline = ContinuousClock.now + duration
+        let pacer = configuration.rate.map { Pacer(rate: $0) }
         // On the connection's loop: a call and its answer cost no hand-off between threads,
         // and the calls started together go out in one write.
         let executor = try await client.callerExecutor()
@@ -88,6 +94,11 @@ public struct CallBenchmark: Sendable {
                     var samples: [Sample] = []
                     var request = self.configuration.request
                     while ContinuousClock.now < deadline {
+                        if let pacer {
+                            let startAt = pacer.nextStart()
+                            guard startAt < deadline else { break }
+                            if startAt > .now { try? await Task.sleep(until: startAt, tolerance: .zero) }
+                        }
                         request.requestID = ""
                         let start = ContinuousClock.now
                         let outcome: String
@@ -118,6 +129,21 @@ extension CallBenchmark {
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         return (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1_000_000 + Int(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec)
+    }
+}
+
+/// Start times `1 / rate` apart from its creation, one per caller's ask. A caller behind
+/// its time calls at once, so a system slower than the rate is not offered more than the
+/// callers can have in flight.
+private final class Pacer: Sendable {
+    private let first = ContinuousClock.now
+    private let interval: Duration
+    private let handedOut = Atomic<Int>(0)
+
+    init(rate: Int) { interval = .seconds(1) / max(rate, 1) }
+
+    func nextStart() -> ContinuousClock.Instant {
+        first + interval * handedOut.wrappingAdd(1, ordering: .relaxed).oldValue
     }
 }
 

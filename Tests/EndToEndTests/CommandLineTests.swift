@@ -45,6 +45,35 @@ struct CommandLineTests {
         }
     }
 
+    @Test("bench --rate starts at most that many calls a second and names the cap in its JSON; a rate of 0 is a usage error")
+    func benchRate() async throws {
+        try await Cluster.with { cluster in
+            try await cluster.startGateway()
+            try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production"))
+            try await cluster.waitForClients(["production-1"])
+            let admin = ["--admin-socket", cluster.adminSocket]
+            let bench = ["bench", "--concurrency", "8", "--duration", "1s", "--warmup", "0s", "--json"] + admin
+            // Start times 20 ms apart within the second: 50 at most, however fast the gateway.
+            let paced = try await cluster.run(bench + ["--rate", "50"])
+            #expect(paced.status == 0, "\(paced.output)")
+            let report = try #require(try JSONSerialization.jsonObject(with: Data(paced.output.utf8)) as? [String: Any], "\(paced.output)")
+            let requests = try #require(report["requests"] as? Int)
+            #expect((1...50).contains(requests), "\(paced.output)")
+            #expect(report["errors"] as? Int == 0)
+            #expect(report["rate_limit_rps"] as? Int == 50)
+
+            let unpaced = try await cluster.run(bench)
+            #expect(unpaced.status == 0, "\(unpaced.output)")
+            let free = try #require(try JSONSerialization.jsonObject(with: Data(unpaced.output.utf8)) as? [String: Any], "\(unpaced.output)")
+            #expect(free["rate_limit_rps"] == nil)
+            #expect((free["requests"] as? Int ?? 0) > 0)
+
+            let zero = try await cluster.run(bench + ["--rate", "0"])
+            #expect(zero.status == 64)
+            #expect(zero.output.contains("--rate must be 1-1000000"), "\(zero.output)")
+        }
+    }
+
     @Test("lookup exits 0 found, 1 not found, 2 no receivers; --json uses the admin API's field names")
     func lookupExitCodes() async throws {
         try await Cluster.with { cluster in

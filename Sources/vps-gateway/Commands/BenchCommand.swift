@@ -18,16 +18,20 @@ struct BenchCommand: AsyncParsableCommand {
         discussion: """
             A measuring tool, not a test. C callers each send a call, wait for its outcome and \
             send the next, for the given duration after a short warm-up; latency is the \
-            caller's view (admin socket round trip included). Progress goes to stderr on a \
-            terminal; the result to stdout.
+            caller's view (admin socket round trip included). With --rate the callers start \
+            at most that many calls a second between them, evenly spaced (latency then counts \
+            from each call's start, not from its slot). Progress goes to stderr on a terminal; \
+            the result to stdout.
 
             Examples:
               vps-gateway bench --concurrency 64 --duration 10s --mac 52:54:00:01:00:01
               vps-gateway bench --admin-socket /tmp/gw.sock --concurrency 1 --duration 5s --json
               vps-gateway bench --method Ping --payload-hex 00 --concurrency 64 --json
+              vps-gateway bench --concurrency 64 --rate 5000 --duration 5s --json
 
             JSON fields: requests, errors, throughput_rps, p50_us, p90_us, p99_us, max_us, \
-            concurrency, duration_s, outcomes (count per outcome).
+            concurrency, rate_limit_rps (with --rate), duration_s, client_cpu_us_per_call, \
+            outcomes (count per outcome).
 
             With --lease-latency N it appends N leases (production's sample MACs) one at a time to \
             the gateway's lease file and times each until its line is in the hosts file; with \
@@ -51,6 +55,9 @@ struct BenchCommand: AsyncParsableCommand {
 
     @Option(help: ArgumentHelp("How long to measure.", valueName: "duration"))
     var duration = DurationArgument(.seconds(10), text: "10s")
+
+    @Option(help: ArgumentHelp("Start at most this many calls a second, evenly spaced (default: each caller calls again at once).", valueName: "calls/s"))
+    var rate: Int?
 
     @Option(help: ArgumentHelp("Unmeasured load first.", valueName: "duration"))
     var warmup = DurationArgument(.seconds(1), text: "1s")
@@ -98,6 +105,7 @@ struct BenchCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard (1...10_000).contains(concurrency) else { throw ValidationError("--concurrency must be 1-10000, got \(concurrency)") }
+        if let rate, !(1...1_000_000).contains(rate) { throw ValidationError("--rate must be 1-1000000 calls a second, got \(rate)") }
         _ = try duration.requirePositive("--duration")
         _ = try timeout.requirePositive("--timeout")
         guard MACAddress(mac) != nil else { throw ValidationError("--mac '\(mac)' is not a MAC address; expected \(MACAddress.expectedFormat)") }
@@ -167,7 +175,8 @@ struct BenchCommand: AsyncParsableCommand {
                 $0.environment = target.environment
                 $0.instanceID = target.instanceID
                 $0.timeoutMs = timeout.milliseconds
-            }
+            },
+            rate: rate
         ))
         let showProgress = isatty(2) == 1
         let total = duration
@@ -182,7 +191,7 @@ struct BenchCommand: AsyncParsableCommand {
             try printJSON(report)
         } else {
             print("""
-                calls        \(report.requests) in \(report.durationS) s at concurrency \(report.concurrency) (\(report.clientCPUUsPerCall) µs CPU per call in this process)
+                calls        \(report.requests) in \(report.durationS) s at concurrency \(report.concurrency)\(report.rateLimitRps.map { ", at most \($0) a second" } ?? "") (\(report.clientCPUUsPerCall) µs CPU per call in this process)
                 throughput   \(report.throughputRps) calls/s
                 latency      p50 \(report.p50Us) µs   p90 \(report.p90Us) µs   p99 \(report.p99Us) µs   max \(report.maxUs) µs
                 outcomes     \(report.outcomes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))

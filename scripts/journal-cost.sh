@@ -13,10 +13,12 @@
 # 2. At the same throughput: FULL at CONCURRENCY against journal-off runs at lower
 #    concurrencies (OFF_CONCURRENCIES) and at CONCURRENCY, the gateway's CPU per call read at
 #    the FULL run's calls/s off a least-squares fit of the off runs (see below).
-# 3. At the same concurrency and throughput, with `vps-gateway bench` as the load generator
-#    (LOADGEN unset): journal off at CONCURRENCY with `--rate` set to the FULL run's calls/s.
-#    Evenly spaced calls arrive one by one where FULL's come in bursts behind each commit,
-#    so this one errs the other way: off pays more wake-ups per call than FULL does.
+# 3. At the same throughput with the same callers, with `vps-gateway bench` as the load
+#    generator (LOADGEN unset): journal off at CONCURRENCY with `--rate` set to the FULL
+#    run's calls/s. Calls in flight then follow from rate times latency (fewer than FULL's),
+#    evenly spaced calls arrive one by one where FULL's come in bursts behind each commit,
+#    and bench pays a timer per paced call (two to three times its CPU per call), so this
+#    one errs low as the first errs high.
 #
 # Knobs: WORKERS (3), CONCURRENCY (64), OFF_CONCURRENCIES ("8 12 20"), SECONDS_ (5), ROUNDS
 # (2), LOADGEN (as profile.sh; the Go load generator is the lighter one). Each round is one
@@ -92,5 +94,5 @@ for r in sorted({row[0] for row in rows}, key=int):
 print(f"journal cost, same concurrency (c={concurrency}): {', '.join(f'{x:.0f}' for x in same)} µs per call, median {statistics.median(same):.0f}")
 print(f"journal cost, same throughput: {', '.join(f'{x:.0f}' for x in matched)} µs per call, median {statistics.median(matched):.0f}")
 if paced:
-    print(f"journal cost, same concurrency and throughput (off paced): {', '.join(f'{x:.0f}' for x in paced)} µs per call, median {statistics.median(paced):.0f}")
+    print(f"journal cost, same callers and throughput (off paced): {', '.join(f'{x:.0f}' for x in paced)} µs per call, median {statistics.median(paced):.0f}")
 PY

@@ -115,13 +115,14 @@ let package = Package(
             dependencies: ["TextFormats", "Settings", "AsyncPrimitives", "GatewayProtocol", "GatewayJournal", "DHCPLeases", "ProcessLifecycle", "RPCEndpoint", "Telemetry", "CMalloc", grpcCore, protobuf, logging, lifecycle, unixSignals, nioCore],
             swiftSettings: swiftSettings
         ),
-        // Statements on a GRDB connection run through SQLite's C API: the journal's two
-        // writes per call and the inventory's lookups, without GRDB's per-statement overhead.
         // SQLite's process-wide options (in C: sqlite3_config is variadic).
         .target(
             name: "CSQLiteProcess",
             linkerSettings: [.linkedLibrary("sqlite3")]
         ),
+        // Statements on a GRDB connection run through SQLite's C API: the journal's two
+        // writes per call and the inventory's lookups, without GRDB's per-statement overhead;
+        // and SQLite's process-wide options.
         .target(
             name: "SQLiteDirect",
             dependencies: ["CSQLiteProcess", grdb, grdbSQLite],

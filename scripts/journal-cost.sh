@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The journal's cost in gateway CPU per call, measured two ways, with `scripts/profile.sh`
+# The journal's cost in gateway CPU per call, measured three ways, with `scripts/profile.sh`
 # runs (no perf). A measuring tool, not a test.
 #
 #   scripts/journal-cost.sh [BIN]                       # BIN: a release build (default: build one)
@@ -21,7 +21,7 @@
 #    one errs low as the first errs high.
 #
 # Knobs: WORKERS (3), CONCURRENCY (64), OFF_CONCURRENCIES ("8 12 20"), SECONDS_ (5), ROUNDS
-# (2), LOADGEN (as profile.sh; the Go load generator is the lighter one). Each round is one
+# (2), LOADGEN (as profile.sh; the Go load generator is the one compare.sh uses). Each round is one
 # FULL run then the off runs, so a VM whose speed drifts moves them together.
 set -euo pipefail
 cd "$(dirname "$0")/.."

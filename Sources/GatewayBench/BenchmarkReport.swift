@@ -30,7 +30,7 @@ public struct BenchmarkReport: Codable, Sendable {
         case clientCPUUsPerCall = "client_cpu_us_per_call"
     }
 
-    init(samples: [CallBenchmark.Sample], elapsed: Duration, concurrency: Int, rateLimit: Int? = nil, clientCPUMicros: Int) {
+    init(samples: [CallBenchmark.Sample], elapsed: Duration, concurrency: Int, rateLimit: Int?, clientCPUMicros: Int) {
         let sorted = samples.map(\.micros).sorted()
         func percentile(_ p: Double) -> UInt64 {
             guard !sorted.isEmpty else { return 0 }

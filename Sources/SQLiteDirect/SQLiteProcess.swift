@@ -10,11 +10,11 @@ import GRDBSQLite
 /// (The other usual option, multi-thread mode, GRDB already sets on each connection it opens.)
 public enum SQLiteProcess {
     /// Sets the options, or leaves them if SQLite is already initialized (then nothing
-    /// changes; the startup log lines show what is in effect). Call it before any thread
-    /// that may use SQLite starts: SQLite's configuration is not thread-safe.
-    @discardableResult
-    public static func configure() -> Bool {
-        vpsgw_sqlite_configure_process() == SQLITE_OK
+    /// changes; the startup log lines show what is in effect, so the refusal is not
+    /// returned). Call it before any thread that may use SQLite starts: SQLite's
+    /// configuration is not thread-safe.
+    public static func configure() {
+        _ = vpsgw_sqlite_configure_process()
     }
 
     /// Whether SQLite keeps memory statistics in this process, as a startup log line's field.

@@ -90,7 +90,7 @@ fi
 # The load generator's own CPU: this shell's children's user+system seconds, before and after.
 # (`times` runs in this shell: a command substitution's subshell has no children of its own.)
 # The whole machine's CPU time, for the share the host stole (a VM's `steal` column).
-cpu_times() { awk '/^cpu / { print $2+$3+$4+$5+$6+$7+$8+$9, $9 }' /proc/stat; }
+cpu_times() { awk '/^cpu / { print $2+$3+$4+$5+$6+$7+$8+$9, $9, $5+$6 }' /proc/stat; }
 before="$(ticks)"; commits_before="$(commits)"; cpu_before="$(cpu_times)"
 times > "$work/times"; load_before="$(tail -n 1 "$work/times")"
 result="$(load "${seconds}s")"
@@ -120,9 +120,11 @@ print(f"load generator: {load:.0f} µs of CPU per call")
 # VM's speed: our processes' CPU over it compares runs on a VM whose speed drifts.
 if load > 0:
     print(f"ours over the load generator's: {ours / load:.2f}")
-(t0, st0), (t1, st1) = (map(float, cpu_before.split()), map(float, cpu_after.split()))
+(t0, st0, idle0), (t1, st1, idle1) = (map(float, cpu_before.split()), map(float, cpu_after.split()))
 if t1 > t0:
     print(f"stolen by the host: {100 * (st1 - st0) / (t1 - t0):.0f} % of the machine's CPU time during the load")
+    # Idle (with I/O wait): a load that leaves cores idle is bound by waits, not by CPU.
+    print(f"idle: {100 * (idle1 - idle0) / (t1 - t0):.0f} % of the machine's CPU time during the load")
 (n0, s0), (n1, s1) = (map(float, commits_before.split()), map(float, commits_after.split()))
 if n1 > n0:
     print(f"journal: {n1 - n0:.0f} group commits, {calls / (n1 - n0):.1f} calls per commit, {(s1 - s0) * 1e6 / (n1 - n0):.0f} µs per commit")

@@ -104,7 +104,7 @@ public final class DeadlineTimers: @unchecked Sendable {
     }
 
     private func startThread() {
-        startDetachedThread(purpose: "the deadline timer thread") { self.loop() }
+        startDetachedThread(name: "vpsgw-timers", purpose: "the deadline timer thread") { self.loop() }
     }
 
     private func loop() -> Never {

@@ -158,7 +158,7 @@ final class GroupCommitter: Sendable {
                     state.runner = continuation
                     return true
                 }
-                if start { startDetachedThread(purpose: "the journal's writer thread") { self.loop() } } else { continuation.resume() }
+                if start { startDetachedThread(name: "vpsgw-journal", purpose: "the journal's writer thread") { self.loop() } } else { continuation.resume() }
             }
         } onCancel: {
             wake { $0.cancelled = true }

@@ -82,6 +82,7 @@ final class GatewayServing: Service, Sendable {
                     "address": "\(streamAddress.map { "\($0)" } ?? gateway.streamListener?.description ?? "none")",
                     "admin_socket": "\(configuration.adminSocketPath)",
                     "journal": "\(gateway.journal?.path ?? "off")",
+                    "event_loops": "\(EventLoopThreads.count)",
                     "version": "\(configuration.version)",
                 ])
                 // Cancellation (not a graceful shutdown) stops the servers without draining.

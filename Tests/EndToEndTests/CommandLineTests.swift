@@ -74,6 +74,27 @@ struct CommandLineTests {
         }
     }
 
+    @Test("the gateway serves the network on one event loop thread unless --event-loops asks for more, says how many in its listening line, and answers either way", arguments: [nil, 3])
+    func eventLoops(count: Int?) async throws {
+        try await Cluster.with { cluster in
+            let gateway = try await cluster.startGateway(count.map { ["--event-loops", "\($0)"] } ?? [])
+            let inventory = try cluster.inventory("production", [SampleInventory.Entry("vps-loops", mac: "52:54:00:ee:00:01", ip: "10.8.0.1")])
+            try cluster.startWorker(environment: "production", inventory: inventory)
+            try await cluster.waitForClients(["production-1"])
+            let found = try await cluster.run(["lookup", "--mac", "52:54:00:ee:00:01", "--admin-socket", cluster.adminSocket])
+            #expect(found.status == 0, "\(found.output)")
+            // NIO names its singleton group's threads NIO-SGLTN-<group>-#<n>; a thread one of
+            // them starts (a Dispatch worker) takes the same name, so names are counted once.
+            let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(gateway.pid)/task")
+            let names = tasks.compactMap { try? String(contentsOfFile: "/proc/\(gateway.pid)/task/\($0)/comm", encoding: .utf8) }
+            let loops = Set(names.filter { $0.hasPrefix("NIO-SGLTN") })
+            #expect(loops.count == count ?? 1, "thread names: \(names.sorted())")
+            #expect(names.contains("vpsgw-journal\n") && names.contains("vpsgw-timers\n"), "thread names: \(names.sorted())")
+            let listening = gateway.log.split(separator: "\n").first { $0.contains("gateway listening") }.map(String.init)
+            #expect(listening?.contains("event_loops=\(count ?? 1)") == true, "\(gateway.log)")
+        }
+    }
+
     @Test("lookup exits 0 found, 1 not found, 2 no receivers; --json uses the admin API's field names")
     func lookupExitCodes() async throws {
         try await Cluster.with { cluster in

@@ -120,6 +120,9 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(name: .customLong(GatewaySettings.idleConnectionTimeout.flag), help: GatewaySettings.idleConnectionTimeout.argumentHelp)
     var idleConnectionTimeout: String?
 
+    @Option(name: .customLong(GatewaySettings.eventLoops.flag), help: GatewaySettings.eventLoops.argumentHelp)
+    var eventLoops: String?
+
     @Option(name: .customLong(GatewaySettings.journal.flag), help: GatewaySettings.journal.argumentHelp)
     var journal: String?
 
@@ -193,7 +196,7 @@ struct GatewayCommand: AsyncParsableCommand {
             (S.defaultTimeout, defaultTimeout), (S.shutdownGrace, shutdownGrace), (S.minClientPingInterval, minClientPingInterval),
             (S.keepaliveInterval, keepaliveInterval), (S.maxConnections, maxConnections), (S.maxClients, maxClients),
             (S.maxConcurrentStreams, maxConcurrentStreams), (S.maxMessageSize, maxMessageSize), (S.maxHeaderListSize, maxHeaderListSize),
-            (S.idleConnectionTimeout, idleConnectionTimeout), (S.journal, journal), (S.journalSync, journalSync),
+            (S.idleConnectionTimeout, idleConnectionTimeout), (S.eventLoops, eventLoops), (S.journal, journal), (S.journalSync, journalSync),
             (S.journalRetention, journalRetention), (S.journalUpkeepInterval, journalUpkeepInterval), (S.maxStoredResult, maxStoredResult),
             (S.maxAttempts, maxAttempts), (S.metricsAddress, metricsAddress), (S.dhcpLeases, dhcpLeases), (S.dhcpHosts, dhcpHosts),
             (S.dnsmasqPidFile, dnsmasqPidFile), (S.reconcileInterval, reconcileInterval), (S.vpsHostnamePattern, vpsHostnamePattern),
@@ -210,8 +213,10 @@ struct GatewayCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        // First: SQLite takes its process-wide options only before anything opens a database.
+        // First: SQLite takes its process-wide options only before anything opens a database,
+        // and NIO its thread count only before anything uses its event loops.
         SQLiteProcess.configure()
+        EventLoopThreads.configure(count: try GatewaySettings.eventLoops.value(eventLoops))
         let logger = try logging.makeLogger(label: "gateway", identifier: "vps-gateway")
         let gateway: Gateway
         let exported: (registry: MetricsRegistry, server: MetricsServer)?

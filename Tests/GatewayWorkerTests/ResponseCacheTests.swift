@@ -41,6 +41,17 @@ struct ResponseCacheTests {
         #expect(cache.response(for: "new", now: later) != nil)
     }
 
+    @Test("two request ids in one slot never get each other's answer: the later replaces the earlier")
+    func collidingIDs() {
+        let cache = ResponseCache(capacity: 10, lifetime: .seconds(60), key: { _ in 7 })
+        cache.store(.success(requestID: "first", payload: Data([1])))
+        #expect(cache.response(for: "second") == nil)
+        cache.store(.success(requestID: "second", payload: Data([2])))
+        #expect(cache.response(for: "second")?.payload == Data([2]))
+        #expect(cache.response(for: "first") == nil)
+        #expect(cache.count == 1)
+    }
+
     @Test("beyond its capacity the oldest answers are dropped first")
     func evictsOldest() {
         let cache = ResponseCache(capacity: 3, lifetime: .seconds(60))

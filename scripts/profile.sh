@@ -13,8 +13,8 @@
 # LOADGEN), LOG_LEVEL (info: every call's audit line), LOADGEN (default: `BIN bench`; the
 # Go load generator of ../shared/peers is what compare.sh drives both sides with). Output: the load generator's
 # JSON line, CPU µs per call per process, our processes' CPU over the load generator's (a
-# yardstick that moves with the VM's speed), the share of CPU time the host stole during the
-# load, and with PROFILE set `perf report` reading hints; the perf data stays in $PROFILE_OUT
+# yardstick that moves with the VM's speed), the shares of CPU time the host stole and the
+# machine left idle during the load, and with PROFILE set `perf report` reading hints; the perf data stays in $PROFILE_OUT
 # (default /tmp/vps-gateway-profile.data).
 set -euo pipefail
 cd "$(dirname "$0")/.."

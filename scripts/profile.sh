@@ -8,14 +8,16 @@
 #   PROFILE=worker WORKERS=3 JOURNAL=off CONCURRENCY=64 SECONDS_=8 scripts/profile.sh
 #   LOADGEN=../shared/peers/go-seed/bin/loadgen scripts/profile.sh   # a lighter load generator
 #
-# Knobs: PROFILE=gateway|worker|none (default gateway), WORKERS=1..3 (1), JOURNAL=full|off
-# (full), CONCURRENCY (64), SECONDS_ (8), RATE (calls/s at most, `bench --rate`; not with
-# LOADGEN), LOG_LEVEL (info: every call's audit line), LOADGEN (default: `BIN bench`; the
-# Go load generator of ../shared/peers is what compare.sh drives both sides with). Output: the load generator's
-# JSON line, CPU µs per call per process, our processes' CPU over the load generator's (a
-# yardstick that moves with the VM's speed), the shares of CPU time the host stole and the
-# machine left idle during the load, and with PROFILE set `perf report` reading hints; the perf data stays in $PROFILE_OUT
-# (default /tmp/vps-gateway-profile.data).
+# Knobs: PROFILE=gateway|worker|none (default gateway), WORKERS=1..3 (1),
+# JOURNAL=full|normal|off (full; normal is `--journal-sync normal`, no fsync per commit),
+# CONCURRENCY (64), SECONDS_ (8), RATE (calls/s at most, `bench --rate`; not with LOADGEN),
+# LOG_LEVEL (info: every call's audit line), LOADGEN (default: `BIN bench`; the Go load
+# generator of ../shared/peers is what compare.sh drives both sides with).
+# Output: the load generator's JSON line, CPU µs per call per process, our processes' CPU
+# over the load generator's (a yardstick that moves with the VM's speed), the shares of CPU
+# time the host stole and the machine left idle during the load, and with PROFILE set
+# `perf report` reading hints; the perf data stays in $PROFILE_OUT (default
+# /tmp/vps-gateway-profile.data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile="${PROFILE:-gateway}" workers="${WORKERS:-1}" journal="${JOURNAL:-full}"
@@ -42,8 +44,11 @@ export VPS_GATEWAY_MIGRATIONS="${VPS_GATEWAY_MIGRATIONS:-$PWD/migrations}"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 sock="$work/admin.sock"
 metrics_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-journal_args=(--journal "$work/journal.sqlite3" --journal-sync full)
-[ "$journal" = off ] && journal_args=(--journal off)
+case "$journal" in
+    full | normal) journal_args=(--journal "$work/journal.sqlite3" --journal-sync "$journal") ;;
+    off) journal_args=(--journal off) ;;
+    *) echo "profile: JOURNAL is full, normal or off, not '$journal'" >&2; exit 64 ;;
+esac
 "$bin" gateway --listen "127.0.0.1:$port" --admin-socket "$sock" "${journal_args[@]}" --dhcp-leases off \
     --metrics-address "127.0.0.1:$metrics_port" >"$work/gateway.log" 2>&1 &
 pids+=("$!")

@@ -47,15 +47,18 @@ struct JournalTests {
                 environment: "production", inventory: try cluster.inventory("production", [vps]),
                 ["--simulate-latency", "40ms", "--log-level", "debug", "--max-concurrent", "1024"]
             )
-            let accepted = AcceptedIDs()
+            let accepted = RequestIDs()
             for round in 0..<6 {
                 let gateway = try await cluster.startGateway()
                 try await cluster.waitForClients(["production-1"])
                 let acceptedBefore = accepted.ids.count
+                let unanswered = RequestIDs()
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     for index in 0..<30 {
                         let id = "crash-\(round)-\(index)"
+                        unanswered.insert(id)
                         group.addTask {
+                            defer { unanswered.remove(id) }
                             // Async calls return once recorded; sync ones once answered. Either
                             // reply means the journal took the request.
                             // A deadline longer than the suite may run (4 minutes): rows left
@@ -63,6 +66,7 @@ struct JournalTests {
                             // (a clean CI build still writing back, every fsync slow) six rounds
                             // took 52 s; rows of the first rounds then passed a 30 s deadline and
                             // were expired at a start, which is right but not what this checks.
+                            // The test bounds its own wait below, after the kill.
                             if (try? await cluster.call(lookupRequest(id: id, timeoutMs: 240_000, async: index % 3 != 0))) != nil {
                                 accepted.insert(id)
                             }
@@ -74,9 +78,16 @@ struct JournalTests {
                     #expect(recording, "round \(round): no call was accepted within 30 s")
                     _ = await waitUntil(.now + .milliseconds(Int.random(in: 0...120)))
                     gateway.signal(SIGKILL)
+                    // A dead gateway's connections are closed by the kernel, so every call ends
+                    // at once. One CI run hit the suite's limit somewhere in this test: these
+                    // bounds turn a repeat into a failure that names what waited.
+                    // The failure ends the test, and the cluster prints every process's log.
+                    let exited = await gateway.waitForExit(timeout: .seconds(60))
+                    try #require(exited != nil, "round \(round): the gateway is still there 60 s after SIGKILL: \(threadStates(of: gateway.pid))")
+                    let ended = await poll(timeout: .seconds(30)) { unanswered.ids.isEmpty }
+                    try #require(ended, "round \(round): calls still waiting 30 s after the gateway's SIGKILL and exit: \(unanswered.ids.sorted())")
                     try await group.waitForAll()
                 }
-                await gateway.waitForExit()
             }
             try await cluster.startGateway()
             let journal = try openJournal(cluster)
@@ -407,9 +418,10 @@ struct JournalTests {
     }
 }
 
-/// Request ids whose call got a reply, collected from concurrent callers.
-final class AcceptedIDs: Sendable {
+/// Request ids that concurrent callers add and remove (the calls answered, the calls waiting).
+final class RequestIDs: Sendable {
     private let storage = Mutex<Set<String>>([])
     func insert(_ id: String) { storage.withLock { _ = $0.insert(id) } }
+    func remove(_ id: String) { storage.withLock { _ = $0.remove(id) } }
     var ids: Set<String> { storage.withLock { $0 } }
 }

@@ -150,6 +150,25 @@ func processes(inGroup group: pid_t) -> [ProcessEntry] {
     processTable().filter { $0.isAlive && $0.group == group }
 }
 
+/// What each thread of `pid` is doing, for a failure message: name, state (`D` is a wait the
+/// kernel does not interrupt, even for SIGKILL), the kernel function it waits in and its
+/// system call.
+func threadStates(of pid: pid_t) -> String {
+    guard let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task") else {
+        return "no /proc entry for pid \(pid)"
+    }
+    func read(_ path: String) -> String {
+        ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "?").trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+    return tasks.sorted().map { tid in
+        let base = "/proc/\(pid)/task/\(tid)"
+        let stat = read("\(base)/stat")
+        let state = stat.lastIndex(of: ")").map { stat[stat.index($0, offsetBy: 2)...].prefix(1) } ?? "?"
+        let syscall = read("\(base)/syscall").split(separator: " ").first ?? "?"
+        return "\(tid) \(read("\(base)/comm")) state=\(state) wchan=\(read("\(base)/wchan")) syscall=\(syscall)"
+    }.joined(separator: "; ")
+}
+
 /// True while `pid` is a live process.
 func isAlive(_ pid: pid_t) -> Bool {
     processTable().contains { $0.pid == pid && $0.isAlive }

@@ -24,6 +24,12 @@ import Synchronization
 /// idle: a submitted write arriving then is left for it to find, with no wake-up of its
 /// own. At one call at a time that is one wake of the writer per call (by the next pending
 /// row) instead of two, and no futex call on the answer's path.
+///
+/// The writer thread runs under `SCHED_BATCH`: woken while both cores are busy, it waits for
+/// the next scheduling point instead of preempting, so more rows join its commit. A commit
+/// costs the gateway about 500 µs of CPU whatever its size (the `fdatasync`, the WAL pages,
+/// the wake-ups), so under load larger commits are cheaper calls; on an idle core it runs at
+/// once, so one call at a time waits no longer.
 final class GroupCommitter: Sendable {
     /// Writes per transaction at most, so one commit never holds the lock for long.
     static let maximumBatch = 1024
@@ -158,7 +164,7 @@ final class GroupCommitter: Sendable {
                     state.runner = continuation
                     return true
                 }
-                if start { startDetachedThread(name: "vpsgw-journal", purpose: "the journal's writer thread") { self.loop() } } else { continuation.resume() }
+                if start { startDetachedThread(name: "vpsgw-journal", purpose: "the journal's writer thread", scheduling: .batch) { self.loop() } } else { continuation.resume() }
             }
         } onCancel: {
             wake { $0.cancelled = true }

@@ -90,6 +90,12 @@ struct CommandLineTests {
             let loops = Set(names.filter { $0.hasPrefix("NIO-SGLTN") })
             #expect(loops.count == count ?? 1, "thread names: \(names.sorted())")
             #expect(names.contains("vpsgw-journal\n") && names.contains("vpsgw-timers\n"), "thread names: \(names.sorted())")
+            // The journal's writer runs under SCHED_BATCH (3): its stat's field 41, the 39th
+            // after the name in parentheses (field 3, the state, comes first).
+            let writer = tasks.first { (try? String(contentsOfFile: "/proc/\(gateway.pid)/task/\($0)/comm", encoding: .utf8)) == "vpsgw-journal\n" }
+            let stat = try writer.map { try String(contentsOfFile: "/proc/\(gateway.pid)/task/\($0)/stat", encoding: .utf8) } ?? ""
+            let fields = stat.split(separator: ")").last?.split(separator: " ") ?? []
+            #expect(fields.count > 38 && fields[38] == "3", "the journal writer's stat: \(stat)")
             let listening = gateway.log.split(separator: "\n").first { $0.contains("gateway listening") }.map(String.init)
             #expect(listening?.contains("event_loops=\(count ?? 1)") == true, "\(gateway.log)")
         }

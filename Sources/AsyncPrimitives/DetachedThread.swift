@@ -36,7 +36,7 @@ public func startDetachedThread(name: String, purpose: String, scheduling: Threa
 
 /// How the kernel schedules a thread of ``startDetachedThread(name:purpose:scheduling:_:)``.
 public enum ThreadScheduling: Sendable {
-    /// The process's own policy (`SCHED_OTHER`).
+    /// The policy of the thread that starts it, inherited (`SCHED_OTHER` in this product).
     case normal
     /// `SCHED_BATCH`: woken, the thread does not preempt the one running on its core; it
     /// runs at once on an idle core, and otherwise at the next scheduling point. For a

@@ -25,9 +25,9 @@ import Synchronization
 /// own. At one call at a time that is one wake of the writer per call (by the next pending
 /// row) instead of two, and no futex call on the answer's path.
 ///
-/// The writer thread runs under `SCHED_BATCH`: woken while both cores are busy, it waits for
+/// The writer thread runs under `SCHED_BATCH`: woken while every core is busy, it waits for
 /// the next scheduling point instead of preempting, so more rows join its commit. A commit
-/// costs the gateway about 500 µs of CPU whatever its size (the `fdatasync`, the WAL pages,
+/// costs the gateway about 550 µs of CPU whatever its size (the `fdatasync`, the WAL pages,
 /// the wake-ups), so under load larger commits are cheaper calls; on an idle core it runs at
 /// once, so one call at a time waits no longer.
 final class GroupCommitter: Sendable {

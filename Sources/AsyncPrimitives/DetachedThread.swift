@@ -50,8 +50,7 @@ public enum ThreadScheduling: Sendable {
 private func scheduleThisThreadAsBatch() {
     // SCHED_BATCH is 3 in <linux/sched.h>; Glibc's module leaves the GNU constant out.
     let schedBatch: Int32 = 3
-    var parameters = sched_param()
-    parameters.sched_priority = 0
+    var parameters = sched_param()  // priority 0, the only one SCHED_BATCH takes
     _ = sched_setscheduler(0, schedBatch, &parameters)
 }
 

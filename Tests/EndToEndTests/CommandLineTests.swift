@@ -85,17 +85,18 @@ struct CommandLineTests {
             #expect(found.status == 0, "\(found.output)")
             // NIO names its singleton group's threads NIO-SGLTN-<group>-#<n>; a thread one of
             // them starts (a Dispatch worker) takes the same name, so names are counted once.
-            let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(gateway.pid)/task")
-            let names = tasks.compactMap { try? String(contentsOfFile: "/proc/\(gateway.pid)/task/\($0)/comm", encoding: .utf8) }
+            let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(gateway.pid)/task").map { "/proc/\(gateway.pid)/task/\($0)" }
+            let threads = tasks.compactMap { task in
+                (try? String(contentsOfFile: "\(task)/comm", encoding: .utf8)).map { (task: task, name: $0.trimmingCharacters(in: .newlines)) }
+            }
+            let names = threads.map(\.name)
             let loops = Set(names.filter { $0.hasPrefix("NIO-SGLTN") })
             #expect(loops.count == count ?? 1, "thread names: \(names.sorted())")
-            #expect(names.contains("vpsgw-journal\n") && names.contains("vpsgw-timers\n"), "thread names: \(names.sorted())")
-            // The journal's writer runs under SCHED_BATCH (3): its stat's field 41, the 39th
-            // after the name in parentheses (field 3, the state, comes first).
-            let writer = tasks.first { (try? String(contentsOfFile: "/proc/\(gateway.pid)/task/\($0)/comm", encoding: .utf8)) == "vpsgw-journal\n" }
-            let stat = try writer.map { try String(contentsOfFile: "/proc/\(gateway.pid)/task/\($0)/stat", encoding: .utf8) } ?? ""
-            let fields = stat.split(separator: ")").last?.split(separator: " ") ?? []
-            #expect(fields.count > 38 && fields[38] == "3", "the journal writer's stat: \(stat)")
+            #expect(names.contains("vpsgw-journal") && names.contains("vpsgw-timers"), "thread names: \(names.sorted())")
+            // The journal's writer runs under SCHED_BATCH (3): field 41 of its stat, the policy.
+            let writer = threads.first { $0.name == "vpsgw-journal" }
+            let fields = writer.flatMap { statFields("\($0.task)/stat") } ?? []
+            #expect(fields.count > 41 - 3 && fields[41 - 3] == "3", "the journal writer's stat fields from the state on: \(fields)")
             let listening = gateway.log.split(separator: "\n").first { $0.contains("gateway listening") }.map(String.init)
             #expect(listening?.contains("event_loops=\(count ?? 1)") == true, "\(gateway.log)")
         }

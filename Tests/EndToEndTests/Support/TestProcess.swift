@@ -124,15 +124,21 @@ struct ProcessEntry: Sendable {
     var isAlive: Bool { state != "Z" }
 }
 
+/// The fields of a `/proc/…/stat` file from field 3 (the state) on: `statFields(path)[n - 3]`
+/// is field n of proc(5). Nil when the file is gone. The file is `pid (comm) state ppid …`,
+/// and the name may hold spaces and parentheses, so the fields are read after the last ')'.
+func statFields(_ path: String) -> [Substring]? {
+    guard let stat = FileManager.default.contents(atPath: path) else { return nil }
+    let text = String(decoding: stat, as: UTF8.self)
+    guard let close = text.lastIndex(of: ")") else { return nil }
+    return text[text.index(after: close)...].split(separator: " ")
+}
+
 /// Every process on the machine, from /proc (entries that vanish while reading are skipped).
 func processTable() -> [ProcessEntry] {
     guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
     return entries.compactMap { entry in
-        guard let pid = pid_t(entry), let stat = FileManager.default.contents(atPath: "/proc/\(entry)/stat") else { return nil }
-        // pid (comm) state ppid pgrp …; comm may hold spaces, so read after the last ')'.
-        let text = String(decoding: stat, as: UTF8.self)
-        guard let close = text.lastIndex(of: ")") else { return nil }
-        let fields = text[text.index(after: close)...].split(separator: " ")
+        guard let pid = pid_t(entry), let fields = statFields("/proc/\(entry)/stat") else { return nil }
         guard fields.count > 2, let state = fields[0].first, let parent = pid_t(fields[1]), let group = pid_t(fields[2]) else { return nil }
         let arguments = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") ?? Data()
         let command = String(decoding: arguments.map { $0 == 0 ? UInt8(ascii: " ") : $0 }, as: UTF8.self)
@@ -162,8 +168,7 @@ func threadStates(of pid: pid_t) -> String {
     }
     return tasks.sorted().map { tid in
         let base = "/proc/\(pid)/task/\(tid)"
-        let stat = read("\(base)/stat")
-        let state = stat.lastIndex(of: ")").map { stat[stat.index($0, offsetBy: 2)...].prefix(1) } ?? "?"
+        let state = statFields("\(base)/stat")?.first ?? "?"
         let syscall = read("\(base)/syscall").split(separator: " ").first ?? "?"
         return "\(tid) \(read("\(base)/comm")) state=\(state) wchan=\(read("\(base)/wchan")) syscall=\(syscall)"
     }.joined(separator: "; ")

@@ -13,7 +13,8 @@
 # CONCURRENCY (64), SECONDS_ (8), RATE (calls/s at most, `bench --rate`; not with LOADGEN),
 # LOG_LEVEL (info: every call's audit line), LOADGEN (default: `BIN bench`; the Go load
 # generator of ../shared/peers is what compare.sh drives both sides with).
-# Output: the load generator's JSON line, CPU µs per call per process, our processes' CPU
+# Output: the load generator's JSON line, CPU µs per call per process and the gateway's by
+# thread (its event loop apart from the journal's writer, `vpsgw-journal`), our processes' CPU
 # over the load generator's (a yardstick that moves with the VM's speed), the shares of CPU
 # time the host stole and the machine left idle during the load, and with PROFILE set
 # `perf report` reading hints; the perf data stays in $PROFILE_OUT (default
@@ -86,6 +87,12 @@ commits() {
         END { print (n == "" ? 0 : n), (s == "" ? 0 : s) }'
 }
 ticks() { for pid in "${pids[@]}"; do awk '{print $14+$15}' "/proc/$pid/stat"; done | paste -sd' '; }
+# The gateway's CPU by thread name (the event loop, the journal's writer, ...), "name=ticks;…".
+thread_ticks() {
+    for task in /proc/"${pids[0]}"/task/*; do
+        printf '%s=%s;' "$(cat "$task/comm" 2>/dev/null)" "$(sed 's/.*) //' "$task/stat" 2>/dev/null | awk '{print $12+$13}')"
+    done
+}
 target=""
 case "$profile" in gateway) target="${pids[0]}" ;; worker) target="${pids[1]}" ;; esac
 if [ -n "$target" ]; then
@@ -96,16 +103,16 @@ fi
 # (`times` runs in this shell: a command substitution's subshell has no children of its own.)
 # The whole machine's CPU time, for the share the host stole (a VM's `steal` column).
 cpu_times() { awk '/^cpu / { print $2+$3+$4+$5+$6+$7+$8+$9, $9, $5+$6 }' /proc/stat; }
-before="$(ticks)"; commits_before="$(commits)"; cpu_before="$(cpu_times)"
+before="$(ticks)"; threads_before="$(thread_ticks)"; commits_before="$(commits)"; cpu_before="$(cpu_times)"
 times > "$work/times"; load_before="$(tail -n 1 "$work/times")"
 result="$(load "${seconds}s")"
 times > "$work/times"; load_after="$(tail -n 1 "$work/times")"
-after="$(ticks)"; commits_after="$(commits)"; cpu_after="$(cpu_times)"
+after="$(ticks)"; threads_after="$(thread_ticks)"; commits_after="$(commits)"; cpu_after="$(cpu_times)"
 [ -n "$target" ] && wait "$perf_pid"
 echo "$result"
-python3 - "$result" "$before" "$after" "$(getconf CLK_TCK)" "$workers" "$load_before" "$load_after" "$commits_before" "$commits_after" "$cpu_before" "$cpu_after" <<'PY'
+python3 - "$result" "$before" "$after" "$(getconf CLK_TCK)" "$workers" "$load_before" "$load_after" "$commits_before" "$commits_after" "$cpu_before" "$cpu_after" "$threads_before" "$threads_after" <<'PY'
 import json, sys
-result, before, after, tck, workers, load_before, load_after, commits_before, commits_after, cpu_before, cpu_after = sys.argv[1:]
+result, before, after, tck, workers, load_before, load_after, commits_before, commits_after, cpu_before, cpu_after, threads_before, threads_after = sys.argv[1:]
 def seconds(times):  # "0m1.234s 0m0.567s": user and system
     total = 0.0
     for part in times.split():
@@ -119,6 +126,16 @@ for name, b, a in zip(names, before.split(), after.split()):
     micros = (int(a) - int(b)) * 1e6 / int(tck) / calls
     ours += micros
     print(f"{name}: {micros:.0f} µs of CPU per call")
+def by_thread(text):  # "name=ticks;…", threads of one name summed
+    totals = {}
+    for item in filter(None, text.split(";")):
+        name, _, value = item.rpartition("=")
+        if value.isdigit():
+            totals[name] = totals.get(name, 0) + int(value)
+    return totals
+tb, ta = by_thread(threads_before), by_thread(threads_after)
+shares = sorted(((ta[n] - tb.get(n, 0), n) for n in ta), reverse=True)
+print("gateway by thread: " + ", ".join(f"{n} {d * 1e6 / int(tck) / calls:.0f}" for d, n in shares if d > 0) + " µs per call")
 load = (seconds(load_after) - seconds(load_before)) * 1e6 / calls
 print(f"load generator: {load:.0f} µs of CPU per call")
 # The Go load generator's CPU per call does not depend on our code, but it moves with the

@@ -8,8 +8,11 @@ import Glibc
 /// Locks and owned paths on real files in a temp directory. `flock` locks belong to an open
 /// file description, so a second `InstanceLock` in the same process conflicts exactly as a
 /// second process would.
+///
+/// A class, so each test's directory goes with its instance (Swift Testing makes one per
+/// test): a removal in each test left behind the directories of tests that had none.
 @Suite("Instance locks and owned paths")
-struct InstanceLockTests {
+final class InstanceLockTests {
     let directory: String
 
     init() throws {
@@ -17,10 +20,13 @@ struct InstanceLockTests {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     }
 
+    deinit {
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
     @Test("a second lock on the same file is refused and names the holder's pid; after release it is free again")
     func secondLockRefused() throws {
         let path = directory + "/a.lock"
-        defer { try? FileManager.default.removeItem(atPath: directory) }
         var first: InstanceLock? = try InstanceLock(path: path)
         #expect(try String(contentsOfFile: path, encoding: .utf8) == "\(getpid())\n")
         #expect(throws: LifecycleError.self) { try InstanceLock(path: path) }
@@ -50,7 +56,6 @@ struct InstanceLockTests {
     @Test("an owned path is removed only while it is the same file; a successor's file at the path stays")
     func ownedPathLeavesSuccessor() throws {
         let path = directory + "/socket"
-        defer { try? FileManager.default.removeItem(atPath: directory) }
         #expect(OwnedPath(claiming: path) == nil)
         _ = FileManager.default.createFile(atPath: path, contents: Data("first".utf8))
         let first = try #require(OwnedPath(claiming: path))

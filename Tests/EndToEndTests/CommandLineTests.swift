@@ -206,7 +206,7 @@ struct CommandLineTests {
             let first = try await cluster.startGateway()
             let second = try cluster.spawn(
                 name: "second-gateway",
-                arguments: ["gateway", "--listen", "127.0.0.1:\(try freePort())", "--admin-socket", cluster.adminSocket,
+                arguments: ["gateway", "--listen", "127.0.0.1:\(try cluster.reservePort())", "--admin-socket", cluster.adminSocket,
                             "--journal", cluster.directory + "/second.sqlite3", "--dhcp-leases", "off"],
                 environment: ["GATEWAY_API_SECRET": cluster.secret]
             )
@@ -271,7 +271,7 @@ struct CommandLineTests {
             let first = try await cluster.startGateway()
             let second = try cluster.spawn(
                 name: "second-gateway",
-                arguments: ["gateway", "--listen", "127.0.0.1:\(try freePort())", "--admin-socket", cluster.directory + "/second.sock",
+                arguments: ["gateway", "--listen", "127.0.0.1:\(try cluster.reservePort())", "--admin-socket", cluster.directory + "/second.sock",
                             "--journal", cluster.journal, "--dhcp-leases", "off"],
                 environment: ["GATEWAY_API_SECRET": cluster.secret]
             )

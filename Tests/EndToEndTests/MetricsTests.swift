@@ -36,9 +36,9 @@ struct MetricsTests {
     @Test("after lookups and a worker restart, the supervisor, gateway and worker expositions pass promtool and count what happened")
     func expositionsAfterTraffic() async throws {
         try await Cluster.with { cluster in
-            let gatewayMetrics = "127.0.0.1:\(try freePort())"
-            let workerMetrics = "127.0.0.1:\(try freePort())"
-            let supervisorMetrics = "127.0.0.1:\(try freePort())"
+            let gatewayMetrics = "127.0.0.1:\(try cluster.reservePort())"
+            let workerMetrics = "127.0.0.1:\(try cluster.reservePort())"
+            let supervisorMetrics = "127.0.0.1:\(try cluster.reservePort())"
             try """
                 gateway:
                   listen: 127.0.0.1:\(cluster.port)

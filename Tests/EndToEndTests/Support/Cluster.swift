@@ -14,6 +14,8 @@ final class Cluster: Sendable {
     let port: Int
     let secret: String
     private let processes = Mutex<[TestProcess]>([])
+    /// The sockets that hold this cluster's ports (``reserveLoopbackPort()``), closed last.
+    private let portHolders: Mutex<[Int32]>
     /// Run at tear-down after the processes stopped, newest first (network namespaces...).
     private let cleanups = Mutex<[@Sendable () -> Void]>([])
 
@@ -33,7 +35,9 @@ final class Cluster: Sendable {
         var bytes = Array(template.utf8CString)
         guard mkdtemp(&bytes) != nil else { throw ClusterError("mkdtemp failed") }
         directory = String(decoding: bytes.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        port = try freePort()
+        let (port, holder) = try reserveLoopbackPort()
+        self.port = port
+        portHolders = Mutex([holder])
         secret = "test-secret-\(UInt32.random(in: 0...UInt32.max))"
     }
 
@@ -60,6 +64,7 @@ final class Cluster: Sendable {
             Issue.record("processes outlived the test: \(leftovers.map { "\($0.pid) \($0.command)" })")
         }
         for cleanup in cleanups.withLock({ $0.reversed() }) { cleanup() }
+        for holder in portHolders.withLock({ $0 }) { close(holder) }
         if printLogs || !leftovers.isEmpty {
             for process in all { print("---- log of \(process.name) ----\n\(process.log.suffix(4000))") }
         }
@@ -71,6 +76,14 @@ final class Cluster: Sendable {
     private func leftoverProcesses(within timeout: Duration) async -> [ProcessEntry] {
         _ = await poll(timeout: timeout) { EndToEndTests.processes(commandLineContaining: self.directory + "/").isEmpty }
         return EndToEndTests.processes(commandLineContaining: directory + "/")
+    }
+
+    /// Another port on 127.0.0.1 for this test (a metrics listener, a second gateway, a
+    /// database), held until the test ends.
+    func reservePort() throws -> Int {
+        let (port, holder) = try reserveLoopbackPort()
+        portHolders.withLock { $0.append(holder) }
+        return port
     }
 
     // MARK: Processes
@@ -87,10 +100,19 @@ final class Cluster: Sendable {
             environment: environment ?? ["GATEWAY_API_SECRET": secret]
         )
         if waitUntilReady {
-            let ready = await poll(timeout: .seconds(40)) {
-                (try? await AdminClient.connect(socketPath: self.adminSocket) { try await $0.listClients() }) != nil
+            // A gateway that exited will not become ready: say so now, not after the time limit.
+            let answered = Mutex(false)
+            _ = await poll(timeout: .seconds(40)) {
+                if (try? await AdminClient.connect(socketPath: self.adminSocket) { try await $0.listClients() }) != nil {
+                    answered.withLock { $0 = true }
+                    return true
+                }
+                return !process.isRunning
             }
-            guard ready else { throw ClusterError("the gateway did not become ready:\n\(process.log)") }
+            guard answered.withLock({ $0 }) else {
+                let state = process.isRunning ? "did not become ready within 40 s" : "exited before it became ready"
+                throw ClusterError("the gateway \(state):\n\(process.log)")
+            }
         }
         return process
     }

@@ -48,7 +48,7 @@ final class PostgresServer: Sendable {
         if geteuid() == 0, let user = getpwnam("postgres") {
             chown(directory, user.pointee.pw_uid, user.pointee.pw_gid)
         }
-        let server = PostgresServer(cluster: cluster, port: try freePort(), directory: directory)
+        let server = PostgresServer(cluster: cluster, port: try cluster.reservePort(), directory: directory)
         cluster.onTearDown { server.stopNow() }
         let passwordFile = directory + "/superuser-password"
         try server.superuserPassword.write(toFile: passwordFile, atomically: false, encoding: .utf8)

@@ -200,39 +200,53 @@ func poll(timeout: Duration, _ condition: @Sendable () async -> Bool) async -> B
     return await condition()
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago, and that no other test of this run
-/// was given.
+/// Reserves a TCP port on 127.0.0.1 for one test: returns it with the socket that holds it,
+/// which the caller closes when the test ends.
 ///
 /// Not from the kernel's ephemeral range (`bind` to port 0 takes from it, and so does every
 /// outgoing connection on the machine, a worker's or another suite's): a port from there can
-/// be taken between this check and the gateway's `bind`. Below that range only listeners
-/// that chose their port take one, and a random pick makes two suites on one machine
-/// unlikely to choose alike.
-func freePort() throws -> Int {
+/// be taken whenever the test's own listener is not bound to it. Below that range only
+/// listeners that chose their port take one, and a random pick makes two suites on one
+/// machine unlikely to choose alike.
+///
+/// Unlikely is not never: CI once saw a gateway fail to bind a port picked this way a moment
+/// before. So the port stays held by a socket bound to it, not listening, until the test
+/// ends. Anything that binds without SO_REUSEADDR (another suite's pick, among others) is
+/// refused it, also while a test restarts its gateway; the product's listeners and
+/// PostgreSQL set SO_REUSEADDR and bind and listen beside the holder. The holder binds before
+/// it sets SO_REUSEADDR, so the pick refuses a port that anything holds, a connection in
+/// TIME_WAIT included.
+func reserveLoopbackPort() throws -> (port: Int, holder: Int32) {
     let ephemeralLow = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))
         .flatMap { $0.split(whereSeparator: \.isWhitespace).first.flatMap { Int($0) } } ?? 32768
     let range = 20000..<max(20000 + 4096, min(ephemeralLow, 65536))
     for _ in 0..<512 {
         let port = Int.random(in: range)
         guard handedOutPorts.withLock({ $0.insert(port).inserted }) else { continue }
-        if canBind(port: port) { return port }
+        if let holder = holdingSocket(port: port) { return (port, holder) }
     }
     throw ClusterError("no free TCP port on 127.0.0.1 in \(range) after 512 tries")
 }
 
 private let handedOutPorts = Mutex<Set<Int>>([])
 
-/// Whether 127.0.0.1:`port` can be bound now (without SO_REUSEADDR, so a port with
-/// connections in TIME_WAIT counts as taken).
-private func canBind(port: Int) -> Bool {
+/// A socket bound to 127.0.0.1:`port` (without SO_REUSEADDR, so a port with connections in
+/// TIME_WAIT counts as taken) that then lets SO_REUSEADDR listeners share the port; nil when
+/// the port is taken.
+private func holdingSocket(port: Int) -> Int32? {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { return false }
-    defer { close(fd) }
+    guard fd >= 0 else { return nil }
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
     address.sin_port = UInt16(port).bigEndian
-    return withUnsafePointer(to: &address) {
+    let bound = withUnsafePointer(to: &address) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
     }
+    var one: Int32 = 1
+    guard bound, setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
+        close(fd)
+        return nil
+    }
+    return fd
 }

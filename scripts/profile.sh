@@ -86,7 +86,8 @@ commits() {
         /^vps_gateway_journal_commit_duration_seconds_sum/ { s = $2 }
         END { print (n == "" ? 0 : n), (s == "" ? 0 : s) }'
 }
-ticks() { for pid in "${pids[@]}"; do awk '{print $14+$15}' "/proc/$pid/stat"; done | paste -sd' '; }
+# utime+stime: fields 14 and 15 of proc(5), read after the name's last ')' (a name may hold spaces).
+ticks() { for pid in "${pids[@]}"; do sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12+$13}'; done | paste -sd' '; }
 # The gateway's CPU by thread name (the event loop, the journal's writer, ...), "name=ticks;…".
 thread_ticks() {
     for task in /proc/"${pids[0]}"/task/*; do

@@ -191,17 +191,22 @@ struct RPCUnaryClientTests {
                 try await withThrowingTaskGroup(of: Void.self) { serving in
                     serving.addTask { try await server.run() }
                     _ = try #require(await server.listeningAddress)
-                    let answered = Started()
+                    // Says when the 50th call is answered, or ends when every call ended first.
+                    // Waited on, not polled: a spin on `Task.yield()` took a core from the calls
+                    // it waited for, and never ended once the calls had failed.
+                    let (fiftyAnswered, signal) = AsyncStream<Void>.makeStream()
+                    let answered = Started(), finished = Started()
                     let ended = try await RPCUnaryClient.withClient(to: .unixSocket(path: path)) { client in
                         await withTaskGroup(of: Void.self) { calls in
                             for _ in 0..<400 {
                                 calls.addTask {
                                     let call = try? await client.call(Self.admittedRepeatX, Google_Protobuf_UInt32Value(3), as: Google_Protobuf_StringValue.self, timeout: .seconds(20))
-                                    if call != nil { answered.count.add(1, ordering: .relaxed) }
+                                    if call != nil, answered.count.add(1, ordering: .relaxed).newValue == 50 { signal.yield() }
+                                    if finished.count.add(1, ordering: .relaxed).newValue == 400 { signal.finish() }
                                 }
                             }
                             // Cancelled with calls still being opened on the connection.
-                            while answered.count.load(ordering: .relaxed) < 50 { await Task.yield() }
+                            for await _ in fiftyAnswered { break }
                             serving.cancelAll()
                             var count = 0
                             for await _ in calls { count += 1 }

@@ -8,7 +8,7 @@ import Synchronization
 import Testing
 
 /// The built binary as an operator runs it: exit codes, messages, JSON.
-@Suite("Command line", .serialized, .timeLimit(.minutes(2)))
+@Suite("Command line", .serialized, .timeLimit(.minutes(5)))
 struct CommandLineTests {
     @Test("check-config names every problem and exits 78; --json lists them; a usable file names its children")
     func checkConfig() async throws {

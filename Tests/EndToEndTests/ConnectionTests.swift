@@ -4,7 +4,7 @@ import LeaseInventory
 import Testing
 
 /// Keepalive and multi-gateway dialing, with real processes.
-@Suite("Connections", .serialized, .timeLimit(.minutes(2)))
+@Suite("Connections", .serialized, .timeLimit(.minutes(5)))
 struct ConnectionTests {
     @Test("an idle stream whose client pings at the permitted interval is kept; a faster pinger is sent away and reconnects")
     func keepalivePolicing() async throws {

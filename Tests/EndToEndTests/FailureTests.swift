@@ -15,12 +15,13 @@ struct FailureTests {
     func killedWorkerAnotherAnswers() async throws {
         try await Cluster.with { cluster in
             try await cluster.startGateway()
-            let slow = try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production", [vps]), ["--simulate-latency", "10s"])
-            // Beta answers 4 s after the request: the window in which the test sees the
-            // request in flight at production (polling the admin API) and kills it.
-            try cluster.startWorker(environment: "beta", inventory: try cluster.inventory("beta", [vps]), ["--simulate-latency", "4s"])
+            let slow = try cluster.startWorker(environment: "production", inventory: try cluster.inventory("production", [vps]), ["--simulate-latency", "60s"])
+            // Beta answers 10 s after the request: the window in which the test sees the
+            // request in flight at production (polling the admin API) and kills it. With 4 s,
+            // a machine running three suites at once let the window pass unseen.
+            try cluster.startWorker(environment: "beta", inventory: try cluster.inventory("beta", [vps]), ["--simulate-latency", "10s"])
             try await cluster.waitForClients(["production-1", "beta-1"])
-            async let lookup = cluster.lookup(mac: vps.mac, timeoutMs: 30_000)
+            async let lookup = cluster.lookup(mac: vps.mac, timeoutMs: 45_000)
             try await cluster.waitForRequestInFlight(at: "production-1")
             let started = ContinuousClock.now
             slow.signal(SIGKILL)
@@ -28,8 +29,8 @@ struct FailureTests {
             #expect(response.outcome == .ok)
             #expect(response.responderEnvironment == "beta")
             #expect(owner?.vpsID == "vps-1")
-            // Beta's answer, not the 30 s deadline, ends the call.
-            #expect(ContinuousClock.now - started < .seconds(15))
+            // Beta's answer, not the 45 s deadline, ends the call.
+            #expect(ContinuousClock.now - started < .seconds(30))
         }
     }
 
@@ -75,13 +76,15 @@ struct FailureTests {
     @Test("a stream silent for three heartbeat intervals is evicted; one that heartbeats stays")
     func silentStreamEvicted() async throws {
         try await Cluster.with { cluster in
-            let gateway = try await cluster.startGateway(["--heartbeat-interval", "300ms", "--registration-timeout", "300ms"])
+            // One second, not less: with a shorter interval a machine running three suites at
+            // once starved chatty's heartbeats past three intervals, and it was evicted too.
+            let gateway = try await cluster.startGateway(["--heartbeat-interval", "1s", "--registration-timeout", "1s"])
             try await RawStream.with(port: cluster.port, secret: cluster.secret) { silent in
                 try await RawStream.with(port: cluster.port, secret: cluster.secret) { chatty in
                     // Registration is confirmed on each stream itself (its `registered`), not by
                     // listing clients: on a busy machine the silent one may already be evicted
-                    // (900 ms) by the time a listing shows both. Chatty talks from its start.
-                    // Both register at once (each stream has 300 ms to), and chatty keeps
+                    // (3 s) by the time a listing shows both. Chatty talks from its start.
+                    // Both register at once (each stream has 1 s to), and chatty keeps
                     // talking from then on.
                     chatty.send(.register(.legacy(instance: "chatty")))
                     silent.send(.register(.legacy(instance: "silent")))

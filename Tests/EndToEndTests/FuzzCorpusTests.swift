@@ -4,7 +4,7 @@ import Testing
 /// The fuzz corpus (Fuzz/corpus, grown and minimized by scripts/fuzz.sh) replayed through the
 /// plain build of vps-gateway-fuzz: every input a fuzzer ever kept still holds the targets'
 /// properties, without libFuzzer's runtime.
-@Suite("Fuzz corpus", .timeLimit(.minutes(2)))
+@Suite("Fuzz corpus", .timeLimit(.minutes(5)))
 struct FuzzCorpusTests {
     static let binary = URL(fileURLWithPath: TestBinary.path).deletingLastPathComponent().appendingPathComponent("vps-gateway-fuzz").path
 

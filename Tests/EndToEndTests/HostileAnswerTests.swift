@@ -107,7 +107,7 @@ struct HostileAnswerTests {
             #expect(await poll(timeout: .seconds(30)) { ((try? journal.record("needs-beta"))??.attempts ?? 0) >= 2 })
             #expect(try journal.record("needs-beta")?.state.isTerminal == false)
             try cluster.startWorker(environment: "beta", inventory: try cluster.inventory("beta", [vps]))
-            #expect(await poll(timeout: .seconds(60)) { (try? journal.record("needs-beta"))??.state == .completed })
+            #expect(await poll(timeout: .seconds(120)) { (try? journal.record("needs-beta"))??.state == .completed })
             #expect(try journal.record("needs-beta")?.outcome == .ok)
         }
     }

@@ -5,7 +5,7 @@ import Testing
 /// The lease file's directory under the gateway's feet: moved away and re-created, as a
 /// package upgrade or a restore does. The timed reconcile is set far beyond the test's time
 /// limit, so only a re-armed watch can bring the new lease in.
-@Suite("Lease directory", .timeLimit(.minutes(2)))
+@Suite("Lease directory", .timeLimit(.minutes(5)))
 struct LeaseDirectoryTests {
     let first = SampleInventory.Entry("vps-dir-1", mac: "52:54:00:dd:00:01", ip: "10.251.0.1")
     let second = SampleInventory.Entry("vps-dir-2", mac: "52:54:00:dd:00:02", ip: "10.251.0.2")

@@ -5,7 +5,7 @@ import SwiftProtobuf
 import Testing
 
 /// Lookups through a real gateway and real worker processes over loopback.
-@Suite("Lookups through gateway and workers", .serialized, .timeLimit(.minutes(2)))
+@Suite("Lookups through gateway and workers", .serialized, .timeLimit(.minutes(5)))
 struct LookupTests {
     let productionVPS = SampleInventory.Entry("vps-prod-1", mac: "52:54:00:aa:00:01", ip: "10.1.0.1", organization: "org-prod")
 

@@ -4,7 +4,7 @@ import Testing
 
 /// What the roles tell their service manager through `$NOTIFY_SOCKET` (systemd's protocol,
 /// read here from a socket the test owns).
-@Suite("Service manager notifications", .serialized, .timeLimit(.minutes(2)))
+@Suite("Service manager notifications", .serialized, .timeLimit(.minutes(5)))
 struct NotifyTests {
     @Test("the gateway says READY=1 once it listens, keeps STATUS current, pings the watchdog and says STOPPING=1 on SIGTERM")
     func gatewayLifecycle() async throws {

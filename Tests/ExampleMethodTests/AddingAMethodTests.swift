@@ -33,7 +33,7 @@ struct Greeter: MethodHandler {
     }
 }
 
-@Suite("Adding a method", .timeLimit(.minutes(1)))
+@Suite("Adding a method", .timeLimit(.minutes(5)))
 struct AddingAMethodTests {
     @Test("a method added in four places is registered by the worker, called by the gateway through its journal, and answered in its own types")
     func greet() async throws {

@@ -82,7 +82,7 @@ struct RequestJournalTests {
         }
     }
 
-    @Test("a value SQLite refuses to bind fails its write, naming the value, instead of leaving that column NULL", .timeLimit(.minutes(1)))
+    @Test("a value SQLite refuses to bind fails its write, naming the value, instead of leaving that column NULL", .timeLimit(.minutes(5)))
     func refusedBindFailsTheWrite() async throws {
         try await withJournal { journal, _ in
             let committer = GroupCommitter(pool: journal.pool, logger: Self.logger)
@@ -178,7 +178,7 @@ struct RequestJournalTests {
         }
     }
 
-    @Test("a submitted write waits for the next awaited one and shares its commit; finishing does not wait for the delay", .timeLimit(.minutes(1)))
+    @Test("a submitted write waits for the next awaited one and shares its commit; finishing does not wait for the delay", .timeLimit(.minutes(5)))
     func submittedWriteSharesTheNextCommit() async throws {
         try await withJournal { journal, _ in
             // A delay no test run reaches: only the awaited write or the finish can commit it.
@@ -202,7 +202,7 @@ struct RequestJournalTests {
         }
     }
 
-    @Test("a submitted write arriving within its delay after a commit does not wake the writer; the next awaited write takes it along", .timeLimit(.minutes(1)))
+    @Test("a submitted write arriving within its delay after a commit does not wake the writer; the next awaited write takes it along", .timeLimit(.minutes(5)))
     func submittedWriteAfterACommitWakesNobody() async throws {
         try await withJournal { journal, _ in
             let committer = GroupCommitter(pool: journal.pool, logger: Self.logger, submittedWriteDelay: .seconds(3600))
@@ -265,7 +265,7 @@ struct RequestJournalTests {
         }
     }
 
-    @Test("a cancelled writer commits what is queued once, then refuses new writes as closed", .timeLimit(.minutes(1)))
+    @Test("a cancelled writer commits what is queued once, then refuses new writes as closed", .timeLimit(.minutes(5)))
     func cancelledWriterCommitsQueuedWrites() async throws {
         try await withJournal { journal, _ in
             let committer = GroupCommitter(pool: journal.pool, logger: Self.logger, submittedWriteDelay: .seconds(3600))

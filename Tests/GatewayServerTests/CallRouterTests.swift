@@ -15,7 +15,7 @@ struct CallRouterTests {
         router = CallRouter(clients: clients, logger: Logger(label: "test"))
     }
 
-    func call(_ id: String, timeout: Duration = .seconds(5), target: CallTarget = .all) -> OutgoingCall {
+    func call(_ id: String, timeout: Duration = .seconds(30), target: CallTarget = .all) -> OutgoingCall {
         OutgoingCall(
             requestID: id, method: RequestMethods.findVPSByLease.name,
             payload: try! FindVPSByLeaseRequest.with { $0.mac = "52:54:00:00:00:01" }.serializedBytes(),
@@ -156,7 +156,7 @@ struct CallRouterTests {
     @Test("with no receiver the call waits until one registers")
     func waitsForReceiver() async {
         let a = FakeClient("late")
-        async let result = router.call(call("r6", timeout: .seconds(5)))
+        async let result = router.call(call("r6"))
         try? await Task.sleep(for: .milliseconds(50))
         _ = clients.register(a.connection)
         _ = await a.next()

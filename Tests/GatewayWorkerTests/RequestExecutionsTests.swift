@@ -10,7 +10,7 @@ import Testing
 /// A request's run in the worker, without a gateway: answered at once by an instant handler or
 /// one task per run, and one ending decided by the first of the handler, the deadline and the
 /// gateway's `cancel`.
-@Suite("Request runs", .timeLimit(.minutes(1)))
+@Suite("Request runs", .timeLimit(.minutes(5)))
 struct RequestExecutionsTests {
     @Test("a repeat of a running request id joins its run: the handler runs once and both streams get its answer")
     func repeatJoins() async throws {

@@ -7,7 +7,7 @@ import Testing
 
 /// The fan-out's rules, with a gateway and workers in one process: which answer wins, what
 /// "not found" needs, what a deadline ends, and who is told to stop.
-@Suite("Fan-out, in process", .timeLimit(.minutes(1)))
+@Suite("Fan-out, in process", .timeLimit(.minutes(5)))
 struct FanOutTests {
     static let mac = "52:54:00:cc:00:01"
 

@@ -15,7 +15,7 @@ final class Counter: Sendable {
     let count = Mutex(0)
 }
 
-@Suite("In-memory transport", .timeLimit(.minutes(1)))
+@Suite("In-memory transport", .timeLimit(.minutes(5)))
 struct InMemoryTransportTests {
     static let check = RPCMethod(service: "grpc.health.v1.Health", name: "Check", kind: .unary)
     static let watch = RPCMethod(service: "grpc.health.v1.Health", name: "Watch", kind: .serverStreaming)
@@ -110,7 +110,7 @@ struct InMemoryTransportTests {
     }
 }
 
-@Suite("Stream contract, in memory", .timeLimit(.minutes(1)))
+@Suite("Stream contract, in memory", .timeLimit(.minutes(5)))
 struct InMemoryStreamContractTests {
     @Test("a RegisterGateway stream with a wrong secret is refused with unauthenticated, and the registered worker keeps answering")
     func wrongSecretIsRefused() async throws {

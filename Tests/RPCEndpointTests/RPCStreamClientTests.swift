@@ -11,7 +11,7 @@ import Synchronization
 import Testing
 
 /// ``RPCStreamClient`` against this module's own server over HTTP/2 on loopback.
-@Suite("The stream client", .timeLimit(.minutes(1)))
+@Suite("The stream client", .timeLimit(.minutes(5)))
 struct RPCStreamClientTests {
     static let bidi = RPCMethod(service: "test.v1.Stream", name: "Bidi", kind: .bidirectionalStreaming)
     static let guarded = RPCMethod(service: "test.v1.Stream", name: "Guarded", kind: .bidirectionalStreaming)

@@ -11,7 +11,7 @@ import Synchronization
 import Testing
 
 /// ``RPCUnaryClient`` against this module's own server over HTTP/2 on a Unix socket.
-@Suite("The unary client", .timeLimit(.minutes(1)))
+@Suite("The unary client", .timeLimit(.minutes(5)))
 struct RPCUnaryClientTests {
     /// Answers `n` with `n` times "x"; 0 waits (for the deadline and cancellation tests);
     /// 1 fails with a status.

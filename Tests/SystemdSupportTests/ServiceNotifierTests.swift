@@ -44,7 +44,7 @@ private final class ManagerSocket {
     }
 }
 
-@Suite("Service notifier", .timeLimit(.minutes(1)))
+@Suite("Service notifier", .timeLimit(.minutes(5)))
 struct ServiceNotifierTests {
     @Test("messages reach the manager's socket as KEY=value lines, a newline inside a value kept to one line")
     func messagesArrive() throws {

@@ -30,8 +30,10 @@ final class RawStream: Sendable {
 
     fileprivate func record(_ event: Event) { received.withLock { $0.append(event) } }
 
-    /// The next event, or nil after `timeout`.
-    func next(timeout: Duration = .seconds(10)) async -> Event? {
+    /// The next event, or nil after `timeout`. The waits here end as soon as what they wait
+    /// for arrives, so their defaults are long: on a busy machine ten seconds did not cover a
+    /// gateway's first answer. A test that expects nothing passes its own short limit.
+    func next(timeout: Duration = .seconds(30)) async -> Event? {
         let box = EventBox()
         _ = await poll(timeout: timeout) {
             self.received.withLock { events in
@@ -44,7 +46,7 @@ final class RawStream: Sendable {
     }
 
     /// The next message of `type`, skipping heartbeats; nil after `timeout` or at the end.
-    func nextMessage(ofType type: MessageType, timeout: Duration = .seconds(10)) async -> GatewayMessage? {
+    func nextMessage(ofType type: MessageType, timeout: Duration = .seconds(30)) async -> GatewayMessage? {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             switch await next(timeout: deadline - .now) {
@@ -57,7 +59,7 @@ final class RawStream: Sendable {
     }
 
     /// Skips messages until the stream ends; the end's error, or nil after `timeout`.
-    func waitForEnd(timeout: Duration = .seconds(10)) async -> (ended: Bool, error: RPCError?) {
+    func waitForEnd(timeout: Duration = .seconds(30)) async -> (ended: Bool, error: RPCError?) {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             switch await next(timeout: deadline - .now) {

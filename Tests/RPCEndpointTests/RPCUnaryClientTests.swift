@@ -79,7 +79,7 @@ struct RPCUnaryClientTests {
         }
     }
 
-    static func repeatX(_ client: RPCUnaryClient, _ count: UInt32, timeout: Duration = .seconds(30)) async throws -> String {
+    static func repeatX(_ client: RPCUnaryClient, _ count: UInt32, timeout: Duration = .seconds(120)) async throws -> String {
         try await client.call(repeatX, Google_Protobuf_UInt32Value(count), as: Google_Protobuf_StringValue.self, timeout: timeout).value
     }
 

@@ -17,9 +17,11 @@ final class Cluster: Sendable {
     /// The sockets that hold this cluster's ports (``reserveLoopbackPort()``), closed last.
     private let portHolders: Mutex<[Int32]>
     /// Run at tear-down after the processes stopped, newest first (network namespaces...).
-    private let cleanups = Mutex<[@Sendable () -> Void]>([])
+    /// Async, so a clean-up that waits (a database's shutdown) waits without holding one of
+    /// the few threads every test's tasks share.
+    private let cleanups = Mutex<[@Sendable () async -> Void]>([])
 
-    func onTearDown(_ cleanup: @escaping @Sendable () -> Void) {
+    func onTearDown(_ cleanup: @escaping @Sendable () async -> Void) {
         cleanups.withLock { $0.append(cleanup) }
     }
 
@@ -63,7 +65,7 @@ final class Cluster: Sendable {
         if !leftovers.isEmpty {
             Issue.record("processes outlived the test: \(leftovers.map { "\($0.pid) \($0.command)" })")
         }
-        for cleanup in cleanups.withLock({ $0.reversed() }) { cleanup() }
+        for cleanup in cleanups.withLock({ $0.reversed() }) { await cleanup() }
         for holder in portHolders.withLock({ $0 }) { close(holder) }
         if printLogs || !leftovers.isEmpty {
             for process in all { print("---- log of \(process.name) ----\n\(process.log.suffix(4000))") }

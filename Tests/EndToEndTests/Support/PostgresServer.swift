@@ -49,7 +49,7 @@ final class PostgresServer: Sendable {
             chown(directory, user.pointee.pw_uid, user.pointee.pw_gid)
         }
         let server = PostgresServer(cluster: cluster, port: try cluster.reservePort(), directory: directory)
-        cluster.onTearDown { server.stopNow() }
+        cluster.onTearDown { await server.stop() }
         let passwordFile = directory + "/superuser-password"
         try server.superuserPassword.write(toFile: passwordFile, atomically: false, encoding: .utf8)
         if geteuid() == 0, let user = getpwnam("postgres") { chown(passwordFile, user.pointee.pw_uid, user.pointee.pw_gid) }
@@ -85,15 +85,6 @@ final class PostgresServer: Sendable {
         guard let process = server.get() else { return }
         process.signal(SIGINT)
         if await process.waitForExit(timeout: .seconds(20)) == nil { await process.stop() }
-    }
-
-    /// For the teardown: SIGINT, a short wait, then SIGKILL (synchronous).
-    private func stopNow() {
-        guard let process = server.get(), process.isRunning else { return }
-        process.signal(SIGINT)
-        for _ in 0..<200 where process.isRunning { usleep(50_000) }
-        process.signal(SIGKILL)
-        for _ in 0..<100 where process.isRunning { usleep(50_000) }
     }
 
     /// Runs `sql` with psql as the superuser against `database`; throws with psql's output when

@@ -86,12 +86,14 @@ commits() {
         /^vps_gateway_journal_commit_duration_seconds_sum/ { s = $2 }
         END { print (n == "" ? 0 : n), (s == "" ? 0 : s) }'
 }
-# utime+stime: fields 14 and 15 of proc(5), read after the name's last ')' (a name may hold spaces).
-ticks() { for pid in "${pids[@]}"; do sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12+$13}'; done | paste -sd' '; }
+# utime+stime of a stat file: fields 14 and 15 of proc(5), read after the name's last ')'
+# (a name may hold spaces).
+stat_ticks() { sed 's/.*) //' "$1" 2>/dev/null | awk '{print $12+$13}'; }
+ticks() { for pid in "${pids[@]}"; do stat_ticks "/proc/$pid/stat"; done | paste -sd' '; }
 # The gateway's CPU by thread name (the event loop, the journal's writer, ...), "name=ticks;…".
 thread_ticks() {
     for task in /proc/"${pids[0]}"/task/*; do
-        printf '%s=%s;' "$(cat "$task/comm" 2>/dev/null)" "$(sed 's/.*) //' "$task/stat" 2>/dev/null | awk '{print $12+$13}')"
+        printf '%s=%s;' "$(cat "$task/comm" 2>/dev/null)" "$(stat_ticks "$task/stat")"
     done
 }
 target=""
